@@ -1,0 +1,285 @@
+//! The command line: argument parsing, output and exit codes.
+//!
+//! Commands return `miette::Result`; [`main`] renders errors as diagnostics and
+//! maps them to the documented exit codes (see [`Exit`]).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, IntoDiagnostic};
+
+use crate::spec::{self, LoadOptions, SpecError};
+
+/// The documented exit codes of `stack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// Invalid input: a stack file, env file or value that does not validate.
+    Invalid = 1,
+    /// Bad usage: unknown command or flag, missing argument.
+    Usage = 2,
+    /// The operation failed: a file could not be read or written.
+    Failed = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// `stack`: containers, images and declared stacks kept converged.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stack",
+    version,
+    about = "Run containers and keep declared stacks converged",
+    long_about = "stack runs containers itself, handles images like Docker and keeps \
+                  stacks declared in stack.kdl, stack.toml or docker-compose.yml converged.",
+    after_help = "Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 operation failed.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    project: ProjectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the stack is and what it is interpolated with.
+#[derive(Debug, clap::Args)]
+struct ProjectArgs {
+    /// Stack file (repeat to merge overrides in order; default: discover
+    /// stack.kdl, stack.toml, compose.yaml or docker-compose.yml)
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Project directory (default: the first file's directory, or the current one)
+    #[arg(long, global = true, value_name = "DIR")]
+    project_dir: Option<PathBuf>,
+    /// Extra env file for ${VAR} interpolation, applied after .env (repeatable)
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a stack file and report every problem in it
+    Validate {
+        /// Treat warnings (unsupported compose keys, unset variables) as errors
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the stack after interpolation, merging and normalization
+    Config {
+        /// Output syntax
+        #[arg(long, value_enum, default_value_t = ConfigFormat::Kdl)]
+        format: ConfigFormat,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConfigFormat {
+    Kdl,
+    Toml,
+    Json,
+}
+
+/// Runs the `stack` command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(failure) => {
+            eprint!("{}", render(failure.report.as_ref(), color_stderr()));
+            failure.exit.into()
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// An error on its way out: what to print and which exit code to use.
+struct Failure {
+    report: miette::Report,
+    exit: Exit,
+}
+
+impl From<SpecError> for Failure {
+    fn from(e: SpecError) -> Self {
+        let exit = match e {
+            SpecError::Read { .. } => Exit::Failed,
+            SpecError::NotFound { .. }
+            | SpecError::UnknownFormat { .. }
+            | SpecError::Invalid { .. } => Exit::Invalid,
+        };
+        Self {
+            report: miette::Report::new(e),
+            exit,
+        }
+    }
+}
+
+impl From<miette::Report> for Failure {
+    fn from(report: miette::Report) -> Self {
+        Self {
+            report,
+            exit: Exit::Failed,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Validate { strict } => {
+            let loaded = spec::load(&load_options(&cli.project)?)?;
+            print_warnings(&loaded.warnings);
+            if strict && !loaded.warnings.is_empty() {
+                return Err(SpecError::Invalid {
+                    problems: loaded
+                        .warnings
+                        .into_iter()
+                        .map(|mut w| {
+                            w.severity = miette::Severity::Error;
+                            w
+                        })
+                        .collect(),
+                }
+                .into());
+            }
+            let services = loaded.spec.services.len();
+            let files: Vec<String> = loaded
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            println!(
+                "{}: valid ({services} service{})",
+                files.join(" + "),
+                if services == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Command::Config { format } => {
+            let loaded = spec::load(&load_options(&cli.project)?)?;
+            print_warnings(&loaded.warnings);
+            let model = serde_json::to_value(&loaded.spec).into_diagnostic()?;
+            let text = match format {
+                ConfigFormat::Json => {
+                    let mut s = serde_json::to_string_pretty(&model).into_diagnostic()?;
+                    s.push('\n');
+                    s
+                }
+                // Stack files are interpolated when read, so a `$` that is
+                // data must be written `$$` for the output to read back.
+                ConfigFormat::Toml => toml::to_string(&escape_dollars(model)).into_diagnostic()?,
+                ConfigFormat::Kdl => spec::kdl::emit(&escape_dollars(model)),
+            };
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .into_diagnostic()?;
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// Doubles every `$` in the strings of `value`.
+fn escape_dollars(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(s.replace('$', "$$")),
+        Value::Array(items) => Value::Array(items.into_iter().map(escape_dollars).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, escape_dollars(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn load_options(project: &ProjectArgs) -> Result<LoadOptions, Failure> {
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    let project_dir = match (&project.project_dir, project.files.first()) {
+        (Some(dir), _) => cwd.join(dir),
+        (None, Some(first)) => cwd
+            .join(first)
+            .parent()
+            .map_or_else(|| cwd.clone(), std::path::Path::to_path_buf),
+        (None, None) => cwd.clone(),
+    };
+    Ok(LoadOptions {
+        files: project.files.iter().map(|f| cwd.join(f)).collect(),
+        project_dir,
+        env_files: project.env_files.iter().map(|f| cwd.join(f)).collect(),
+        environment: None,
+    })
+}
+
+fn print_warnings(warnings: &[spec::diag::Problem]) {
+    let color = color_stderr();
+    for w in warnings {
+        eprint!("{}", render(w, color));
+    }
+}
+
+fn color_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Renders a diagnostic the way the CLI prints it: with the source line and
+/// labels, in color or not, 100 columns wide.
+pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    if handler.render_report(&mut out, diagnostic).is_err() {
+        out = format!("error: {diagnostic}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
