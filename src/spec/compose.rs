@@ -1037,18 +1037,19 @@ impl Converter<'_> {
     /// integer means 0o1777. The decoder reads strings as octal, so the digits
     /// are handed over as written.
     fn octal_mode(&self, v: &Value) -> Value {
-        if !matches!(v.kind, Kind::Int(_)) {
+        let Kind::Int(n) = v.kind else {
             return v.clone();
-        }
-        let written = self.source.inner().get(v.span.offset..v.span.end());
-        let digits = written
+        };
+        let written = self
+            .source
+            .inner()
+            .get(v.span.offset..v.span.end())
             .map(|w| w.trim().trim_start_matches("0o"))
             .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
-        match (digits, &v.kind) {
-            (Some(d), _) => Value::str(d, v.span),
-            (None, Kind::Int(n)) => Value::str(n.to_string(), v.span),
-            (None, _) => v.clone(),
-        }
+        Value::str(
+            written.map_or_else(|| n.to_string(), str::to_string),
+            v.span,
+        )
     }
 
     /// A long-syntax device as Docker's `source[:target[:permissions]]`.
@@ -1603,6 +1604,23 @@ mod tests {
         assert_eq!(tmpfs.get("size").and_then(Value::as_str), Some("64m"));
         // Compose documents the mode as octal: the digits go to the decoder as text.
         assert_eq!(tmpfs.get("mode").and_then(Value::as_str), Some("1777"));
+    }
+
+    #[test]
+    fn tmpfs_modes_keep_their_octal_digits() {
+        let text = "services:\n  web:\n    volumes:\n      - {type: tmpfs, target: /a, tmpfs: {mode: 0o1777}}\n      - {type: tmpfs, target: /b, tmpfs: {mode: 01777}}\n      - {type: tmpfs, target: /c, tmpfs: {mode: \"755\"}}\n";
+        let volumes = service(&clean(text), "web")
+            .get("volumes")
+            .cloned()
+            .unwrap();
+        let Kind::List(items) = &volumes.kind else {
+            panic!()
+        };
+        let modes: Vec<Option<&str>> = items
+            .iter()
+            .map(|m| m.get("mode").and_then(Value::as_str))
+            .collect();
+        assert_eq!(modes, [Some("1777"), Some("01777"), Some("755")]);
     }
 
     #[test]

@@ -703,9 +703,10 @@ impl Decoder<'_, '_> {
             }
         };
         if m.kind == MountKind::Bind
-            && let Some(source) = &m.source {
-                m.source = Some(self.path(source).to_string_lossy().into_owned());
-            }
+            && let Some(source) = &m.source
+        {
+            m.source = Some(self.path(source).to_string_lossy().into_owned());
+        }
         Some(m)
     }
 
@@ -1127,13 +1128,14 @@ impl Decoder<'_, '_> {
             }
         }
         if let (Some(min), Some(max)) = (b.min, b.max)
-            && min.0 > max.0 {
-                self.invalid(
-                    v,
-                    "backoff",
-                    format!("min ({min}) is larger than max ({max})"),
-                );
-            }
+            && min.0 > max.0
+        {
+            self.invalid(
+                v,
+                "backoff",
+                format!("min ({min}) is larger than max ({max})"),
+            );
+        }
         b
     }
 
@@ -1323,17 +1325,19 @@ impl Decoder<'_, '_> {
             }
         }
         if let (Some(res), Some(mem)) = (l.memory_reservation, l.memory)
-            && res.0 > mem.0 {
-                self.invalid(v, "limits", "memory-reservation is larger than memory");
-            }
+            && res.0 > mem.0
+        {
+            self.invalid(v, "limits", "memory-reservation is larger than memory");
+        }
         if let (Some(SwapLimit::Bytes(swap)), Some(mem)) = (l.memory_swap, l.memory)
-            && swap.0 < mem.0 {
-                self.invalid(
-                    v,
-                    "limits",
-                    "memory-swap must be at least memory (it is memory plus swap)",
-                );
-            }
+            && swap.0 < mem.0
+        {
+            self.invalid(
+                v,
+                "limits",
+                "memory-swap must be at least memory (it is memory plus swap)",
+            );
+        }
         l
     }
 
@@ -1576,24 +1580,26 @@ impl Decoder<'_, '_> {
         if let Some(subnet) = n.subnet {
             for (what, addr) in [("gateway", n.gateway)] {
                 if let Some(addr) = addr
-                    && !subnet.contains(addr) {
-                        self.report(
-                            ProblemKind::InvalidValue,
-                            here,
-                            format!("{what} {addr} is outside the subnet {subnet}"),
-                            "this network",
-                        );
-                    }
-            }
-            if let Some(range) = n.ip_range
-                && (!subnet.contains(range.addr) || range.prefix < subnet.prefix) {
+                    && !subnet.contains(addr)
+                {
                     self.report(
                         ProblemKind::InvalidValue,
                         here,
-                        format!("ip-range {range} is not inside the subnet {subnet}"),
+                        format!("{what} {addr} is outside the subnet {subnet}"),
                         "this network",
                     );
                 }
+            }
+            if let Some(range) = n.ip_range
+                && (!subnet.contains(range.addr) || range.prefix < subnet.prefix)
+            {
+                self.report(
+                    ProblemKind::InvalidValue,
+                    here,
+                    format!("ip-range {range} is not inside the subnet {subnet}"),
+                    "this network",
+                );
+            }
         }
         n
     }
@@ -1657,9 +1663,10 @@ fn is_valid_ifname(name: &str) -> bool {
 /// paths are relative to the stack file's directory.
 pub fn resolve_path(raw: &str, base_dir: &Path, vars: &dyn Lookup) -> PathBuf {
     if (raw == "~" || raw.starts_with("~/"))
-        && let Some(home) = vars.lookup("HOME") {
-            return PathBuf::from(home).join(raw.trim_start_matches('~').trim_start_matches('/'));
-        }
+        && let Some(home) = vars.lookup("HOME")
+    {
+        return PathBuf::from(home).join(raw.trim_start_matches('~').trim_start_matches('/'));
+    }
     let path = Path::new(raw);
     if path.is_absolute() {
         return path.to_path_buf();

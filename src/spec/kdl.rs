@@ -455,10 +455,11 @@ impl MapBuilder {
     /// Merges entries into the map under `key`, creating it.
     fn merge(&mut self, key: &str, key_span: Span, entries: Vec<Entry>, span: Span) {
         if let Some(i) = self.position(key)
-            && let Kind::Map(map) = &mut self.entries[i].value.kind {
-                map.extend(entries);
-                return;
-            }
+            && let Kind::Map(map) = &mut self.entries[i].value.kind
+        {
+            map.extend(entries);
+            return;
+        }
         self.push(key, key_span, Value::new(Kind::Map(entries), span));
     }
 

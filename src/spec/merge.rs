@@ -24,10 +24,14 @@ pub fn merge_stack(base: &mut StackSpec, over: StackSpec) {
         }
     }
     for (name, network) in over.networks {
-        merge_network(&mut base.networks, name, network);
+        merge_declared(&mut base.networks, name, network, |n: &mut NetworkSpec| {
+            &mut n.labels
+        });
     }
     for (name, volume) in over.volumes {
-        merge_volume(&mut base.volumes, name, volume);
+        merge_declared(&mut base.volumes, name, volume, |v: &mut VolumeSpec| {
+            &mut v.labels
+        });
     }
 }
 
@@ -120,30 +124,20 @@ fn merge_limits(base: &mut LimitsSpec, over: LimitsSpec) {
     });
 }
 
-fn merge_network(base: &mut BTreeMap<String, NetworkSpec>, name: String, over: NetworkSpec) {
-    match base.get_mut(&name) {
-        Some(existing) => {
-            let mut labels = std::mem::take(&mut existing.labels);
-            labels.extend(over.labels.clone());
-            *existing = NetworkSpec { labels, ..over };
-        }
-        None => {
-            base.insert(name, over);
-        }
+/// A later declaration of a network or volume replaces the earlier one, but
+/// their labels merge.
+fn merge_declared<T>(
+    base: &mut BTreeMap<String, T>,
+    name: String,
+    mut over: T,
+    labels: fn(&mut T) -> &mut BTreeMap<String, String>,
+) {
+    if let Some(existing) = base.get_mut(&name) {
+        let mut merged = std::mem::take(labels(existing));
+        merged.append(labels(&mut over));
+        *labels(&mut over) = merged;
     }
-}
-
-fn merge_volume(base: &mut BTreeMap<String, VolumeSpec>, name: String, over: VolumeSpec) {
-    match base.get_mut(&name) {
-        Some(existing) => {
-            let mut labels = std::mem::take(&mut existing.labels);
-            labels.extend(over.labels.clone());
-            *existing = VolumeSpec { labels, ..over };
-        }
-        None => {
-            base.insert(name, over);
-        }
-    }
+    base.insert(name, over);
 }
 
 #[cfg(test)]

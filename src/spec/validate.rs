@@ -97,25 +97,17 @@ impl Validator<'_> {
         }
         for vf in &s.volumes_from {
             if let VolumesFromSource::Service(other) = &vf.source
-                && !services.contains_key(other) {
-                    problems.push(self.unknown_service(
-                        other,
-                        name,
-                        vf.origin,
-                        "takes volumes from",
-                    ));
-                }
+                && !services.contains_key(other)
+            {
+                problems.push(self.unknown_service(other, name, vf.origin, "takes volumes from"));
+            }
         }
         if let Some(mode) = &s.network_mode
             && let NetworkMode::Service(other) = &mode.value
-                && !services.contains_key(other) {
-                    problems.push(self.unknown_service(
-                        other,
-                        name,
-                        mode.origin,
-                        "shares the network of",
-                    ));
-                }
+            && !services.contains_key(other)
+        {
+            problems.push(self.unknown_service(other, name, mode.origin, "shares the network of"));
+        }
         let networks: Vec<&str> = self.stack.networks.keys().map(String::as_str).collect();
         for net in &s.networks {
             if net.name != DEFAULT_NETWORK && !self.stack.networks.contains_key(&net.name) {
@@ -175,8 +167,9 @@ impl Validator<'_> {
             ));
         }
         if matches!(mode.value, NetworkMode::Host | NetworkMode::None)
-            && let Some(port) = s.ports.first() {
-                problems.push(self.problem(
+            && let Some(port) = s.ports.first()
+        {
+            problems.push(self.problem(
                     ProblemKind::InvalidValue,
                     format!(
                         "service `{name}` publishes ports but uses network-mode `{}`, where publishing means nothing",
@@ -185,7 +178,7 @@ impl Validator<'_> {
                     port.origin,
                     "cannot be published",
                 ));
-            }
+        }
     }
 
     /// Edges of the start-order graph: depends-on, links, volumes-from and
@@ -206,9 +199,10 @@ impl Validator<'_> {
                 }
             }
             if let Some(mode) = &s.network_mode
-                && let NetworkMode::Service(other) = &mode.value {
-                    out.push((other.as_str(), mode.origin));
-                }
+                && let NetworkMode::Service(other) = &mode.value
+            {
+                out.push((other.as_str(), mode.origin));
+            }
             out.retain(|(to, _)| *to != name.as_str() && self.stack.services.contains_key(*to));
         }
         edges
