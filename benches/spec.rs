@@ -10,6 +10,9 @@ use stack::spec::{Format, parse_str};
 
 const SERVICES: usize = 500;
 
+/// A bench case: its name, the generator of its text, its syntax.
+type Case = (&'static str, fn() -> String, Format);
+
 fn kdl_stack() -> String {
     let mut s = String::from(
         "name \"bench\"\nnetwork \"front\" subnet=\"10.80.0.0/16\"\nvolume \"data\"\n",
@@ -110,7 +113,7 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
-    let cases: [(&str, fn() -> String, Format); 3] = [
+    let cases: [Case; 3] = [
         ("stack.kdl", kdl_stack, Format::Kdl),
         ("stack.toml", toml_stack, Format::Toml),
         ("docker-compose.yml", compose_stack, Format::Compose),

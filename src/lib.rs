@@ -2,7 +2,10 @@
 //! stacks converged.
 //!
 //! The crate is laid out by responsibility (see `docs/ARCHITECTURE.md`):
-//! [`spec`] reads stack files into one typed model, [`cli`] is the command line.
+//! [`spec`] reads stack files into one typed model, [`image`] stores and moves
+//! images, [`cli`] is the command line.
 
 pub mod cli;
+pub mod image;
 pub mod spec;
+pub mod words;

@@ -3,14 +3,21 @@
 //! Commands return `miette::Result`; [`main`] renders errors as diagnostics and
 //! maps them to the documented exit codes (see [`Exit`]).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, IntoDiagnostic};
+use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
+
+mod images;
+mod output;
+mod registry;
+
+use output::color_stderr;
+pub use output::render;
 
 /// The documented exit codes of `stack`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +50,17 @@ impl From<Exit> for ExitCode {
     propagate_version = true
 )]
 pub struct Cli {
+    /// State root: images, containers, volumes
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_ROOT",
+        default_value = "/var/lib/stack",
+        value_name = "DIR"
+    )]
+    root: PathBuf,
     #[command(flatten)]
-    project: ProjectArgs,
+    registry: registry::RegistryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,13 +70,13 @@ pub struct Cli {
 struct ProjectArgs {
     /// Stack file (repeat to merge overrides in order; default: discover
     /// stack.kdl, stack.toml, compose.yaml or docker-compose.yml)
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Project directory (default: the first file's directory, or the current one)
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     project_dir: Option<PathBuf>,
     /// Extra env file for ${VAR} interpolation, applied after .env (repeatable)
-    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
 }
 
@@ -68,16 +84,47 @@ struct ProjectArgs {
 enum Command {
     /// Check a stack file and report every problem in it
     Validate {
+        #[command(flatten)]
+        project: ProjectArgs,
         /// Treat warnings (unsupported compose keys, unset variables) as errors
         #[arg(long)]
         strict: bool,
     },
     /// Print the stack after interpolation, merging and normalization
     Config {
+        #[command(flatten)]
+        project: ProjectArgs,
         /// Output syntax
         #[arg(long, value_enum, default_value_t = ConfigFormat::Kdl)]
         format: ConfigFormat,
     },
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
+    /// Search a registry's repositories
+    Search(registry::SearchArgs),
+    /// List images
+    Images(images::ImagesArgs),
+    /// Remove images
+    Rmi(images::RmiArgs),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Show the steps an image was built from
+    History(images::HistoryArgs),
+    /// Write images to a tar archive (Docker's format or an OCI layout)
+    Save(images::SaveArgs),
+    /// Read images from a tar archive
+    Load(images::LoadArgs),
+    /// Make an image from a root file system tarball or directory
+    Import(images::ImportArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(images::ImageCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -157,8 +204,8 @@ impl From<miette::Report> for Failure {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Validate { strict } => {
-            let loaded = spec::load(&load_options(&cli.project)?)?;
+        Command::Validate { project, strict } => {
+            let loaded = spec::load(&load_options(&project)?)?;
             print_warnings(&loaded.warnings);
             if strict && !loaded.warnings.is_empty() {
                 return Err(SpecError::Invalid {
@@ -186,8 +233,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Config { format } => {
-            let loaded = spec::load(&load_options(&cli.project)?)?;
+        Command::Config { project, format } => {
+            let loaded = spec::load(&load_options(&project)?)?;
             print_warnings(&loaded.warnings);
             let model = serde_json::to_value(&loaded.spec).into_diagnostic()?;
             let text = match format {
@@ -206,6 +253,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .into_diagnostic()?;
             Ok(())
         }
+        Command::Pull(args) => Ok(registry::pull(&cli.root, &cli.registry, &args)?),
+        Command::Push(args) => Ok(registry::push(&cli.root, &cli.registry, &args)?),
+        Command::Login(args) => Ok(registry::login(&cli.registry, &args)?),
+        Command::Logout(args) => Ok(registry::logout(&args)?),
+        Command::Search(args) => Ok(registry::search(&cli.registry, &args)?),
+        Command::Images(args) => Ok(images::run(&cli.root, images::ImageCommand::Ls(args))?),
+        Command::Rmi(args) => Ok(images::run(&cli.root, images::ImageCommand::Rm(args))?),
+        Command::Tag(args) => Ok(images::run(&cli.root, images::ImageCommand::Tag(args))?),
+        Command::History(args) => Ok(images::run(&cli.root, images::ImageCommand::History(args))?),
+        Command::Save(args) => Ok(images::run(&cli.root, images::ImageCommand::Save(args))?),
+        Command::Load(args) => Ok(images::run(&cli.root, images::ImageCommand::Load(args))?),
+        Command::Import(args) => Ok(images::run(&cli.root, images::ImageCommand::Import(args))?),
+        Command::Image(command) => Ok(images::run(&cli.root, command)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());
@@ -252,26 +312,6 @@ fn print_warnings(warnings: &[spec::diag::Problem]) {
     for w in warnings {
         eprint!("{}", render(w, color));
     }
-}
-
-fn color_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
-}
-
-/// Renders a diagnostic the way the CLI prints it: with the source line and
-/// labels, in color or not, 100 columns wide.
-pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    let mut out = String::new();
-    if handler.render_report(&mut out, diagnostic).is_err() {
-        out = format!("error: {diagnostic}\n");
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //!
 //! It works in two steps:
 //!
-//! 1. **Load.** serde-saphyr parses the YAML into a spanned tree that still has
-//!    the compose layout. A hand-written `Deserialize` wraps every node in
-//!    [`serde_saphyr::Spanned`], so each value keeps the byte span of its text
+//! 1. **Load.** granit-parser's YAML events are read into a spanned tree that
+//!    still has the compose layout. Each value keeps the byte span of its text
 //!    (the *defined* location: for an alias or a merge key, the anchored text).
-//!    Merge keys (`<<: *anchor`) are expanded by the parser. Non-string map keys
-//!    (`80: x`, `true: y`) become their source text. Parser budgets are set so an
-//!    alias bomb is refused with an error instead of exhausting memory.
+//!    Aliases and merge keys (`<<: *anchor`) are expanded here. Non-string map
+//!    keys (`80: x`, `true: y`) become their source text. Alias replays have a
+//!    budget, so an alias bomb is refused with an error instead of exhausting
+//!    memory.
 //! 2. **Rewrite.** Compose keys are renamed and reshaped into the canonical
 //!    layout (`depends_on` → `depends-on`, long-syntax ports → `ip:host:container/proto`
 //!    strings, `deploy.resources.limits` → `limits`, …). Values keep their YAML
@@ -34,12 +34,9 @@
 //! This module never reads other files (`env_file`, `extends`) and never resolves
 //! variables.
 
-use std::fmt;
 use std::sync::Arc;
 
 use miette::NamedSource;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::decode::suggest;
 use super::diag::{Problem, ProblemKind, Problems, Span, char_to_byte};
@@ -47,8 +44,8 @@ use super::tree::{Entry, Kind, Value};
 
 /// Alias and merge replays allowed in one file. Real compose files share an
 /// anchor between a few dozen services; a "billion laughs" document needs
-/// billions. serde-saphyr's default (one million) would let a bomb build a
-/// tree of that many nodes first.
+/// billions. Counted in parser events: a scalar is one, a collection two plus
+/// its children.
 const MAX_ALIAS_REPLAY_EVENTS: usize = 100_000;
 
 /// Parses compose YAML into the canonical tree, recording syntax errors,
@@ -79,9 +76,17 @@ pub fn parse(
 // ---------------------------------------------------------------------------
 // Step 1: YAML → spanned tree in the compose layout.
 
-/// A YAML node as serde-saphyr hands it over, children wrapped with their spans.
-#[derive(Debug)]
-enum Node {
+/// A YAML node with the byte span of its text (the *defined* location: for an
+/// alias or a merged entry, the anchored text).
+#[derive(Debug, Clone)]
+struct Node {
+    kind: NodeKind,
+    span: Span,
+}
+
+/// The shape of a YAML node, scalars typed by the rules compose reads them with.
+#[derive(Debug, Clone)]
+enum NodeKind {
     Null,
     Bool(bool),
     Int(i64),
@@ -89,117 +94,618 @@ enum Node {
     BigInt(String),
     Float(f64),
     Str(String),
-    Seq(Vec<Spanned<Node>>),
-    Map(Vec<(Spanned<Node>, Spanned<Node>)>),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
 }
 
-struct NodeVisitor;
+/// A syntax-level failure: the message (without a location) and where.
+#[derive(Debug)]
+struct YamlError {
+    message: String,
+    span: Span,
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
-        Node::deserialize(d)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Int(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(i64::try_from(v).map_or_else(|_| Node::BigInt(v.to_string()), Node::Int))
-    }
-
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
-        Ok(i64::try_from(v).map_or_else(|_| Node::BigInt(v.to_string()), Node::Int))
-    }
-
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
-        Ok(i64::try_from(v).map_or_else(|_| Node::BigInt(v.to_string()), Node::Int))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Float(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Str(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Str(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+impl YamlError {
+    fn new(message: impl Into<String>, span: Span) -> Self {
+        Self {
+            message: message.into(),
+            span,
         }
-        Ok(Node::Seq(items))
     }
+}
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut pairs = Vec::new();
-        while let Some(pair) = map.next_entry()? {
-            pairs.push(pair);
+/// The message every refused-for-size document gets, the one serde-saphyr used
+/// before this loader replaced it.
+const TOO_LARGE: &str = "YAML document too large or too complex";
+
+/// An alias to an anchor that is not defined before it.
+const UNKNOWN_ANCHOR: &str = "reference to unknown value";
+
+/// Containers nested deeper than this are refused, as serde-saphyr's default
+/// budget did. The parser allows 255 of each kind; compose files nest a handful,
+/// and every later step recurses over the tree.
+const MAX_DEPTH: usize = 64;
+
+/// Reads the YAML straight from granit-parser's events (the parser serde-saphyr
+/// uses) into [`Node`]s. Going through serde with a spanned wrapper around every
+/// node cost about three times the parse itself; here each event is read once.
+///
+/// What a YAML library would otherwise do is done here, following the YAML 1.2
+/// core schema as compose (go-yaml v3) reads it: anchors and aliases, merge keys
+/// (`<<: *x`, `<<: [*x, *y]`; explicit keys win, then earlier merges), duplicate
+/// keys as errors, and a budget on alias replays so an alias bomb is refused.
+struct YamlReader<'t> {
+    text: &'t str,
+    parser: granit_parser::Parser<'t, granit_parser::StrInput<'t>>,
+    /// Anchored nodes by anchor id, with their size in parser events. `None`
+    /// while the anchored node is still being read.
+    anchors: Vec<Option<(Node, usize)>>,
+    /// Events replayed by aliases so far.
+    replayed: usize,
+    /// The span of the last event read, for errors at the end of the input.
+    last: Span,
+}
+
+type SpannedEvent<'t> = (granit_parser::Event<'t>, granit_parser::Span);
+
+impl<'t> YamlReader<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut options = granit_parser::Options::default();
+        options.set_emit_comments(false);
+        Self {
+            text,
+            parser: granit_parser::Parser::new_from_str_with_options(text, options),
+            anchors: Vec::new(),
+            replayed: 0,
+            last: Span::new(0, 0),
         }
-        Ok(Node::Map(pairs))
+    }
+
+    /// Reads the single document of the stream; `Null` for an empty stream.
+    fn document(mut self) -> Result<Node, YamlError> {
+        let mut root = None;
+        while let Some((event, span)) = self.next()? {
+            match event {
+                granit_parser::Event::StreamStart
+                | granit_parser::Event::StreamEnd
+                | granit_parser::Event::DocumentStart(..)
+                | granit_parser::Event::DocumentEnd => {}
+                event => {
+                    if root.is_some() {
+                        return Err(YamlError::new(
+                            "only single YAML document expected but multiple found",
+                            self.span(&span),
+                        ));
+                    }
+                    root = Some(self.node(event, span, 0)?);
+                }
+            }
+        }
+        Ok(root.unwrap_or(Node {
+            kind: NodeKind::Null,
+            span: self.last,
+        }))
+    }
+
+    fn next(&mut self) -> Result<Option<SpannedEvent<'t>>, YamlError> {
+        loop {
+            match self.parser.next_event() {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    let mark = e.marker();
+                    let offset = mark
+                        .byte_offset()
+                        .unwrap_or_else(|| char_to_byte(self.text, mark.index()));
+                    let offset = self.text.floor_char_boundary(offset);
+                    let end = self.text.ceil_char_boundary(offset.saturating_add(1));
+                    let message = match e.kind() {
+                        granit_parser::ErrorKind::UnknownAnchor => UNKNOWN_ANCHOR.to_string(),
+                        _ => e.info(),
+                    };
+                    return Err(YamlError::new(message, Span::from_range(offset..end)));
+                }
+                Some(Ok((event, span))) => {
+                    self.last = self.span(&span);
+                    match event {
+                        granit_parser::Event::Comment(..) | granit_parser::Event::Anchor(..) => {}
+                        event => return Ok(Some((event, span))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event, which must exist inside a collection.
+    fn next_in_collection(&mut self) -> Result<SpannedEvent<'t>, YamlError> {
+        self.next()?
+            .ok_or_else(|| YamlError::new("unexpected end of input", self.last))
+    }
+
+    /// The byte span of a parser span, clamped to the text and snapped to
+    /// character boundaries so that slicing with it can never panic.
+    fn span(&self, span: &granit_parser::Span) -> Span {
+        let (start, end) = match span.byte_range() {
+            Some(r) => (r.start, r.end),
+            // Only streaming input lacks byte offsets; this reads a `&str`.
+            None => (
+                char_to_byte(self.text, span.start.index()),
+                char_to_byte(self.text, span.end.index()),
+            ),
+        };
+        let start = self.text.floor_char_boundary(start);
+        let end = self.text.floor_char_boundary(end.max(start));
+        Span::from_range(start..end)
+    }
+
+    fn node(
+        &mut self,
+        event: granit_parser::Event<'t>,
+        span: granit_parser::Span,
+        depth: usize,
+    ) -> Result<Node, YamlError> {
+        let at = self.span(&span);
+        let (anchor, node) = match event {
+            granit_parser::Event::Scalar(value, style, anchor, tag) => {
+                let kind = scalar(value, style, tag.as_deref())
+                    .map_err(|message| YamlError::new(message, at))?;
+                (anchor, Node { kind, span: at })
+            }
+            granit_parser::Event::SequenceStart(_, anchor, _) => {
+                self.open(anchor, depth, at)?;
+                let mut items = Vec::new();
+                loop {
+                    let (event, span) = self.next_in_collection()?;
+                    if matches!(event, granit_parser::Event::SequenceEnd) {
+                        break;
+                    }
+                    items.push(self.node(event, span, depth + 1)?);
+                }
+                let node = Node {
+                    kind: NodeKind::Seq(items),
+                    span: at,
+                };
+                (anchor, node)
+            }
+            granit_parser::Event::MappingStart(_, anchor, _) => {
+                self.open(anchor, depth, at)?;
+                (anchor, self.map(at, depth)?)
+            }
+            granit_parser::Event::Alias(id) => return self.alias(id, at),
+            granit_parser::Event::UnresolvedAlias(_) => {
+                return Err(YamlError::new(UNKNOWN_ANCHOR, at));
+            }
+            _ => return Err(YamlError::new("unexpected YAML event", at)),
+        };
+        if anchor != 0 {
+            let size = events_in(&node);
+            if let Some(slot) = self.anchors.get_mut(anchor) {
+                *slot = Some((node.clone(), size));
+            }
+        }
+        Ok(node)
+    }
+
+    /// Checks the depth and marks `anchor` as being read, so that an alias to it
+    /// from inside (a recursive document) is refused.
+    fn open(&mut self, anchor: usize, depth: usize, at: Span) -> Result<(), YamlError> {
+        if depth >= MAX_DEPTH {
+            return Err(YamlError::new(
+                // serde-saphyr's wording, kept so the message did not change.
+                format!(
+                    "{TOO_LARGE}: limits breached: Depth {{ depth: {} }}",
+                    depth + 1
+                ),
+                at,
+            ));
+        }
+        if anchor != 0 {
+            if self.anchors.len() <= anchor {
+                self.anchors.resize_with(anchor + 1, || None);
+            }
+            self.anchors[anchor] = None;
+        }
+        Ok(())
+    }
+
+    /// A copy of the anchored node, counted against the replay budget before it
+    /// is made, so a bomb is refused without building anything.
+    fn alias(&mut self, id: usize, at: Span) -> Result<Node, YamlError> {
+        let Some(Some((node, size))) = self.anchors.get(id) else {
+            return Err(YamlError::new("Recursive reference not allowed here", at));
+        };
+        let total = self.replayed.saturating_add(*size);
+        if total > MAX_ALIAS_REPLAY_EVENTS {
+            return Err(YamlError::new(
+                format!("{TOO_LARGE}: total_replayed_events={total} > {MAX_ALIAS_REPLAY_EVENTS}"),
+                at,
+            ));
+        }
+        self.replayed = total;
+        Ok(node.clone())
+    }
+
+    /// A mapping after its start event: explicit entries in file order, then the
+    /// merged ones whose keys are not there yet (YAML merge key spec: explicit
+    /// keys win, and an earlier merge source wins over a later one).
+    fn map(&mut self, at: Span, depth: usize) -> Result<Node, YamlError> {
+        let mut entries: Vec<(Node, Node)> = Vec::new();
+        let mut merged: Vec<(Node, Node)> = Vec::new();
+        let mut seen = KeySet::default();
+        loop {
+            let (event, span) = self.next_in_collection()?;
+            if matches!(event, granit_parser::Event::MappingEnd) {
+                break;
+            }
+            let is_merge = is_merge_key(&event);
+            let key = self.node(event, span, depth + 1)?;
+            let (event, span) = self.next_in_collection()?;
+            let value = self.node(event, span, depth + 1)?;
+            if is_merge {
+                merge_sources(value, &mut merged)?;
+                continue;
+            }
+            if !seen.insert(&entries, &key) {
+                let message = match key_text(&key) {
+                    Some(k) => format!("duplicate mapping key `{k}` is not allowed here"),
+                    None => "duplicate mapping key not allowed here".to_string(),
+                };
+                return Err(YamlError::new(message, key.span));
+            }
+            entries.push((key, value));
+        }
+        for (key, value) in merged {
+            if seen.insert(&entries, &key) {
+                entries.push((key, value));
+            }
+        }
+        Ok(Node {
+            kind: NodeKind::Map(entries),
+            span: at,
+        })
     }
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
+/// `<<` written plain and untagged, or tagged `!!merge`.
+fn is_merge_key(event: &granit_parser::Event<'_>) -> bool {
+    match event {
+        granit_parser::Event::Scalar(value, style, _, tag) => {
+            value.as_ref() == "<<"
+                && match tag {
+                    None => *style == granit_parser::ScalarStyle::Plain,
+                    Some(tag) => tag.is_yaml_core_schema_tag("merge"),
+                }
+        }
+        _ => false,
     }
 }
 
-/// Parser settings: compose reads YAML with go-yaml v3, so booleans are only
-/// `true`/`false` (`restart: no` is the string "no", not false), and duplicate
-/// keys are errors.
-fn options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
-    options.merge_keys = serde_saphyr::MergeKeyPolicy::Merge;
-    // go-yaml reads `0755` as octal 493 and saphyr as the float 755; both lose
-    // what was written. Keeping the text lets the decoder read `mode: 0755` as
-    // octal and `TZ_OFFSET: 0100` as the string it is.
-    options.leading_zero_numbers_as_strings = true;
-    options.with_snippet = false;
-    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY_EVENTS;
-    options
+/// Appends the entries a merge key's value brings: a map's entries, or those of
+/// each map in a list, in order. Null merges nothing.
+fn merge_sources(value: Node, merged: &mut Vec<(Node, Node)>) -> Result<(), YamlError> {
+    let refuse = |span| {
+        YamlError::new(
+            "YAML merge value must be mapping or sequence of mappings",
+            span,
+        )
+    };
+    match value.kind {
+        NodeKind::Null => Ok(()),
+        NodeKind::Map(entries) => {
+            merged.extend(entries);
+            Ok(())
+        }
+        NodeKind::Seq(items) => {
+            for item in items {
+                match item.kind {
+                    NodeKind::Map(entries) => merged.extend(entries),
+                    _ => return Err(refuse(item.span)),
+                }
+            }
+            Ok(())
+        }
+        _ => Err(refuse(value.span)),
+    }
+}
+
+/// The keys of one mapping, compared by typed value (`80` and `"80"` differ,
+/// `0x10` and `16` do not). Small maps are scanned; a large one (`services`)
+/// gets a hash set, built when it grows past the scan size.
+#[derive(Default)]
+struct KeySet {
+    index: Option<std::collections::HashSet<KeyId>>,
+}
+
+/// Maps with fewer entries than this are scanned for duplicates.
+const SCANNED_KEYS: usize = 16;
+
+#[derive(PartialEq, Eq, Hash)]
+enum KeyId {
+    Null,
+    Bool(bool),
+    Int(i64),
+    BigInt(String),
+    Float(u64),
+    Str(String),
+    /// A collection key, by its structure (spans left out).
+    Collection(String),
+}
+
+impl KeyId {
+    fn of(key: &Node) -> Self {
+        match &key.kind {
+            NodeKind::Null => Self::Null,
+            NodeKind::Bool(b) => Self::Bool(*b),
+            NodeKind::Int(i) => Self::Int(*i),
+            NodeKind::BigInt(d) => Self::BigInt(d.clone()),
+            NodeKind::Float(f) => Self::Float(f.to_bits()),
+            NodeKind::Str(s) => Self::Str(s.clone()),
+            NodeKind::Seq(_) | NodeKind::Map(_) => {
+                let mut s = String::new();
+                structure(key, &mut s);
+                Self::Collection(s)
+            }
+        }
+    }
+}
+
+impl KeySet {
+    /// Records `key`, about to be added to `entries`; false if an equal key
+    /// is in `entries` already.
+    fn insert(&mut self, entries: &[(Node, Node)], key: &Node) -> bool {
+        if self.index.is_none() && entries.len() < SCANNED_KEYS {
+            return !entries.iter().any(|(k, _)| is_same_key(k, key));
+        }
+        self.index
+            .get_or_insert_with(|| entries.iter().map(|(k, _)| KeyId::of(k)).collect())
+            .insert(KeyId::of(key))
+    }
+}
+
+fn is_same_key(a: &Node, b: &Node) -> bool {
+    match (&a.kind, &b.kind) {
+        (NodeKind::Str(x), NodeKind::Str(y)) | (NodeKind::BigInt(x), NodeKind::BigInt(y)) => x == y,
+        (NodeKind::Int(x), NodeKind::Int(y)) => x == y,
+        (NodeKind::Float(x), NodeKind::Float(y)) => x.to_bits() == y.to_bits(),
+        (NodeKind::Bool(x), NodeKind::Bool(y)) => x == y,
+        (NodeKind::Null, NodeKind::Null) => true,
+        (NodeKind::Seq(_) | NodeKind::Map(_), NodeKind::Seq(_) | NodeKind::Map(_)) => {
+            KeyId::of(a) == KeyId::of(b)
+        }
+        _ => false,
+    }
+}
+
+fn structure(node: &Node, out: &mut String) {
+    use std::fmt::Write as _;
+    match &node.kind {
+        NodeKind::Seq(items) => {
+            out.push('[');
+            for item in items {
+                structure(item, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        NodeKind::Map(entries) => {
+            out.push('{');
+            for (k, v) in entries {
+                structure(k, out);
+                out.push(':');
+                structure(v, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        other => {
+            let _ = write!(out, "{other:?}");
+        }
+    }
+}
+
+/// A scalar key as text, for the duplicate-key message.
+fn key_text(key: &Node) -> Option<String> {
+    match &key.kind {
+        NodeKind::Str(s) | NodeKind::BigInt(s) => Some(s.clone()),
+        NodeKind::Int(i) => Some(i.to_string()),
+        NodeKind::Float(f) => Some(f.to_string()),
+        NodeKind::Bool(b) => Some(b.to_string()),
+        NodeKind::Null | NodeKind::Seq(_) | NodeKind::Map(_) => None,
+    }
+}
+
+/// How many parser events replaying `node` takes: the alias budget's unit.
+fn events_in(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Seq(items) => 2 + items.iter().map(events_in).sum::<usize>(),
+        NodeKind::Map(entries) => {
+            2 + entries
+                .iter()
+                .map(|(k, v)| events_in(k) + events_in(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+/// Types a scalar the way compose reads YAML (go-yaml v3, YAML 1.2 core schema):
+///
+/// - quoted and block scalars, and `!!str`/`!` ones, are strings;
+/// - `~`, `null` (any YAML case) and nothing are null;
+/// - only `true`/`false` are booleans (`restart: no` is the string "no");
+/// - integers are decimal, `0x`, `0o` or `0b` with `_` separators, floats are
+///   decimal with an optional exponent;
+/// - a number with a leading zero stays text: go-yaml reads `0755` as octal 493,
+///   YAML 1.2 as 755, and both lose what was written. The decoder reads
+///   `mode: 0755` as octal and `TZ_OFFSET: 0100` as the string it is.
+///
+/// Other tags are ignored. `.inf` and `.nan` are refused: no compose field takes them.
+fn scalar(
+    value: std::borrow::Cow<'_, str>,
+    style: granit_parser::ScalarStyle,
+    tag: Option<&granit_parser::Tag>,
+) -> Result<NodeKind, String> {
+    let string = |value: std::borrow::Cow<'_, str>| NodeKind::Str(value.into_owned());
+    let core = tag.and_then(granit_parser::Tag::core_suffix);
+    match core {
+        Some("str") => return Ok(string(value)),
+        Some("null") => return Ok(NodeKind::Null),
+        Some("bool") => {
+            return bool_of(&value)
+                .map(NodeKind::Bool)
+                .ok_or_else(|| "invalid boolean literal; expected true or false".to_string());
+        }
+        Some("int") => {
+            return int_of(yaml_trim(&value))
+                .ok_or_else(|| "invalid value for integer".to_string());
+        }
+        Some("float") => {
+            return match float_of(&value) {
+                Some(f) if f.is_finite() => Ok(NodeKind::Float(f)),
+                Some(_) => Err(non_finite(&value)),
+                None => Err("invalid value for floating point".to_string()),
+            };
+        }
+        _ => {}
+    }
+    // The non-specific tag `!` forces a string, like `!!str`.
+    let non_specific = tag.is_some_and(|t| {
+        t.suffix_in_namespace("!")
+            .is_some_and(|s| matches!(s.as_ref(), "" | "!"))
+    });
+    if style != granit_parser::ScalarStyle::Plain || non_specific {
+        return Ok(string(value));
+    }
+    if matches!(value.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
+        return Ok(NodeKind::Null);
+    }
+    if let Some(b) = bool_of(&value) {
+        return Ok(NodeKind::Bool(b));
+    }
+    let t = yaml_trim(&value);
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let uppercase_radix = matches!(unsigned.as_bytes(), [b'0', b'X' | b'O' | b'B', ..]);
+    let leading_zero = unsigned.len() > 1
+        && unsigned.starts_with('0')
+        && unsigned.bytes().all(|b| b.is_ascii_digit());
+    let signed_nan = t != unsigned && matches!(unsigned, ".nan" | ".NaN" | ".NAN");
+    if uppercase_radix || leading_zero || signed_nan {
+        return Ok(string(value));
+    }
+    if let Some(int) = int_of(t) {
+        return Ok(int);
+    }
+    match float_of(&value) {
+        Some(f) if f.is_finite() => Ok(NodeKind::Float(f)),
+        Some(_) => Err(non_finite(&value)),
+        None => Ok(string(value)),
+    }
+}
+
+fn non_finite(value: &str) -> String {
+    format!("value `{}` is not a finite number", yaml_trim(value))
+}
+
+/// YAML's padding, trimmed before a scalar is typed.
+fn yaml_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\r', '\n'])
+}
+
+fn bool_of(s: &str) -> Option<bool> {
+    match yaml_trim(s) {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// A YAML 1.2 integer (`t` trimmed): `i64`, or its digits when it only fits
+/// `u64`. `None` for anything else, a leading-zero decimal included.
+fn int_of(t: &str) -> Option<NodeKind> {
+    let (negative, rest) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) = if let Some(d) = rest.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = rest.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = rest.strip_prefix("0b") {
+        (2, d)
+    } else {
+        if rest.starts_with('0') && rest != "0" {
+            return None;
+        }
+        (10, rest)
+    };
+    let magnitude = digits_of(digits, radix)?;
+    if negative {
+        let v = 0i128.checked_sub(i128::try_from(magnitude).ok()?)?;
+        i64::try_from(v).ok().map(NodeKind::Int)
+    } else {
+        let v = u64::try_from(magnitude).ok()?;
+        Some(i64::try_from(v).map_or_else(|_| NodeKind::BigInt(v.to_string()), NodeKind::Int))
+    }
+}
+
+/// Digits in `radix` with single `_` separators between them.
+fn digits_of(digits: &str, radix: u32) -> Option<u128> {
+    let bytes = digits.as_bytes();
+    let mut value: u128 = 0;
+    let mut any = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'_' {
+            let between =
+                i > 0 && bytes[i - 1] != b'_' && bytes.get(i + 1).is_some_and(|&n| n != b'_');
+            if !between {
+                return None;
+            }
+            continue;
+        }
+        let d = char::from(b).to_digit(radix)?;
+        value = value
+            .checked_mul(u128::from(radix))?
+            .checked_add(u128::from(d))?;
+        any = true;
+    }
+    any.then_some(value)
+}
+
+/// A YAML 1.2 float, non-finite ones included (`.inf`, `1e999`).
+fn float_of(s: &str) -> Option<f64> {
+    let t = yaml_trim(s);
+    let (negative, unsigned) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    match unsigned {
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        ".inf" | ".Inf" | ".INF" if negative => return Some(f64::NEG_INFINITY),
+        ".inf" | ".Inf" | ".INF" => return Some(f64::INFINITY),
+        _ => {}
+    }
+    let parsed = t.parse::<f64>().ok()?;
+    // Rust also reads `inf` and `nan`, which YAML keeps as text; an overflowing
+    // literal such as `1e999` is a number, if not a finite one.
+    if parsed.is_finite() || unsigned.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        Some(parsed)
+    } else {
+        None
+    }
 }
 
 fn load(text: &str, source: &Arc<NamedSource<String>>, problems: &mut Problems) -> Option<Value> {
-    let root: Spanned<Node> = match serde_saphyr::from_str_with_options(text, options()) {
+    let root = match YamlReader::new(text).document() {
         Ok(root) => root,
         Err(e) => {
-            let span = e.location().map_or(Span::new(0, 0), |l| span_of(text, &l));
-            // The user-facing text, without a location suffix: the label has it.
-            let message: String = UserMessageFormatter
-                .format_message(e.without_snippet())
+            let message: String = e
+                .message
                 .chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();
             problems.push(
                 Problem::error(ProblemKind::Syntax, format!("invalid YAML: {message}"))
-                    .at(source, span, message),
+                    .at(source, e.span, message),
             );
             return None;
         }
@@ -230,34 +736,6 @@ fn load(text: &str, source: &Arc<NamedSource<String>>, problems: &mut Problems) 
     }
 }
 
-/// The byte span of a saphyr location, clamped to the text. Byte offsets are
-/// always there for string input; the character offsets are a fallback.
-fn span_of(text: &str, location: &Location) -> Span {
-    let s = location.span();
-    let (start, end) = match (s.byte_offset(), s.byte_len()) {
-        (Some(offset), Some(len)) => {
-            let start = to_usize(offset);
-            (start, start.saturating_add(to_usize(len)))
-        }
-        _ => {
-            let start = to_usize(s.offset());
-            (
-                char_to_byte(text, start),
-                char_to_byte(text, start.saturating_add(to_usize(s.len()))),
-            )
-        }
-    };
-    // Clamped and snapped to character boundaries, so slicing the text with a
-    // span (as diagnostics do) can never panic.
-    let start = text.floor_char_boundary(start);
-    let end = text.floor_char_boundary(end.max(start));
-    Span::from_range(start..end)
-}
-
-fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
 struct Loader<'a> {
     text: &'a str,
     source: &'a Arc<NamedSource<String>>,
@@ -265,26 +743,26 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn value(&mut self, node: Spanned<Node>) -> Value {
-        let mut span = span_of(self.text, &node.defined);
-        let kind = match node.value {
-            Node::Null => Kind::Null,
-            Node::Bool(b) => Kind::Bool(b),
-            Node::Int(i) => Kind::Int(i),
-            Node::BigInt(digits) => Kind::Str(digits),
-            Node::Float(f) => Kind::Float(f),
-            Node::Str(s) => Kind::Str(s),
-            Node::Seq(items) => {
+    fn value(&mut self, node: Node) -> Value {
+        let mut span = node.span;
+        let kind = match node.kind {
+            NodeKind::Null => Kind::Null,
+            NodeKind::Bool(b) => Kind::Bool(b),
+            NodeKind::Int(i) => Kind::Int(i),
+            NodeKind::BigInt(digits) => Kind::Str(digits),
+            NodeKind::Float(f) => Kind::Float(f),
+            NodeKind::Str(s) => Kind::Str(s),
+            NodeKind::Seq(items) => {
                 let items: Vec<Value> = items.into_iter().map(|i| self.value(i)).collect();
                 span = cover(span, items.iter().map(|i| i.span));
                 Kind::List(items)
             }
-            Node::Map(pairs) => {
+            NodeKind::Map(pairs) => {
                 let mut entries = Vec::with_capacity(pairs.len());
                 for (key, value) in pairs {
-                    let key_span = span_of(self.text, &key.defined);
+                    let key_span = key.span;
                     let value = self.value(value);
-                    if let Some(key) = self.key(key.value, key_span) {
+                    if let Some(key) = self.key(key.kind, key_span) {
                         entries.push(Entry {
                             key,
                             key_span,
@@ -304,7 +782,7 @@ impl Loader<'_> {
 
     /// A map key as text: strings as they are, other scalars as written
     /// (`1.10` stays `1.10`), collections refused.
-    fn key(&mut self, key: Node, span: Span) -> Option<String> {
+    fn key(&mut self, key: NodeKind, span: Span) -> Option<String> {
         let written = || {
             self.text
                 .get(span.offset..span.end())
@@ -313,13 +791,13 @@ impl Loader<'_> {
                 .map(str::to_string)
         };
         match key {
-            Node::Str(s) => Some(s),
-            Node::BigInt(digits) => Some(digits),
-            Node::Null => Some(written().unwrap_or_default()),
-            Node::Bool(b) => Some(written().unwrap_or_else(|| b.to_string())),
-            Node::Int(i) => Some(written().unwrap_or_else(|| i.to_string())),
-            Node::Float(f) => Some(written().unwrap_or_else(|| f.to_string())),
-            Node::Seq(_) | Node::Map(_) => {
+            NodeKind::Str(s) => Some(s),
+            NodeKind::BigInt(digits) => Some(digits),
+            NodeKind::Null => Some(written().unwrap_or_default()),
+            NodeKind::Bool(b) => Some(written().unwrap_or_else(|| b.to_string())),
+            NodeKind::Int(i) => Some(written().unwrap_or_else(|| i.to_string())),
+            NodeKind::Float(f) => Some(written().unwrap_or_else(|| f.to_string())),
+            NodeKind::Seq(_) | NodeKind::Map(_) => {
                 self.problems.push(
                     Problem::error(ProblemKind::Syntax, "a map key must be a scalar").at(
                         self.source,
@@ -1537,6 +2015,268 @@ mod tests {
 
     fn at<'t>(text: &'t str, v: &Value) -> &'t str {
         &text[v.span.offset..v.span.end()]
+    }
+
+    /// The loader this module used before reading granit-parser's events
+    /// itself: serde-saphyr deserializing into a spanned tree. Kept as the
+    /// oracle the event reader is checked against.
+    mod oracle {
+        use std::fmt;
+
+        use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+        use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
+
+        use super::super::{MAX_ALIAS_REPLAY_EVENTS, Node, NodeKind};
+        use crate::spec::diag::{Span, char_to_byte};
+
+        #[derive(Debug)]
+        enum Raw {
+            Null,
+            Bool(bool),
+            Int(i64),
+            BigInt(String),
+            Float(f64),
+            Str(String),
+            Seq(Vec<Spanned<Raw>>),
+            Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
+        }
+
+        struct RawVisitor;
+
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = Raw;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+                Raw::deserialize(d)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw, E> {
+                Ok(Raw::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
+                Ok(Raw::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
+                Ok(i64::try_from(v).map_or_else(|_| Raw::BigInt(v.to_string()), Raw::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
+                Ok(Raw::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+                Ok(Raw::Str(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Raw::Seq(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(Raw::Map(pairs))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Raw {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(RawVisitor)
+            }
+        }
+
+        /// The options the old loader used.
+        fn options() -> serde_saphyr::Options {
+            let mut options = serde_saphyr::Options::default();
+            options.strict_booleans = true;
+            options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+            options.merge_keys = serde_saphyr::MergeKeyPolicy::Merge;
+            options.leading_zero_numbers_as_strings = true;
+            options.with_snippet = false;
+            options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY_EVENTS;
+            options
+        }
+
+        fn span_of(text: &str, location: &Location) -> Span {
+            let s = location.span();
+            let (start, end) = match (s.byte_offset(), s.byte_len()) {
+                (Some(offset), Some(len)) => {
+                    let start = usize::try_from(offset).unwrap();
+                    (start, start + usize::try_from(len).unwrap())
+                }
+                _ => {
+                    let start = usize::try_from(s.offset()).unwrap();
+                    let len = usize::try_from(s.len()).unwrap();
+                    (char_to_byte(text, start), char_to_byte(text, start + len))
+                }
+            };
+            let start = text.floor_char_boundary(start);
+            let end = text.floor_char_boundary(end.max(start));
+            Span::from_range(start..end)
+        }
+
+        fn node(text: &str, raw: Spanned<Raw>) -> Node {
+            let span = span_of(text, &raw.defined);
+            let kind = match raw.value {
+                Raw::Null => NodeKind::Null,
+                Raw::Bool(b) => NodeKind::Bool(b),
+                Raw::Int(i) => NodeKind::Int(i),
+                Raw::BigInt(d) => NodeKind::BigInt(d),
+                Raw::Float(f) => NodeKind::Float(f),
+                Raw::Str(s) => NodeKind::Str(s),
+                Raw::Seq(items) => {
+                    NodeKind::Seq(items.into_iter().map(|i| node(text, i)).collect())
+                }
+                Raw::Map(pairs) => NodeKind::Map(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (node(text, k), node(text, v)))
+                        .collect(),
+                ),
+            };
+            Node { kind, span }
+        }
+
+        /// The tree serde-saphyr reads from `text`, or its error as the old
+        /// loader reported it: the user-facing message and its span.
+        pub fn load(text: &str) -> Result<Node, (String, Span)> {
+            serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options())
+                .map(|raw| node(text, raw))
+                .map_err(|e| {
+                    let span = e.location().map_or(Span::new(0, 0), |l| span_of(text, &l));
+                    let message = UserMessageFormatter
+                        .format_message(e.without_snippet())
+                        .to_string();
+                    (message, span)
+                })
+        }
+    }
+
+    /// Asserts two trees have the same kinds, values and spans.
+    fn assert_same(ours: &Node, theirs: &Node, path: &str) {
+        assert_eq!(ours.span, theirs.span, "span of {path}");
+        match (&ours.kind, &theirs.kind) {
+            (NodeKind::Seq(a), NodeKind::Seq(b)) => {
+                assert_eq!(a.len(), b.len(), "length of {path}");
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert_same(a, b, &format!("{path}[{i}]"));
+                }
+            }
+            (NodeKind::Map(a), NodeKind::Map(b)) => {
+                assert_eq!(a.len(), b.len(), "length of {path}");
+                for (i, ((ak, av), (bk, bv))) in a.iter().zip(b).enumerate() {
+                    assert_same(ak, bk, &format!("{path}.<key {i}>"));
+                    assert_same(av, bv, &format!("{path}.{:?}", ak.kind));
+                }
+            }
+            (a, b) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "value of {path}"),
+        }
+    }
+
+    fn assert_loads_like_serde_saphyr(text: &str, name: &str) {
+        let ours = YamlReader::new(text).document();
+        match (ours, oracle::load(text)) {
+            (Ok(ours), Ok(theirs)) => assert_same(&ours, &theirs, name),
+            (Err(ours), Err(theirs)) => {
+                assert_eq!((ours.message, ours.span), theirs, "error of {name}");
+            }
+            (ours, theirs) => panic!("{name}: ours {ours:?}, serde-saphyr {theirs:?}"),
+        }
+    }
+
+    #[test]
+    fn fixtures_load_exactly_as_serde_saphyr_reads_them() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("tests/fixtures/compose"), root.join("examples")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 40, "{files:?}");
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_loads_like_serde_saphyr(&text, &path.display().to_string());
+        }
+    }
+
+    #[test]
+    fn yaml_features_load_exactly_as_serde_saphyr_reads_them() {
+        let cases = [
+            "",
+            "# only a comment\n",
+            "---\na: 1\n...\n",
+            "a: ~\nb: null\nc:\nd: NULL\ne: !!str null\nf: \"\"\n",
+            "a: true\nb: no\nc: on\nd: False\ne: y\n",
+            "a: 1\nb: -2\nc: 0x1F\nd: 0o17\ne: 0b101\nf: 1_000\ng: 0755\nh: -0755\ni: 0X1F\n",
+            "a: 18446744073709551615\nb: 9223372036854775808\nc: 99999999999999999999\nd: -9223372036854775808\n",
+            "a: 1.5\nb: .5\nc: 1e3\nd: -1.5e-3\ne: 1.10\nf: inf\ng: nan\nh: -.nan\ni: 1_0.5\n",
+            "a: 'x'\nb: \"y\\tz\"\nc: |\n  lit\n  eral\nd: >\n  fol\n  ded\ne: \"80\"\n",
+            "a: !!int \"5\"\nb: !!float \"5\"\nc: !!bool \"true\"\nd: ! 12\ne: !custom 7\nf: !!str 3\n",
+            "x: &x {a: 1, b: [1, 2]}\ny: *x\nz: [*x, *x]\n",
+            "b: &b {p: 1, q: 2}\nc: &c {q: 3, r: 4}\nm:\n  <<: [*b, *c]\n  p: 0\nn:\n  <<: *b\n  <<: *c\no:\n  q: 9\n  <<: {q: 8, s: 7}\n",
+            "a: &a\n  <<: {x: 1}\n  y: 2\nb:\n  <<: *a\n  z: 3\n",
+            "m:\n  <<: ~\n  a: 1\n",
+            "'<<': {a: 1}\n",
+            "? [a, b]\n: c\n? {x: 1}\n: d\n",
+            "1: a\n1.5: b\ntrue: c\n~: d\n",
+            "a: [1, {b: c}, [d]]\n\"é\": ünï\n",
+            "a: b\na: c\n",
+            "a: 1\n\"a\": 2\n",
+            "1: a\n\"1\": b\n",
+            "a: *nope\n",
+            "a: &a [*a]\n",
+            "m: {<<: 1}\n",
+            "m: {<<: [1]}\n",
+            "a: [\n",
+            "- a\n- b\n",
+            "a: 1\n---\nb: 2\n",
+            "a: .inf\n",
+            "a: 1e999\n",
+            "a: \t1\n",
+            "a: b\n  c: d\n",
+        ];
+        for text in cases {
+            assert_loads_like_serde_saphyr(text, &format!("{text:?}"));
+        }
+        // Large maps, where duplicates are found by hashing.
+        let keys: String = (0..20).map(|i| format!("  k{i}: {i}\n")).collect();
+        for text in [
+            format!("m:\n{keys}  k3: again\n"),
+            format!("m:\n{keys}  20: int\n  \"20\": str\n"),
+            format!("b: &b {{k3: merged, z: 1}}\nm:\n{keys}  <<: *b\n"),
+        ] {
+            assert_loads_like_serde_saphyr(&text, &text);
+        }
+        // Around the nesting limit. serde-saphyr needs a big stack for this in
+        // a debug build.
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                for depth in 60..70 {
+                    let text = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+                    assert_loads_like_serde_saphyr(&text, &format!("{depth} nested lists"));
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     fn strs(v: &Value) -> Vec<String> {

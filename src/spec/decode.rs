@@ -29,7 +29,7 @@ use super::restart::{RestartPolicyName, parse_restart};
 use super::size::ByteSize;
 use super::tree::{Entry, Kind, Value};
 use super::ulimit::Ulimit;
-use super::words::split_words;
+use crate::words::split_words;
 
 /// Keys of the stack file's top level.
 pub const TOP_KEYS: &[&str] = &["name", "services", "networks", "volumes"];

@@ -14,6 +14,7 @@ use miette::NamedSource;
 
 use super::decode::suggest;
 use super::diag::{Problem, ProblemKind, Problems, Span};
+use super::kdl_syntax::{self, Node, Scalar};
 use super::tree::{Entry, Kind, Value};
 
 /// The contexts a KDL node can appear in.
@@ -375,43 +376,34 @@ pub fn service_nodes() -> impl Iterator<Item = &'static str> {
     SERVICE.iter().map(|r| r.node)
 }
 
-/// kdl 6.7 documents its spans as character offsets but reports byte offsets
-/// (checked against non-ASCII text in the tests), which is what miette wants.
-fn to_span(span: miette::SourceSpan) -> Span {
-    Span::new(span.offset(), span.len())
-}
-
 /// Parses KDL text into the canonical tree. Syntax errors and unknown nodes are
 /// recorded in `problems`; the tree holds whatever could be read.
+///
+/// Reading uses our own parser (`kdl_syntax.rs`), which is about a hundred times
+/// faster than the `kdl` crate and reports byte spans; writing still uses the
+/// crate, whose formatter we have no reason to redo.
 pub fn parse(
     text: &str,
     source: &Arc<NamedSource<String>>,
     problems: &mut Problems,
 ) -> Option<Value> {
-    let doc = match text.parse::<KdlDocument>() {
+    let doc = match kdl_syntax::parse(text) {
         Ok(doc) => doc,
-        Err(err) => {
-            for d in &err.diagnostics {
-                let message = d
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| "invalid KDL".to_string());
-                let label = d.label.clone().unwrap_or_else(|| "here".to_string());
-                let mut p = Problem::error(ProblemKind::Syntax, format!("invalid KDL: {message}"))
-                    .at(source, to_span(d.span), label);
-                if let Some(help) = &d.help {
-                    p = p.help(help.clone());
+        Err(errors) => {
+            for err in errors {
+                let mut p =
+                    Problem::error(ProblemKind::Syntax, format!("invalid KDL: {}", err.message))
+                        .at(source, err.span, err.label);
+                if let Some(help) = err.help {
+                    p = p.help(help);
                 }
                 problems.push(p);
-            }
-            if err.diagnostics.is_empty() {
-                problems.push(Problem::error(ProblemKind::Syntax, "invalid KDL document"));
             }
             return None;
         }
     };
     let mut reader = Reader { source, problems };
-    Some(reader.body(&doc, Ctx::Top, Span::new(0, text.len()), &[]))
+    Some(reader.body(doc.nodes, Ctx::Top, Span::new(0, text.len()), Vec::new()))
 }
 
 struct Reader<'a> {
@@ -468,63 +460,66 @@ impl MapBuilder {
     }
 }
 
+/// A node's arguments: values with their spans.
+type Args = Vec<(Scalar, Span)>;
+
+/// The reader consumes the syntax tree, so strings move into the value tree
+/// instead of being copied.
 impl Reader<'_> {
     fn error(&mut self, kind: ProblemKind, span: Span, message: String, label: &str) {
         let p = Problem::error(kind, message).at(self.source, span, label);
         self.problems.push(p);
     }
 
-    fn scalar(&self, value: &KdlValue, span: Span) -> Value {
+    fn scalar(&self, value: Scalar, span: Span) -> Value {
         let kind = match value {
-            KdlValue::String(s) => Kind::Str(s.clone()),
-            KdlValue::Integer(i) => match i64::try_from(*i) {
+            Scalar::String(s) => Kind::Str(s),
+            Scalar::Integer(i) => match i64::try_from(i) {
                 Ok(i) => Kind::Int(i),
                 Err(_) => Kind::Str(i.to_string()),
             },
-            KdlValue::Float(f) => Kind::Float(*f),
-            KdlValue::Bool(b) => Kind::Bool(*b),
-            KdlValue::Null => Kind::Null,
+            Scalar::Float(f) => Kind::Float(f),
+            Scalar::Bool(b) => Kind::Bool(b),
+            Scalar::Null => Kind::Null,
         };
         Value::new(kind, span)
     }
 
-    fn args<'n>(&self, node: &'n KdlNode) -> Vec<(&'n KdlEntry, Span)> {
-        node.entries()
-            .iter()
-            .filter(|e| e.name().is_none())
-            .map(|e| (e, to_span(e.span())))
-            .collect()
+    /// Splits a node's entries into arguments and properties.
+    fn split(&self, entries: Vec<kdl_syntax::Entry>) -> (Args, Vec<Entry>) {
+        let mut args = Vec::new();
+        let mut props = Vec::new();
+        for e in entries {
+            match e.name {
+                None => args.push((e.value, e.span)),
+                Some((key, key_span)) => props.push(Entry {
+                    key,
+                    key_span,
+                    value: self.scalar(e.value, e.span),
+                }),
+            }
+        }
+        (args, props)
     }
 
-    fn props(&self, node: &KdlNode) -> Vec<Entry> {
-        node.entries()
-            .iter()
-            .filter_map(|e| {
-                let name = e.name()?;
-                let span = to_span(e.span());
-                Some(Entry {
-                    key: name.value().to_string(),
-                    key_span: to_span(name.span()),
-                    value: self.scalar(e.value(), span),
-                })
-            })
-            .collect()
-    }
-
-    /// Reads the children of `doc` (plus `extra` entries first) in context `ctx`.
-    fn body(&mut self, doc: &KdlDocument, ctx: Ctx, span: Span, extra: &[Entry]) -> Value {
-        let mut map = MapBuilder::default();
-        map.entries.extend(extra.iter().cloned());
-        for node in doc.nodes() {
+    /// Reads `nodes` (after `extra` entries) in context `ctx`.
+    fn body(&mut self, nodes: Vec<Node>, ctx: Ctx, span: Span, extra: Vec<Entry>) -> Value {
+        let mut map = MapBuilder { entries: extra };
+        for node in nodes {
             self.node(node, ctx, &mut map);
         }
         map.build(span)
     }
 
-    fn node(&mut self, node: &KdlNode, ctx: Ctx, map: &mut MapBuilder) {
-        let name = node.name().value();
-        let name_span = to_span(node.name().span());
-        let span = to_span(node.span());
+    fn node(&mut self, node: Node, ctx: Ctx, map: &mut MapBuilder) {
+        let Node {
+            name,
+            name_span,
+            span,
+            entries,
+            children,
+        } = node;
+        let name = name.as_str();
         let table = rules(ctx);
         let Some(rule) = table.iter().find(|r| r.node == name) else {
             let known: Vec<&str> = table.iter().map(|r| r.node).collect();
@@ -539,11 +534,10 @@ impl Reader<'_> {
             self.problems.push(p);
             return;
         };
-        let args = self.args(node);
-        let props = self.props(node);
+        let (mut args, props) = self.split(entries);
         match rule.shape {
             Shape::Scalar => {
-                if args.len() != 1 || !props.is_empty() || node.children().is_some() {
+                if args.len() != 1 || !props.is_empty() || children.is_some() {
                     self.error(
                         ProblemKind::WrongType,
                         span,
@@ -552,12 +546,13 @@ impl Reader<'_> {
                     );
                     return;
                 }
-                let (entry, vspan) = args[0];
-                let value = self.scalar(entry.value(), vspan);
-                map.push(rule.key, name_span, value);
+                if let Some((value, vspan)) = args.pop() {
+                    let value = self.scalar(value, vspan);
+                    map.push(rule.key, name_span, value);
+                }
             }
             Shape::Args { repeat } => {
-                if !props.is_empty() || node.children().is_some() || args.is_empty() {
+                if !props.is_empty() || children.is_some() || args.is_empty() {
                     self.error(
                         ProblemKind::WrongType,
                         span,
@@ -566,24 +561,19 @@ impl Reader<'_> {
                     );
                     return;
                 }
-                let items: Vec<Value> = args
-                    .iter()
-                    .map(|(e, s)| self.scalar(e.value(), *s))
-                    .collect();
+                let mut items: Vec<Value> =
+                    args.into_iter().map(|(v, s)| self.scalar(v, s)).collect();
                 if repeat {
                     map.append(rule.key, name_span, items, span);
                 } else if items.len() == 1 {
-                    map.push(
-                        rule.key,
-                        name_span,
-                        items.into_iter().next().unwrap_or_else(|| Value::map(span)),
-                    );
+                    let item = items.pop().unwrap_or_else(|| Value::map(span));
+                    map.push(rule.key, name_span, item);
                 } else {
                     map.push(rule.key, name_span, Value::new(Kind::List(items), span));
                 }
             }
             Shape::Props => {
-                if node.children().is_some() {
+                if children.is_some() {
                     self.error(
                         ProblemKind::WrongType,
                         span,
@@ -593,8 +583,8 @@ impl Reader<'_> {
                     return;
                 }
                 let mut entries = props;
-                for (entry, vspan) in args {
-                    let value = self.scalar(entry.value(), vspan);
+                for (value, vspan) in args {
+                    let value = self.scalar(value, vspan);
                     let Some(text) = value.scalar_text() else {
                         self.error(
                             ProblemKind::WrongType,
@@ -617,9 +607,12 @@ impl Reader<'_> {
                 map.merge(rule.key, name_span, entries, span);
             }
             Shape::Item { fields, ctx: inner } => {
-                if let Some(value) =
-                    self.compound(node, name, fields, false, inner, &args, props, span)
-                {
+                let shape = CompoundShape {
+                    fields,
+                    rest: false,
+                    ctx: inner,
+                };
+                if let Some(value) = self.compound(children, name, shape, args, props, span) {
                     map.append(rule.key, name_span, vec![value], span);
                 }
             }
@@ -628,14 +621,18 @@ impl Reader<'_> {
                 rest,
                 ctx: inner,
             } => {
-                if let Some(value) =
-                    self.compound(node, name, fields, rest, inner, &args, props, span)
-                {
+                let shape = CompoundShape {
+                    fields,
+                    rest,
+                    ctx: inner,
+                };
+                if let Some(value) = self.compound(children, name, shape, args, props, span) {
                     map.push(rule.key, name_span, value);
                 }
             }
             Shape::Named(inner) => {
-                let Some(&(first, nspan)) = args.first() else {
+                let mut args = args.into_iter();
+                let Some((first, nspan)) = args.next() else {
                     self.error(
                         ProblemKind::WrongType,
                         span,
@@ -644,7 +641,7 @@ impl Reader<'_> {
                     );
                     return;
                 };
-                let KdlValue::String(item_name) = first.value() else {
+                let Scalar::String(item_name) = first else {
                     self.error(
                         ProblemKind::WrongType,
                         nspan,
@@ -653,23 +650,23 @@ impl Reader<'_> {
                     );
                     return;
                 };
-                if args.len() > 1 {
+                if let Some((_, extra)) = args.next() {
                     self.error(
                         ProblemKind::WrongType,
-                        args[1].1,
+                        extra,
                         format!("`{name}` takes one name; put settings in properties or children"),
                         "unexpected value",
                     );
                 }
-                let body = match node.children() {
-                    Some(children) => self.body(children, inner, span, &props),
+                let body = match children {
+                    Some(children) => self.body(children, inner, span, props),
                     None => Value::new(Kind::Map(props), span),
                 };
                 map.merge(
                     rule.key,
                     name_span,
                     vec![Entry {
-                        key: item_name.clone(),
+                        key: item_name,
                         key_span: nspan,
                         value: body,
                     }],
@@ -680,21 +677,19 @@ impl Reader<'_> {
     }
 
     /// An item or block: positional fields, properties and children.
-    #[allow(clippy::too_many_arguments)]
     fn compound(
         &mut self,
-        node: &KdlNode,
+        children: Option<Vec<Node>>,
         name: &str,
-        fields: &[&str],
-        rest: bool,
-        ctx: Ctx,
-        args: &[(&KdlEntry, Span)],
+        shape: CompoundShape,
+        mut args: Args,
         props: Vec<Entry>,
         span: Span,
     ) -> Option<Value> {
-        if args.len() == 1 && props.is_empty() && node.children().is_none() {
-            let (entry, vspan) = args[0];
-            return Some(self.scalar(entry.value(), vspan));
+        let CompoundShape { fields, rest, ctx } = shape;
+        if args.len() == 1 && props.is_empty() && children.is_none() {
+            let (value, vspan) = args.pop()?;
+            return Some(self.scalar(value, vspan));
         }
         if args.len() > fields.len() && (!rest || fields.is_empty()) {
             let extra = args.get(fields.len()).map_or(span, |a| a.1);
@@ -715,40 +710,48 @@ impl Reader<'_> {
             );
             return None;
         }
+        let count = args.len();
+        let mut args = args.into_iter();
         let mut positional = Vec::new();
         for (i, field) in fields.iter().enumerate() {
             let is_last = i + 1 == fields.len();
-            if rest && is_last && args.len() > fields.len() {
-                let items: Vec<Value> = args[i..]
-                    .iter()
-                    .map(|(e, s)| self.scalar(e.value(), *s))
+            if rest && is_last && count > fields.len() {
+                let remaining: Args = args.by_ref().collect();
+                let (Some(first), Some(last)) = (remaining.first(), remaining.last()) else {
+                    break;
+                };
+                let (key_span, lspan) = (first.1, Span::from_range(first.1.offset..last.1.end()));
+                let items: Vec<Value> = remaining
+                    .into_iter()
+                    .map(|(v, s)| self.scalar(v, s))
                     .collect();
-                let lspan = Span::new(
-                    args[i].1.offset,
-                    args[args.len() - 1]
-                        .1
-                        .end()
-                        .saturating_sub(args[i].1.offset),
-                );
                 positional.push(Entry {
                     key: (*field).to_string(),
-                    key_span: args[i].1,
+                    key_span,
                     value: Value::new(Kind::List(items), lspan),
                 });
-            } else if let Some((entry, vspan)) = args.get(i) {
+            } else if let Some((value, vspan)) = args.next() {
                 positional.push(Entry {
                     key: (*field).to_string(),
-                    key_span: *vspan,
-                    value: self.scalar(entry.value(), *vspan),
+                    key_span: vspan,
+                    value: self.scalar(value, vspan),
                 });
             }
         }
         positional.extend(props);
-        Some(match node.children() {
-            Some(children) => self.body(children, ctx, span, &positional),
+        Some(match children {
+            Some(children) => self.body(children, ctx, span, positional),
             None => Value::new(Kind::Map(positional), span),
         })
     }
+}
+
+/// The positional layout of an item or block node.
+#[derive(Debug, Clone, Copy)]
+struct CompoundShape {
+    fields: &'static [&'static str],
+    rest: bool,
+    ctx: Ctx,
 }
 
 /// Writes a canonical JSON value (the serialized model) as a KDL document.

@@ -20,6 +20,7 @@ pub mod envfile;
 pub mod extra_host;
 pub mod interpolate;
 pub mod kdl;
+mod kdl_syntax;
 pub mod load;
 pub mod merge;
 pub mod model;
@@ -31,7 +32,6 @@ pub mod toml;
 pub mod tree;
 pub mod ulimit;
 pub mod validate;
-pub mod words;
 
 pub use load::{Format, LoadOptions, Loaded, SpecError, discover, load, parse_str};
 pub use model::{NetworkSpec, ServiceSpec, StackSpec, VolumeSpec};

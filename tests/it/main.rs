@@ -7,6 +7,9 @@
 
 mod cli_grammar;
 mod compose;
+mod images;
 mod interpolate;
+mod layer;
+mod registry;
 mod robustness;
 mod spec;

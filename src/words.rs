@@ -1,4 +1,5 @@
-//! Splitting a command string into words the way a POSIX shell would, without
+//! A leaf module (it imports nothing from the crate, so any layer may use
+//! it): splitting a command string into words the way a POSIX shell would, without
 //! running one: compose turns `command: echo "hello world"` into
 //! `["echo", "hello world"]` the same way.
 

@@ -1,0 +1,28 @@
+//! Images: the content-addressed store, layers, image records, archives and
+//! registries.
+//!
+//! This module knows nothing of services or stacks: it stores and moves bytes
+//! that are named by their digest, and never hands out a byte that does not
+//! match its digest.
+//!
+//! - [`store`]: blobs by digest, written atomically and verified;
+//! - [`catalog`]: image records and tags;
+//! - [`layer`]: layer tars unpacked safely, and directories turned into layers;
+//! - [`snapshot`]: unpacked layers shared by chain id, the lowers of overlays;
+//! - [`archive`]: `save`/`load` in Docker's archive format and OCI layouts;
+//! - [`images`]: all of it as one local image store with the image verbs.
+
+pub mod archive;
+pub mod auth;
+pub mod catalog;
+pub mod changes;
+pub mod digest;
+pub mod images;
+pub mod layer;
+pub mod oci;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
