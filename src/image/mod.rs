@@ -10,7 +10,11 @@
 //! - [`layer`]: layer tars unpacked safely, and directories turned into layers;
 //! - [`snapshot`]: unpacked layers shared by chain id, the lowers of overlays;
 //! - [`archive`]: `save`/`load` in Docker's archive format and OCI layouts;
-//! - [`images`]: all of it as one local image store with the image verbs.
+//! - [`images`]: all of it as one local image store with the image verbs;
+//! - [`registry`]: the distribution v2 client (auth challenges, manifests,
+//!   resumable verified blob transfers, uploads, listings);
+//! - [`auth`]: credentials in Docker's `config.json` format;
+//! - [`pull`] and [`push`]: moving images between a registry and the store.
 
 pub mod archive;
 pub mod auth;

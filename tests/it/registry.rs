@@ -1676,3 +1676,96 @@ async fn listings_follow_link_pages() {
     tags.sort();
     assert_eq!(tags, ["latest", "v2", "v3"]);
 }
+
+/// The command line end to end: `stack import` a busybox root file system,
+/// `stack login`, `stack push` it to an htpasswd registry, `stack pull` it into
+/// another state root, and the pulled image has the same id.
+#[test]
+fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
+    let registry = Registry::start(Access::Htpasswd);
+    let dir = tempfile::tempdir().unwrap();
+    let stack = |root: &str, args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+        cmd.arg("--root")
+            .arg(dir.path().join(root))
+            .args(args)
+            .env("STACK_CONFIG", dir.path().join("config"))
+            .env("DOCKER_CONFIG", dir.path().join("no-docker"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let rootfs = dir.path().join("rootfs/bin");
+    fs::create_dir_all(&rootfs).unwrap();
+    fs::copy(tool("busybox", "busybox-static"), rootfs.join("busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("sh")).unwrap();
+    let name = format!("{}/tools/busybox:cli", registry.host);
+    let (ok, id, err) = stack(
+        "a",
+        &[
+            "import",
+            "-c",
+            "CMD [\"/bin/sh\"]",
+            dir.path().join("rootfs").to_str().unwrap(),
+            &name,
+        ],
+        None,
+    );
+    assert!(ok, "import: {err}");
+    let id = id.trim().to_string();
+
+    let (ok, _, err) = stack("a", &["push", &name], None);
+    assert!(!ok, "push without login must fail");
+    assert!(err.contains("log in"), "{err}");
+
+    let (ok, out, err) = stack(
+        "a",
+        &["login", "-u", USER, "--password-stdin", &registry.host],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok && out.contains("Login Succeeded"), "login: {out}{err}");
+    let config = dir.path().join("config/config.json");
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (ok, out, err) = stack("a", &["push", &name], None);
+    assert!(ok, "push: {out}{err}");
+    assert!(out.contains("digest: sha256:"), "{out}");
+
+    let (ok, out, err) = stack("b", &["pull", &name], None);
+    assert!(ok, "pull: {out}{err}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    let (ok, inspect, err) = stack("b", &["image", "inspect", &name], None);
+    assert!(ok, "{err}");
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        inspect[0]["Id"],
+        serde_json::json!(id),
+        "the pulled image is the pushed one"
+    );
+
+    let (ok, out, _) = stack("b", &["search", &format!("{}/tools", registry.host)], None);
+    assert!(ok && out.contains("tools/busybox"), "{out}");
+
+    let (ok, out, _) = stack("b", &["logout", &registry.host], None);
+    assert!(ok && out.contains("Removing login credentials"), "{out}");
+}
