@@ -1,4 +1,4 @@
-//! Pulling a ~100 MB image of four gzip layers from a local distribution
+//! Pulling an 80 MB image of four gzip layers from a local distribution
 //! registry into a fresh store, then unpacking it: the throughput `stack pull`
 //! gives. Needs Debian's `docker-registry`. Run with `cargo bench --bench pull`.
 
@@ -37,6 +37,8 @@ fn layer(index: u64, files: usize, size: usize) -> (Vec<u8>, Digest) {
         let data = content(size, index * 1000 + f as u64 + 1);
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(data.len() as u64);
         h.set_mtime(1_600_000_000);
         b.append_data(&mut h, format!("layer{index}/file{f}"), &data[..])
@@ -82,7 +84,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The image: four layers, ~100 MB uncompressed in all.
+    // The image: four layers, 80 MB uncompressed in all.
     let source = Images::open(&work.join("source")).expect("store");
     let mut layers = Vec::new();
     let mut total = 0u64;
