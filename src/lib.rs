@@ -7,5 +7,6 @@
 
 pub mod cli;
 pub mod image;
+pub mod runtime;
 pub mod spec;
 pub mod words;

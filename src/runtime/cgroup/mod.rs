@@ -1,0 +1,1 @@
+//! cgroups v1 and v2: limits, membership, freezing and statistics.

@@ -1,0 +1,1 @@
+//! Seccomp profiles: Docker's default, Docker/OCI JSON profiles, compiled to BPF.
