@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod image;
+pub mod reconcile;
 pub mod runtime;
 pub mod spec;
+pub mod sys;
 pub mod words;

@@ -12,6 +12,7 @@ use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
 
+mod containers;
 mod images;
 mod output;
 mod registry;
@@ -125,6 +126,41 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Create and start a container
+    #[command(disable_help_flag = true)]
+    Run(containers::RunArgs),
+    /// Create a container without starting it
+    #[command(disable_help_flag = true)]
+    Create(containers::CreateArgs),
+    /// Start stopped containers
+    Start(containers::StartArgs),
+    /// Stop running containers: the stop signal, then SIGKILL after a grace period
+    Stop(containers::StopArgs),
+    /// Stop and start containers again
+    Restart(containers::StopArgs),
+    /// Send a signal to containers
+    Kill(containers::KillArgs),
+    /// Remove containers
+    Rm(containers::RmArgs),
+    /// List containers
+    #[command(visible_alias = "ls")]
+    Ps(containers::PsArgs),
+    /// Show a container's output
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Show containers' configuration and state as JSON
+    Inspect(containers::NamesArgs),
+    /// Wait for containers to stop and print their exit codes
+    Wait(containers::NamesArgs),
+    /// Freeze every process of containers
+    Pause(containers::NamesArgs),
+    /// Thaw paused containers
+    Unpause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Show containers' resource usage
+    Stats(containers::StatsArgs),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -141,6 +177,14 @@ enum ConfigFormat {
 
 /// Runs the `stack` command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // The shim is a mode of this program, entered before anything else runs
+    // (no argument parsing, no logging set-up): it must start fast and stay
+    // single-threaded.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__shim") {
+        let code = crate::runtime::shim::main(args.get(2..).unwrap_or_default());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -155,7 +199,7 @@ pub fn main() -> ExitCode {
     };
     init_tracing();
     match run(cli) {
-        Ok(()) => Exit::Ok.into(),
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(failure) => {
             eprint!("{}", render(failure.report.as_ref(), color_stderr()));
             failure.exit.into()
@@ -202,8 +246,27 @@ impl From<miette::Report> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli) -> Result<i32, Failure> {
+    let root = cli.root.clone();
     match cli.command {
+        Command::Run(args) => Ok(containers::run(&root, &args)?),
+        Command::Create(args) => containers::create(&root, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Start(args) => Ok(containers::start(&root, &args)?),
+        Command::Stop(args) => Ok(containers::stop(&root, &args)?),
+        Command::Restart(args) => Ok(containers::restart(&root, &args)?),
+        Command::Kill(args) => Ok(containers::kill(&root, &args)?),
+        Command::Rm(args) => Ok(containers::rm(&root, &args)?),
+        Command::Ps(args) => Ok(containers::ps(&root, &args)?),
+        Command::Logs(args) => Ok(containers::logs(&root, &args)?),
+        Command::Exec(args) => Ok(containers::exec(&root, &args)?),
+        Command::Inspect(args) => Ok(containers::inspect(&root, &args)?),
+        Command::Wait(args) => Ok(containers::wait(&root, &args)?),
+        Command::Pause(args) => Ok(containers::pause(&root, &args, true)?),
+        Command::Unpause(args) => Ok(containers::pause(&root, &args, false)?),
+        Command::Rename(args) => Ok(containers::rename(&root, &args)?),
+        Command::Stats(args) => Ok(containers::stats(&root, &args)?),
         Command::Validate { project, strict } => {
             let loaded = spec::load(&load_options(&project)?)?;
             print_warnings(&loaded.warnings);
@@ -231,7 +294,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 files.join(" + "),
                 if services == 1 { "" } else { "s" }
             );
-            Ok(())
+            Ok(0)
         }
         Command::Config { project, format } => {
             let loaded = spec::load(&load_options(&project)?)?;
@@ -251,25 +314,49 @@ fn run(cli: Cli) -> Result<(), Failure> {
             std::io::stdout()
                 .write_all(text.as_bytes())
                 .into_diagnostic()?;
-            Ok(())
+            Ok(0)
         }
-        Command::Pull(args) => Ok(registry::pull(&cli.root, &cli.registry, &args)?),
-        Command::Push(args) => Ok(registry::push(&cli.root, &cli.registry, &args)?),
-        Command::Login(args) => Ok(registry::login(&cli.registry, &args)?),
-        Command::Logout(args) => Ok(registry::logout(&args)?),
-        Command::Search(args) => Ok(registry::search(&cli.registry, &args)?),
-        Command::Images(args) => Ok(images::run(&cli.root, images::ImageCommand::Ls(args))?),
-        Command::Rmi(args) => Ok(images::run(&cli.root, images::ImageCommand::Rm(args))?),
-        Command::Tag(args) => Ok(images::run(&cli.root, images::ImageCommand::Tag(args))?),
-        Command::History(args) => Ok(images::run(&cli.root, images::ImageCommand::History(args))?),
-        Command::Save(args) => Ok(images::run(&cli.root, images::ImageCommand::Save(args))?),
-        Command::Load(args) => Ok(images::run(&cli.root, images::ImageCommand::Load(args))?),
-        Command::Import(args) => Ok(images::run(&cli.root, images::ImageCommand::Import(args))?),
-        Command::Image(command) => Ok(images::run(&cli.root, command)?),
+        Command::Pull(args) => registry::pull(&cli.root, &cli.registry, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Push(args) => registry::push(&cli.root, &cli.registry, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Login(args) => registry::login(&cli.registry, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Logout(args) => registry::logout(&args).map(|()| 0).map_err(Failure::from),
+        Command::Search(args) => registry::search(&cli.registry, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Images(args) => images::run(&cli.root, images::ImageCommand::Ls(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Rmi(args) => images::run(&cli.root, images::ImageCommand::Rm(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Tag(args) => images::run(&cli.root, images::ImageCommand::Tag(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::History(args) => images::run(&cli.root, images::ImageCommand::History(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Save(args) => images::run(&cli.root, images::ImageCommand::Save(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Load(args) => images::run(&cli.root, images::ImageCommand::Load(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Import(args) => images::run(&cli.root, images::ImageCommand::Import(args))
+            .map(|()| 0)
+            .map_err(Failure::from),
+        Command::Image(command) => images::run(&cli.root, command)
+            .map(|()| 0)
+            .map_err(Failure::from),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());
-            Ok(())
+            Ok(0)
         }
     }
 }

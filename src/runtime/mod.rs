@@ -1,6 +1,610 @@
-//! The container runtime: OCI runtime specs, the built-in runtime that executes
-//! them (namespaces, root filesystem, cgroups, capabilities, seccomp), the
-//! per-container shim, logs and exec.
+//! The container runtime: executes containers described by OCI runtime specs
+//! with the built-in runtime (namespaces, overlay root, cgroups, capabilities,
+//! seccomp), supervises each through its shim, and keeps their records.
+//!
+//! It never decides *whether* a container should exist or what it should look
+//! like: callers hand it a finished [`oci_spec::runtime::Spec`] and a
+//! [`ContainerRecord`]. Every host path is a parameter ([`Runtime::open`]).
 
+pub mod attach;
 pub mod cgroup;
+pub mod exec;
+pub mod init;
+pub mod logs;
+pub mod rootfs;
 pub mod seccomp;
+pub mod shim;
+pub mod state;
+pub mod user;
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+use thiserror::Error;
+
+pub use rootfs::Rootfs;
+pub use state::{ContainerRecord, ContainerState, Status};
+
+/// `PATH` when the image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Errors of the runtime.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// No container has this name or id (prefix).
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// An id prefix matches several containers.
+    #[error("container id prefix {0} is ambiguous")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error("the container name \"/{name}\" is already in use by container \"{id}\"")]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// Who has it.
+        id: String,
+    },
+    /// The operation does not fit the container's status.
+    #[error("container {id} is {status}: cannot {action}")]
+    WrongState {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: Status,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// Starting failed in the shim or the container's init.
+    #[error("cannot start container {id}: {message}")]
+    Start {
+        /// The container.
+        id: String,
+        /// What the shim reported.
+        message: String,
+    },
+    /// A file or directory of the container could not be used.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup operation failed.
+    #[error("cgroup of container {id}")]
+    Cgroup {
+        /// The container.
+        id: String,
+        /// Why.
+        #[source]
+        source: cgroup::CgroupError,
+    },
+    /// A signal could not be delivered.
+    #[error("cannot signal container {id}")]
+    Signal {
+        /// The container.
+        id: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The files of one container under `<root>/containers/<id>/`.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    /// The bundle in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// `config.json`, the OCI runtime spec.
+    pub fn spec(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// `container.json`, the record.
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("container.json")
+    }
+    /// `state.json`, written by the shim.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// Where the root is mounted inside the container's mount namespace.
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The writable layer.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    /// Overlay's work directory.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+}
+
+/// The current time as RFC 3339 with nanoseconds, UTC.
+pub fn now_rfc3339() -> String {
+    logs::format_time(std::time::SystemTime::now())
+}
+
+/// Every capability the kernel knows (what `--privileged` grants).
+pub fn all_capabilities() -> oci_spec::runtime::Capabilities {
+    caps::all()
+        .into_iter()
+        .filter_map(|c| {
+            let name = c.to_string();
+            name.strip_prefix("CAP_")?
+                .parse::<oci_spec::runtime::Capability>()
+                .ok()
+        })
+        .collect()
+}
+
+/// The runtime over one state root.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    containers: PathBuf,
+    run_dir: PathBuf,
+    exe: PathBuf,
+}
+
+/// Docker's container id: 32 random bytes in hex.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        // Fall back to time and pid: ids only need to be unique on this host.
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&sha2_32(seed.as_bytes()));
+    }
+    hex::encode(bytes)
+}
+
+fn sha2_32(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+impl Runtime {
+    /// The runtime with containers under `<root>/containers` and shim sockets
+    /// in `run_dir`; `exe` is this program (the shim is a mode of it).
+    pub fn open(root: &Path, run_dir: &Path, exe: PathBuf) -> Result<Self, RuntimeError> {
+        let containers = root.join("containers");
+        fs::create_dir_all(containers.join("names")).map_err(io_err("create", &containers))?;
+        fs::create_dir_all(run_dir).map_err(io_err("create", run_dir))?;
+        Ok(Self {
+            containers,
+            run_dir: run_dir.to_path_buf(),
+            exe,
+        })
+    }
+
+    /// The bundle of container `id`.
+    pub fn bundle(&self, id: &str) -> Bundle {
+        Bundle::new(self.containers.join(id))
+    }
+
+    fn socket(&self, id: &str) -> PathBuf {
+        self.run_dir
+            .join(format!("{}.sock", &id[..id.len().min(16)]))
+    }
+
+    /// Resolves a name, a full id or a unique id prefix to an id.
+    pub fn resolve(&self, name_or_id: &str) -> Result<String, RuntimeError> {
+        let name = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        if !name.is_empty() && !name.contains('/') && !name.starts_with('.') {
+            if let Ok(target) = fs::read_link(self.containers.join("names").join(name)) {
+                return Ok(target.to_string_lossy().into_owned());
+            }
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RuntimeError::NotFound(name_or_id.to_string()));
+        }
+        let mut found = None;
+        for id in self.ids()? {
+            if id.starts_with(name) {
+                if found.is_some() {
+                    return Err(RuntimeError::Ambiguous(name.to_string()));
+                }
+                found = Some(id);
+            }
+        }
+        found.ok_or_else(|| RuntimeError::NotFound(name_or_id.to_string()))
+    }
+
+    fn ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.containers).map_err(io_err("list", &self.containers))? {
+            let entry = entry.map_err(io_err("list", &self.containers))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Creates a container: claims its name, writes its bundle. Nothing runs.
+    pub fn create(&self, record: &ContainerRecord, spec: &Spec) -> Result<(), RuntimeError> {
+        let names = self.containers.join("names");
+        let claim = names.join(&record.name);
+        if let Err(e) = std::os::unix::fs::symlink(&record.id, &claim) {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                let id = fs::read_link(&claim)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(RuntimeError::NameInUse {
+                    name: record.name.clone(),
+                    id,
+                });
+            }
+            return Err(io_err("claim the name", &claim)(e));
+        }
+        let result = (|| {
+            let bundle = self.bundle(&record.id);
+            fs::create_dir(bundle.dir()).map_err(io_err("create", bundle.dir()))?;
+            for dir in [bundle.upper(), bundle.work(), bundle.rootfs_dir()] {
+                fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+            }
+            state::write_json(&bundle.spec(), spec).map_err(io_err("write", &bundle.spec()))?;
+            state::write_json(&bundle.state(), &ContainerState::created())
+                .map_err(io_err("write", &bundle.state()))?;
+            // The record last: a bundle without one is an unfinished create.
+            state::write_json(&bundle.record(), record).map_err(io_err("write", &bundle.record()))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(self.bundle(&record.id).dir());
+            let _ = fs::remove_file(&claim);
+        }
+        result
+    }
+
+    /// The record of a container.
+    pub fn record(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let path = self.bundle(id).record();
+        state::read_json(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                RuntimeError::NotFound(id.to_string())
+            } else {
+                io_err("read", &path)(e)
+            }
+        })
+    }
+
+    /// The OCI spec of a container.
+    pub fn spec(&self, id: &str) -> Result<Spec, RuntimeError> {
+        let path = self.bundle(id).spec();
+        state::read_json(&path).map_err(io_err("read", &path))
+    }
+
+    /// The state of a container. A record that says running although its shim
+    /// is gone (the host rebooted, or the shim was killed) reads as exited.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let path = self.bundle(id).state();
+        let mut st: ContainerState = state::read_json(&path).map_err(io_err("read", &path))?;
+        if matches!(st.status, Status::Running | Status::Paused) && !is_alive(st.shim_pid) {
+            st.status = Status::Exited;
+            st.pid = 0;
+            st.shim_pid = 0;
+            if st.error.is_empty() {
+                st.error = "the container's monitor process is gone".into();
+            }
+            if st.finished_at.is_none() {
+                st.finished_at = Some(now_rfc3339());
+            }
+            st.exit_code = if st.exit_code == 0 { 255 } else { st.exit_code };
+        }
+        Ok(st)
+    }
+
+    /// Every container with its state, oldest first.
+    pub fn list(&self) -> Result<Vec<(ContainerRecord, ContainerState)>, RuntimeError> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            // Skip bundles an unfinished create or remove left without a record.
+            let Ok(record) = self.record(&id) else {
+                continue;
+            };
+            let Ok(state) = self.state(&id) else { continue };
+            out.push((record, state));
+        }
+        out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+        Ok(out)
+    }
+
+    /// Starts a created or exited container through a new shim and returns
+    /// once its program runs. `attach` is a socket the shim treats as an
+    /// already connected client (the other end sees every byte of output and
+    /// the exit frame).
+    pub fn start(&self, id: &str, attach: Option<OwnedFd>) -> Result<ContainerState, RuntimeError> {
+        let st = self.state(id)?;
+        if matches!(st.status, Status::Running | Status::Paused) {
+            return Err(RuntimeError::WrongState {
+                id: id.to_string(),
+                status: st.status,
+                action: "start it",
+            });
+        }
+        let bundle = self.bundle(id);
+        let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io_err("create a pipe for", bundle.dir())(e.into()))?;
+        let mut fds = vec![(ready_w, 3)];
+        if let Some(a) = attach {
+            fds.push((a, 4));
+        }
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("__shim")
+            .arg(bundle.dir())
+            .arg(self.socket(id))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child =
+            crate::sys::spawn_with_fds(&mut cmd, fds).map_err(io_err("run the shim", &self.exe))?;
+        let mut answer = String::new();
+        let _ = fs::File::from(ready_r).read_to_string(&mut answer);
+        let _ = child.wait();
+        let answer = answer.trim();
+        if answer.starts_with("ok") {
+            return self.state(id);
+        }
+        let message = answer
+            .strip_prefix("err ")
+            .unwrap_or(if answer.is_empty() {
+                "the shim exited without an answer"
+            } else {
+                answer
+            })
+            .to_string();
+        Err(RuntimeError::Start {
+            id: id.to_string(),
+            message,
+        })
+    }
+
+    /// Connects to a running container's shim as an attach client.
+    pub fn attach(&self, id: &str) -> Result<UnixStream, RuntimeError> {
+        let socket = self.socket(id);
+        UnixStream::connect(&socket).map_err(io_err("connect to", &socket))
+    }
+
+    /// Sends a signal to the container's pid 1.
+    pub fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        let st = self.state(id)?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Err(RuntimeError::WrongState {
+                id: id.to_string(),
+                status: st.status,
+                action: "signal it",
+            });
+        }
+        let mut stream = self.attach(id)?;
+        attach::write_frame(&mut stream, attach::Kind::Signal, &signal.to_be_bytes()).map_err(
+            |source| RuntimeError::Signal {
+                id: id.to_string(),
+                source,
+            },
+        )
+    }
+
+    /// Waits until the container is no longer running (or `timeout` passes)
+    /// and returns its state.
+    pub fn wait(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ContainerState, RuntimeError> {
+        let st = self.state(id)?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Ok(st);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Ok(pidfd) = rustix::process::Pid::from_raw(st.shim_pid)
+            .ok_or(rustix::io::Errno::SRCH)
+            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
+        {
+            let mut fds = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            loop {
+                let left = match deadline {
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        Some(rustix::time::Timespec {
+                            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                            tv_nsec: i64::from(left.subsec_nanos()),
+                        })
+                    }
+                    None => None,
+                };
+                match rustix::event::poll(&mut fds, left.as_ref()) {
+                    Ok(n) if n > 0 => break,
+                    Ok(_) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        self.state(id)
+    }
+
+    /// Stops a running container: its stop signal, then SIGKILL after
+    /// `timeout`.
+    pub fn stop(
+        &self,
+        id: &str,
+        signal: i32,
+        timeout: Duration,
+    ) -> Result<ContainerState, RuntimeError> {
+        let st = self.state(id)?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Ok(st);
+        }
+        if st.status == Status::Paused {
+            let _ = self.resume(id);
+        }
+        if self.kill(id, signal).is_ok() {
+            let st = self.wait(id, Some(timeout))?;
+            if !matches!(st.status, Status::Running | Status::Paused) {
+                return Ok(st);
+            }
+        }
+        let _ = self.kill(id, libc::SIGKILL);
+        self.wait(id, Some(Duration::from_secs(30)))
+    }
+
+    fn cgroup_of(&self, id: &str) -> Result<cgroup::Cgroup, RuntimeError> {
+        let record = self.record(id)?;
+        let cg = |source| RuntimeError::Cgroup {
+            id: id.to_string(),
+            source,
+        };
+        let hierarchy = cgroup::Hierarchy::detect().map_err(cg)?;
+        hierarchy.open(&record.cgroup).map_err(cg)
+    }
+
+    /// Freezes every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let st = self.state(id)?;
+        if st.status != Status::Running {
+            return Err(RuntimeError::WrongState {
+                id: id.to_string(),
+                status: st.status,
+                action: "pause it",
+            });
+        }
+        self.cgroup_of(id)?
+            .freeze()
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })?;
+        self.set_status(id, Status::Paused)
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let st = self.state(id)?;
+        if st.status != Status::Paused {
+            return Err(RuntimeError::WrongState {
+                id: id.to_string(),
+                status: st.status,
+                action: "unpause it",
+            });
+        }
+        self.cgroup_of(id)?
+            .thaw()
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })?;
+        self.set_status(id, Status::Running)
+    }
+
+    fn set_status(&self, id: &str, status: Status) -> Result<(), RuntimeError> {
+        let path = self.bundle(id).state();
+        let mut st: ContainerState = state::read_json(&path).map_err(io_err("read", &path))?;
+        st.status = status;
+        state::write_json(&path, &st).map_err(io_err("write", &path))
+    }
+
+    /// Resource usage of a running container.
+    pub fn stats(&self, id: &str) -> Result<cgroup::Stats, RuntimeError> {
+        self.cgroup_of(id)?
+            .stats()
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Removes a container that is not running (with `force`, kills it first).
+    pub fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let st = self.state(id)?;
+        if matches!(st.status, Status::Running | Status::Paused) {
+            if !force {
+                return Err(RuntimeError::WrongState {
+                    id: id.to_string(),
+                    status: st.status,
+                    action: "remove it (stop it first or force)",
+                });
+            }
+            let _ = self.stop(id, libc::SIGKILL, Duration::from_secs(0))?;
+        }
+        let record = self.record(id)?;
+        let bundle = self.bundle(id);
+        // Mark it first so a crash halfway leaves a bundle `list` skips and a
+        // later remove finishes.
+        let _ = fs::remove_file(bundle.record());
+        let claim = self.containers.join("names").join(&record.name);
+        if fs::read_link(&claim).is_ok_and(|t| t == Path::new(id)) {
+            let _ = fs::remove_file(&claim);
+        }
+        fs::remove_dir_all(bundle.dir()).map_err(io_err("remove", bundle.dir()))
+    }
+
+    /// Renames a container.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
+        let mut record = self.record(id)?;
+        let names = self.containers.join("names");
+        let claim = names.join(new_name);
+        if let Err(e) = std::os::unix::fs::symlink(id, &claim) {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                let other = fs::read_link(&claim)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(RuntimeError::NameInUse {
+                    name: new_name.to_string(),
+                    id: other,
+                });
+            }
+            return Err(io_err("claim the name", &claim)(e));
+        }
+        let old = names.join(&record.name);
+        record.name = new_name.to_string();
+        let path = self.bundle(id).record();
+        state::write_json(&path, &record).map_err(io_err("write", &path))?;
+        let _ = fs::remove_file(old);
+        Ok(())
+    }
+}
+
+/// Whether a process with this pid exists.
+fn is_alive(pid: i32) -> bool {
+    pid > 0
+        && rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}

@@ -1,0 +1,1342 @@
+//! The container verbs, with Docker's flags: `run`, `create`, `start`,
+//! `stop`, `restart`, `kill`, `rm`, `ps`, `logs`, `exec`, `inspect`, `wait`,
+//! `pause`, `unpause`, `rename`, `stats`.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use miette::{IntoDiagnostic, WrapErr, miette};
+
+use super::output::{age, human_duration, human_size, parse_rfc3339, table};
+use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
+use crate::reconcile::containers::Containers;
+use crate::runtime::attach::{self, Kind};
+use crate::runtime::exec::{ExecConfig, ExecStdio};
+use crate::runtime::logs::{self, ReadOptions};
+use crate::runtime::{ContainerRecord, ContainerState, Status};
+use crate::spec::device::DeviceMapping;
+use crate::spec::extra_host::ExtraHost;
+use crate::spec::mount::{MountSpec, parse_tmpfs};
+use crate::spec::size::parse_human_size;
+use crate::spec::ulimit::Ulimit;
+
+/// Where the runtime keeps shim sockets for a state root: `/run/stack` for
+/// the default root, `<root>/run` for any other, so instances never meet.
+pub fn run_dir(root: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("STACK_RUN_DIR") {
+        return PathBuf::from(dir);
+    }
+    if root == Path::new("/var/lib/stack") {
+        PathBuf::from("/run/stack")
+    } else {
+        root.join("run")
+    }
+}
+
+fn open(root: &Path) -> miette::Result<Containers> {
+    Containers::open(root, &run_dir(root)).into_diagnostic()
+}
+
+/// The options of `run` and `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables (KEY=value, or KEY to pass the host's)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Bind mount or volume: [SOURCE:]TARGET[:OPTIONS]
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    volumes: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS]
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    tmpfs: Vec<String>,
+    /// Mount the volumes of another container: NAME[:ro|:rw]
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    volumes_from: Vec<String>,
+    /// Publish a port (needs a bridge network)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// Publish every exposed port (needs a bridge network)
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port without publishing it
+    #[arg(long = "expose", value_name = "PORT")]
+    expose: Vec<String>,
+    /// Memory limit (e.g. 512m)
+    #[arg(short = 'm', long = "memory", value_name = "BYTES")]
+    memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap
+    #[arg(long = "memory-swap", value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "BYTES")]
+    memory_reservation: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Number of CPUs (e.g. 1.5)
+    #[arg(long = "cpus")]
+    cpus: Option<f64>,
+    /// CFS period in microseconds
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    /// CFS quota in microseconds
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPUs to allow (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to allow
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Largest number of processes (-1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block IO weight (10-1000)
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    /// Disable the OOM killer
+    #[arg(long = "oom-kill-disable")]
+    oom_kill_disable: bool,
+    /// Tune the host's OOM preferences (-1000 to 1000)
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
+    /// User name or uid, and optionally group: USER[:GROUP]
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Additional groups to join
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long = "entrypoint", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long = "hostname")]
+    hostname: Option<String>,
+    /// Container NIS domain name
+    #[arg(long = "domainname")]
+    domainname: Option<String>,
+    /// Network: none (default until bridges exist), host, container:NAME
+    #[arg(long = "network", visible_alias = "net", default_value = "none")]
+    network: String,
+    /// DNS servers
+    #[arg(long = "dns")]
+    dns: Vec<String>,
+    /// DNS search domains
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// Add a line to /etc/hosts: HOST:IP
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Keep stdin open
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    /// Run an init as pid 1 that forwards signals and reaps processes
+    #[arg(long = "init")]
+    init: bool,
+    /// Mount the root file system read-only
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Give every capability and device, no seccomp, no masked paths
+    #[arg(long = "privileged")]
+    privileged: bool,
+    /// Add capabilities
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop capabilities
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Resource limits: NAME=SOFT[:HARD]
+    #[arg(long = "ulimit")]
+    ulimit: Vec<String>,
+    /// Kernel parameters: NAME=VALUE
+    #[arg(long = "sysctl")]
+    sysctl: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    /// Map container uid/gid 0 to HOST_ID, for SIZE ids: HOST_ID:SIZE (or host)
+    #[arg(long = "userns")]
+    userns: Option<String>,
+    /// Labels: KEY=VALUE
+    #[arg(short = 'l', long = "label")]
+    labels: Vec<String>,
+    /// Log options: max-size=SIZE, max-file=N
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
+    /// Restart policy (applied by the daemon): no, always, on-failure[:N], unless-stopped
+    #[arg(long = "restart", default_value = "no")]
+    restart: String,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Seconds to wait before killing on stop
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u32>,
+    /// Add a host device: HOST[:CONTAINER[:PERMISSIONS]]
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Remove the container when it exits
+    #[arg(long = "rm")]
+    rm: bool,
+    /// Print help (`-h` is --hostname, as in Docker)
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// The image
+    image: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `stack run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container id
+    #[arg(short = 'd', long = "detach")]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+fn size(flag: &str, value: &str) -> miette::Result<i64> {
+    if value == "-1" {
+        return Ok(-1);
+    }
+    let bytes = value
+        .parse::<crate::spec::size::ByteSize>()
+        .map_err(|e| miette!("invalid {flag} {value:?}: {e}"))?;
+    i64::try_from(bytes.0).map_err(|_| miette!("invalid {flag} {value:?}: too large"))
+}
+
+fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read env file {}", file.display()))?;
+        let vars =
+            crate::spec::envfile::parse_docker_env_file(&text, &|k: &str| std::env::var(k).ok())
+                .map_err(|e| miette!("{}: {e}", file.display()))?;
+        env.extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    for e in &args.env {
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    let mut mounts: Vec<MountSpec> = Vec::new();
+    for v in &args.volumes {
+        let mut m: MountSpec = v
+            .parse()
+            .map_err(|e| miette!("invalid volume {v:?}: {e}"))?;
+        if let Some(src) = &m.source {
+            if m.kind == crate::spec::mount::MountKind::Bind && !src.starts_with('/') {
+                m.source = Some(cwd.join(src).to_string_lossy().into_owned());
+            }
+        }
+        mounts.push(m);
+    }
+    for spec in &args.mounts {
+        mounts.push(parse_mount_flag(spec, &cwd)?);
+    }
+    for t in &args.tmpfs {
+        mounts.push(parse_tmpfs(t).map_err(|e| miette!("invalid tmpfs {t:?}: {e}"))?);
+    }
+    if !args.publish.is_empty() || args.publish_all {
+        return Err(miette!(
+            "publishing ports needs a bridge network, which this version does not create yet; use --network host"
+        ));
+    }
+    let network = match args.network.as_str() {
+        "none" | "default" | "bridge" => NetMode::None,
+        "host" => NetMode::Host,
+        other => match other.strip_prefix("container:") {
+            Some(c) if !c.is_empty() => NetMode::Container(c.to_string()),
+            _ => {
+                return Err(miette!(
+                    "invalid network {other:?}: use none, host or container:NAME"
+                ));
+            }
+        },
+    };
+    let mut seccomp = SeccompChoice::Default;
+    let mut no_new_privileges = false;
+    for opt in &args.security_opt {
+        let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match key {
+            "seccomp" if value == "unconfined" => seccomp = SeccompChoice::Unconfined,
+            "seccomp" if !value.is_empty() => seccomp = SeccompChoice::File(cwd.join(value)),
+            "no-new-privileges" => no_new_privileges = value.is_empty() || value == "true",
+            "apparmor" | "label" => {}
+            _ => return Err(miette!("invalid --security-opt {opt:?}")),
+        }
+    }
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| {
+            u.parse::<Ulimit>()
+                .map_err(|e| miette!("invalid ulimit {u:?}: {e}"))
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    let mut sysctls = BTreeMap::new();
+    for s in &args.sysctl {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| miette!("invalid sysctl {s:?}: expected NAME=VALUE"))?;
+        sysctls.insert(k.to_string(), v.to_string());
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let (mut log_max_size, mut log_max_files) = (None, None);
+    for o in &args.log_opt {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                log_max_size = Some(
+                    u64::try_from(size("log max-size", v)?)
+                        .map_err(|_| miette!("max-size must be positive"))?,
+                );
+            }
+            Some(("max-file", v)) => {
+                log_max_files = Some(v.parse().map_err(|_| miette!("invalid max-file {v:?}"))?);
+            }
+            _ => {
+                return Err(miette!(
+                    "unknown log option {o:?}: use max-size=SIZE or max-file=N"
+                ));
+            }
+        }
+    }
+    crate::spec::restart::parse_restart(&args.restart)
+        .map_err(|e| miette!("invalid --restart: {e}"))?;
+    labels.insert("stack.restart".into(), args.restart.clone());
+    let userns = match args.userns.as_deref() {
+        None | Some("host") | Some("") => None,
+        Some(v) => {
+            let (host, count) = v
+                .split_once(':')
+                .ok_or_else(|| miette!("invalid --userns {v:?}: expected host or HOST_ID:SIZE"))?;
+            Some((
+                host.parse()
+                    .map_err(|_| miette!("invalid --userns host id {host:?}"))?,
+                count
+                    .parse()
+                    .map_err(|_| miette!("invalid --userns size {count:?}"))?,
+            ))
+        }
+    };
+    let devices = args
+        .devices
+        .iter()
+        .map(|d| {
+            d.parse::<DeviceMapping>()
+                .map_err(|e| miette!("invalid device {d:?}: {e}"))
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    let extra_hosts = args
+        .add_host
+        .iter()
+        .map(|h| {
+            h.parse::<ExtraHost>()
+                .map_err(|e| miette!("invalid --add-host {h:?}: {e}"))
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    let resources = Resources {
+        memory: args
+            .memory
+            .as_deref()
+            .map(|m| size("memory", m))
+            .transpose()?,
+        memory_swap: args
+            .memory_swap
+            .as_deref()
+            .map(|m| size("memory-swap", m))
+            .transpose()?,
+        memory_reservation: args
+            .memory_reservation
+            .as_deref()
+            .map(|m| size("memory-reservation", m))
+            .transpose()?,
+        cpu_shares: args.cpu_shares,
+        cpus: args.cpus,
+        cpu_period: args.cpu_period,
+        cpu_quota: args.cpu_quota,
+        cpuset_cpus: args.cpuset_cpus.clone(),
+        cpuset_mems: args.cpuset_mems.clone(),
+        pids_limit: args.pids_limit,
+        blkio_weight: args.blkio_weight,
+        oom_kill_disable: args.oom_kill_disable,
+    };
+    Ok(RunRequest {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                vec![]
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        cmd: args.command.clone(),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        group_add: args.group_add.clone(),
+        hostname: args.hostname.clone(),
+        domainname: args.domainname.clone(),
+        tty: args.tty,
+        stdin_open: args.interactive,
+        init: args.init,
+        read_only: args.read_only,
+        privileged: args.privileged,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        seccomp,
+        no_new_privileges,
+        ulimits,
+        sysctls,
+        oom_score_adj: args.oom_score_adj,
+        resources,
+        mounts,
+        volumes_from: args.volumes_from.clone(),
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|s| {
+                size("shm-size", s)
+                    .and_then(|v| u64::try_from(v).map_err(|_| miette!("invalid shm-size")))
+            })
+            .transpose()?,
+        network,
+        userns,
+        stop_signal: args.stop_signal.clone(),
+        stop_timeout: args.stop_timeout,
+        labels,
+        log_max_size,
+        log_max_files,
+        auto_remove: args.rm,
+        devices,
+        dns: args.dns.clone(),
+        dns_search: args.dns_search.clone(),
+        extra_hosts,
+        expose: args.expose.clone(),
+    })
+}
+
+/// `--mount type=…,source=…,target=…,readonly`.
+fn parse_mount_flag(spec: &str, cwd: &Path) -> miette::Result<MountSpec> {
+    let mut kind = crate::spec::mount::MountKind::Volume;
+    let (mut source, mut target, mut read_only) = (None, None, false);
+    let mut size_opt = None;
+    let mut mode = None;
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => {
+                kind = v
+                    .parse()
+                    .map_err(|e| miette!("invalid --mount {spec:?}: {e}"))?
+            }
+            "source" | "src" => source = Some(v.to_string()),
+            "target" | "destination" | "dst" => target = Some(v.to_string()),
+            "readonly" | "ro" => read_only = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => {
+                size_opt = Some(crate::spec::size::ByteSize(
+                    parse_human_size(v).map_err(|e| miette!("{e}"))?,
+                ))
+            }
+            "tmpfs-mode" => {
+                mode = Some(
+                    u32::from_str_radix(v, 8).map_err(|_| miette!("invalid tmpfs-mode {v:?}"))?,
+                )
+            }
+            _ => return Err(miette!("invalid --mount {spec:?}: unknown field {k:?}")),
+        }
+    }
+    let target = target.ok_or_else(|| miette!("invalid --mount {spec:?}: target is required"))?;
+    if kind == crate::spec::mount::MountKind::Bind {
+        let s = source
+            .as_deref()
+            .ok_or_else(|| miette!("invalid --mount {spec:?}: source is required"))?;
+        if !Path::new(s).exists() {
+            return Err(miette!(
+                "invalid --mount {spec:?}: bind source path does not exist: {s}"
+            ));
+        }
+        source = Some(cwd.join(s).to_string_lossy().into_owned());
+    }
+    Ok(MountSpec {
+        kind,
+        source,
+        target,
+        read_only,
+        propagation: None,
+        nocopy: false,
+        tmpfs_size: size_opt,
+        tmpfs_mode: mode,
+    })
+}
+
+fn signal_number(name: &str) -> miette::Result<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Ok(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| miette!("invalid signal: {name}"))
+}
+
+/// `stack create`: prints the new container's id.
+pub fn create(root: &Path, args: &CreateArgs) -> miette::Result<()> {
+    let c = open(root)?;
+    let req = request(args)?;
+    let id = c.create(&req).into_diagnostic()?;
+    println!("{id}");
+    Ok(())
+}
+
+/// A terminal in raw mode for as long as this lives.
+struct RawTerminal {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl RawTerminal {
+    fn enable() -> Self {
+        let stdin = rustix::stdio::stdin();
+        let saved = rustix::termios::tcgetattr(stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            raw.make_raw();
+            let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw);
+        }
+        Self { saved }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                rustix::stdio::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
+        }
+    }
+}
+
+/// What ended an attached session.
+enum AttachEnd {
+    Exited(i32),
+    Detached,
+    Lost,
+}
+
+/// Relays the terminal or stdio to an attach socket until the container exits
+/// or the user detaches (Ctrl-P Ctrl-Q with a terminal).
+fn relay(stream: UnixStream, stdin: bool, tty: bool) -> io::Result<AttachEnd> {
+    let _raw = (tty && io::stdin().is_terminal()).then(RawTerminal::enable);
+    if tty {
+        if let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+            let mut payload = size.ws_row.to_be_bytes().to_vec();
+            payload.extend_from_slice(&size.ws_col.to_be_bytes());
+            attach::write_frame(&mut &stream, Kind::Resize, &payload)?;
+        }
+    }
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if stdin {
+        let mut writer = stream.try_clone()?;
+        let detached = detached.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut last_ctrl_p = false;
+            let mut input = io::stdin().lock();
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = attach::write_frame(&mut writer, Kind::CloseStdin, &[]);
+                        return;
+                    }
+                    Ok(n) => {
+                        let data = &buf[..n];
+                        if tty {
+                            for (i, b) in data.iter().enumerate() {
+                                if last_ctrl_p && *b == 0x11 {
+                                    let _ = attach::write_frame(
+                                        &mut writer,
+                                        Kind::Stdin,
+                                        &data[..i.saturating_sub(1)],
+                                    );
+                                    detached.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    let _ = writer.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                                last_ctrl_p = *b == 0x10;
+                            }
+                        }
+                        if attach::write_frame(&mut writer, Kind::Stdin, data).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut reader = io::BufReader::new(&stream);
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    loop {
+        match attach::read_frame(&mut reader) {
+            Ok(Some((Kind::Stdout, data))) => {
+                let mut out = stdout.lock();
+                out.write_all(&data)?;
+                out.flush()?;
+            }
+            Ok(Some((Kind::Stderr, data))) => {
+                let mut err = stderr.lock();
+                err.write_all(&data)?;
+                err.flush()?;
+            }
+            Ok(Some((Kind::Exit, payload))) => {
+                return Ok(AttachEnd::Exited(
+                    attach::parse_exit(&payload).map_or(255, |(c, _)| c),
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                return Ok(if detached.load(std::sync::atomic::Ordering::SeqCst) {
+                    AttachEnd::Detached
+                } else {
+                    AttachEnd::Lost
+                });
+            }
+        }
+    }
+}
+
+/// `stack run`: returns the container's exit code.
+pub fn run(root: &Path, args: &RunArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let req = request(&args.create)?;
+    if args.detach && req.auto_remove {
+        // Without a daemon nobody is left to remove it when it exits.
+        return Err(miette!(
+            "--rm with --detach needs the daemon, which this version does not run yet"
+        ));
+    }
+    let id = c.create(&req).into_diagnostic()?;
+    if args.detach {
+        if let Err(e) = c.runtime.start(&id, None) {
+            return Err(miette::Report::from_err(e));
+        }
+        println!("{id}");
+        return Ok(0);
+    }
+    let (ours, theirs) = UnixStream::pair().into_diagnostic()?;
+    let started = c.runtime.start(&id, Some(OwnedFd::from(theirs)));
+    if let Err(e) = started {
+        if req.auto_remove {
+            let _ = c.remove(&id, true, true);
+        }
+        return Err(miette::Report::from_err(e));
+    }
+    let end = relay(ours, req.stdin_open, req.tty).into_diagnostic()?;
+    let code = match end {
+        AttachEnd::Exited(code) => code,
+        AttachEnd::Detached => return Ok(0),
+        AttachEnd::Lost => c.runtime.wait(&id, None).into_diagnostic()?.exit_code,
+    };
+    if req.auto_remove {
+        let st = c
+            .runtime
+            .wait(&id, Some(Duration::from_secs(10)))
+            .into_diagnostic()?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            c.remove(&id, false, true).into_diagnostic()?;
+        }
+    }
+    Ok(code)
+}
+
+/// Arguments naming containers.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Containers (names or ids)
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and wait for the exit
+    #[arg(short = 'a', long = "attach")]
+    attach: bool,
+    /// Attach stdin
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack start`.
+pub fn start(root: &Path, args: &StartArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    if args.attach {
+        let [name] = args.containers.as_slice() else {
+            return Err(miette!(
+                "you cannot start and attach multiple containers at once"
+            ));
+        };
+        let id = c.runtime.resolve(name).into_diagnostic()?;
+        let record = c.runtime.record(&id).into_diagnostic()?;
+        let tty = c
+            .runtime
+            .spec(&id)
+            .into_diagnostic()?
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let (ours, theirs) = UnixStream::pair().into_diagnostic()?;
+        c.runtime
+            .start(&id, Some(OwnedFd::from(theirs)))
+            .into_diagnostic()?;
+        return match relay(ours, args.interactive && record.stdin_open, tty).into_diagnostic()? {
+            AttachEnd::Exited(code) => Ok(code),
+            AttachEnd::Detached => Ok(0),
+            AttachEnd::Lost => Ok(c.runtime.wait(&id, None).into_diagnostic()?.exit_code),
+        };
+    }
+    each(&args.containers, |name| {
+        let id = c.runtime.resolve(name)?;
+        c.runtime.start(&id, None)?;
+        Ok(())
+    })
+}
+
+/// Runs `f` for every name, printing each name done and each error; fails if
+/// any failed (like Docker's multi-container verbs).
+fn each(
+    names: &[String],
+    mut f: impl FnMut(&str) -> Result<(), Box<dyn std::error::Error>>,
+) -> miette::Result<i32> {
+    let mut failed = 0;
+    for name in names {
+        match f(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    msg.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                eprintln!("Error response from daemon: {msg}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(miette!("{failed} of {} containers failed", names.len()));
+    }
+    Ok(0)
+}
+
+/// `stack stop` and `stack restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing (default: the container's stop timeout)
+    #[arg(short = 't', long = "time")]
+    time: Option<u32>,
+    /// Signal to send (default: the container's stop signal)
+    #[arg(short = 's', long = "signal")]
+    signal: Option<String>,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+fn stop_one(
+    c: &Containers,
+    name: &str,
+    args: &StopArgs,
+) -> Result<(String, ContainerRecord), Box<dyn std::error::Error>> {
+    let id = c.runtime.resolve(name)?;
+    let record = c.runtime.record(&id)?;
+    let sig = signal_number(args.signal.as_deref().unwrap_or(&record.stop_signal))
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(u64::from(args.time.unwrap_or(record.stop_timeout)));
+    c.runtime.stop(&id, sig, timeout)?;
+    Ok((id, record))
+}
+
+/// `stack stop`.
+pub fn stop(root: &Path, args: &StopArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    each(&args.containers, |name| {
+        let (id, record) = stop_one(&c, name, args)?;
+        if record.auto_remove {
+            c.remove(&id, false, true)?;
+        }
+        Ok(())
+    })
+}
+
+/// `stack restart`.
+pub fn restart(root: &Path, args: &StopArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    each(&args.containers, |name| {
+        let (id, _) = stop_one(&c, name, args)?;
+        c.runtime.start(&id, None)?;
+        Ok(())
+    })
+}
+
+/// `stack kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    signal: String,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack kill`.
+pub fn kill(root: &Path, args: &KillArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let sig = signal_number(&args.signal)?;
+    each(&args.containers, |name| {
+        let id = c.runtime.resolve(name)?;
+        c.runtime.kill(&id, sig)?;
+        Ok(())
+    })
+}
+
+/// `stack rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    /// Remove its anonymous volumes too
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack rm`.
+pub fn rm(root: &Path, args: &RmArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    each(&args.containers, |name| {
+        let id = c.runtime.resolve(name)?;
+        c.remove(&id, args.force, args.volumes)?;
+        Ok(())
+    })
+}
+
+/// `stack pause` / `unpause`.
+pub fn pause(root: &Path, args: &NamesArgs, pause: bool) -> miette::Result<i32> {
+    let c = open(root)?;
+    each(&args.containers, |name| {
+        let id = c.runtime.resolve(name)?;
+        if pause {
+            c.runtime.pause(&id)?;
+        } else {
+            c.runtime.resume(&id)?;
+        }
+        Ok(())
+    })
+}
+
+/// `stack wait`: prints each exit code.
+pub fn wait(root: &Path, args: &NamesArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    for name in &args.containers {
+        let id = c.runtime.resolve(name).into_diagnostic()?;
+        let st = c.runtime.wait(&id, None).into_diagnostic()?;
+        println!("{}", st.exit_code);
+    }
+    Ok(0)
+}
+
+/// `stack rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The container
+    container: String,
+    /// Its new name
+    new_name: String,
+}
+
+/// `stack rename`.
+pub fn rename(root: &Path, args: &RenameArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    if !crate::reconcile::containers::is_valid_name(&args.new_name) {
+        return Err(miette!(
+            "invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+            args.new_name
+        ));
+    }
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    c.runtime.rename(&id, &args.new_name).into_diagnostic()?;
+    Ok(0)
+}
+
+/// `stack ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// Only print ids
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// Do not shorten ids and commands
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Show only the latest created container
+    #[arg(short = 'l', long = "latest")]
+    latest: bool,
+    /// Filter: status=…, name=…, id=…, label=KEY[=VALUE], ancestor=IMAGE
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = super::images::ListFormat::Table)]
+    format: super::images::ListFormat,
+}
+
+/// Docker's STATUS column.
+pub fn status_text(st: &ContainerState) -> String {
+    let since = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(parse_rfc3339)
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(human_duration)
+            .unwrap_or_else(|| "Less than a second".into())
+    };
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&st.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&st.started_at)),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => {
+            if st.start_count == 0 {
+                "Created".into()
+            } else {
+                format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
+            }
+        }
+    }
+}
+
+fn matches_filter(
+    record: &ContainerRecord,
+    st: &ContainerState,
+    filter: &str,
+) -> miette::Result<bool> {
+    let (key, value) = filter
+        .split_once('=')
+        .ok_or_else(|| miette!("invalid filter {filter:?}"))?;
+    Ok(match key {
+        "status" => st.status.to_string() == value,
+        "name" => record.name.contains(value),
+        "id" => record.id.starts_with(value),
+        "ancestor" => record.image == value || record.image_id.contains(value),
+        "label" => match value.split_once('=') {
+            Some((k, v)) => record.labels.get(k).is_some_and(|x| x == v),
+            None => record.labels.contains_key(value),
+        },
+        "exited" => st.status == Status::Exited && st.exit_code.to_string() == value,
+        _ => return Err(miette!("invalid filter {key:?}")),
+    })
+}
+
+/// `stack ps`.
+pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let mut rows = c.runtime.list().into_diagnostic()?;
+    rows.reverse();
+    let mut kept = Vec::new();
+    for (record, st) in rows {
+        let listed = args.all
+            || args.latest
+            || matches!(st.status, Status::Running | Status::Paused)
+            || args.filter.iter().any(|f| f.starts_with("status="));
+        if !listed {
+            continue;
+        }
+        let mut ok = true;
+        for f in &args.filter {
+            ok &= matches_filter(&record, &st, f)?;
+        }
+        if ok {
+            kept.push((record, st));
+        }
+    }
+    if args.latest {
+        kept.truncate(1);
+    }
+    let short = |id: &str| {
+        if args.no_trunc {
+            id.to_string()
+        } else {
+            id[..12.min(id.len())].to_string()
+        }
+    };
+    if args.quiet {
+        for (r, _) in &kept {
+            println!("{}", short(&r.id));
+        }
+        return Ok(0);
+    }
+    let command = |r: &ContainerRecord| -> String {
+        let args_of = c
+            .runtime
+            .spec(&r.id)
+            .ok()
+            .and_then(|s| s.process().as_ref().and_then(|p| p.args().clone()))
+            .unwrap_or_default();
+        let full = args_of.join(" ");
+        if args.no_trunc || full.chars().count() <= 20 {
+            format!("\"{full}\"")
+        } else {
+            format!("\"{}…\"", full.chars().take(19).collect::<String>())
+        }
+    };
+    if args.format == super::images::ListFormat::Json {
+        for (r, st) in &kept {
+            let line = serde_json::json!({
+                "ID": short(&r.id), "Image": r.image, "Command": command(r),
+                "CreatedAt": r.created, "Status": status_text(st), "State": st.status.to_string(),
+                "Names": r.name, "Labels": r.labels,
+            });
+            println!("{line}");
+        }
+        return Ok(0);
+    }
+    let out = table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
+        kept.iter().map(|(r, st)| {
+            vec![
+                short(&r.id),
+                r.image.clone(),
+                command(r),
+                age(Some(&r.created)),
+                status_text(st),
+                String::new(),
+                r.name.clone(),
+            ]
+        }),
+    );
+    print!("{out}");
+    Ok(0)
+}
+
+/// `stack logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output
+    #[arg(short = 'f', long = "follow")]
+    follow: bool,
+    /// Number of lines from the end ("all" for everything)
+    #[arg(short = 'n', long = "tail", default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long = "timestamps")]
+    timestamps: bool,
+    /// Only lines since (RFC 3339, unix time or a duration like 10m)
+    #[arg(long = "since")]
+    since: Option<String>,
+    /// Only lines before (same forms as --since)
+    #[arg(long = "until")]
+    until: Option<String>,
+    /// The container
+    container: String,
+}
+
+/// `stack logs`.
+pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let bundle = c.runtime.bundle(&id);
+    let tail = match args.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(
+            n.parse::<usize>()
+                .map_err(|_| miette!("invalid --tail {n:?}"))?,
+        ),
+    };
+    let time = |v: &Option<String>| -> miette::Result<Option<std::time::SystemTime>> {
+        v.as_deref()
+            .map(|s| {
+                logs::parse_time(s, std::time::SystemTime::now())
+                    .map_err(|e| miette!("invalid time {s:?}: {e}"))
+            })
+            .transpose()
+    };
+    let options = ReadOptions {
+        tail,
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+        timestamps: args.timestamps,
+        follow: args.follow,
+        ..ReadOptions::default()
+    };
+    let runtime = c.runtime.clone();
+    let running = move || {
+        runtime
+            .state(&id)
+            .is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused))
+    };
+    logs::copy_to(
+        bundle.dir(),
+        &c.runtime.record(&bundle_id(&bundle)).into_diagnostic()?.id,
+        &options,
+        &running,
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )
+    .into_diagnostic()?;
+    Ok(0)
+}
+
+fn bundle_id(bundle: &crate::runtime::Bundle) -> String {
+    bundle
+        .dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `stack exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background
+    #[arg(short = 'd', long = "detach")]
+    detach: bool,
+    /// Keep stdin open
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    /// User name or uid: USER[:GROUP]
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Working directory
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Every capability, no seccomp filter
+    #[arg(long = "privileged")]
+    privileged: bool,
+    /// The container
+    container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `stack exec`: returns the process's exit code.
+pub fn exec(root: &Path, args: &ExecArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let config = ExecConfig {
+        args: args.command.clone(),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        tty: args.tty,
+        privileged: args.privileged,
+    };
+    let null = || {
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+    };
+    if args.tty {
+        let pty = nix::pty::openpty(None, None).into_diagnostic()?;
+        if let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+            let _ = rustix::termios::tcsetwinsize(&pty.master, size);
+        }
+        let slave = pty.slave;
+        let fds = [
+            slave.try_clone().into_diagnostic()?,
+            slave.try_clone().into_diagnostic()?,
+            slave,
+        ];
+        let child = c
+            .runtime
+            .exec_spawn(&id, &config, ExecStdio { fds })
+            .into_diagnostic()?;
+        if args.detach {
+            return Ok(0);
+        }
+        let master = pty.master;
+        let _raw = io::stdin().is_terminal().then(RawTerminal::enable);
+        if args.interactive {
+            let mut writer = std::fs::File::from(master.try_clone().into_diagnostic()?);
+            std::thread::spawn(move || {
+                let _ = io::copy(&mut io::stdin().lock(), &mut writer);
+            });
+        }
+        let mut reader = std::fs::File::from(master);
+        let _ = io::copy(&mut reader, &mut io::stdout().lock());
+        return child.wait().into_diagnostic();
+    }
+    let stdin = if args.interactive {
+        io::stdin().as_fd().try_clone_to_owned().into_diagnostic()?
+    } else {
+        null().into_diagnostic()?
+    };
+    let (stdout, stderr) = if args.detach {
+        (null().into_diagnostic()?, null().into_diagnostic()?)
+    } else {
+        (
+            io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .into_diagnostic()?,
+            io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .into_diagnostic()?,
+        )
+    };
+    let child = c
+        .runtime
+        .exec_spawn(
+            &id,
+            &config,
+            ExecStdio {
+                fds: [stdin, stdout, stderr],
+            },
+        )
+        .into_diagnostic()?;
+    if args.detach {
+        return Ok(0);
+    }
+    child.wait().into_diagnostic()
+}
+
+/// `stack inspect` for containers.
+pub fn inspect(root: &Path, args: &NamesArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let mut out = Vec::new();
+    for name in &args.containers {
+        let id = c.runtime.resolve(name).into_diagnostic()?;
+        out.push(c.inspect(&id).into_diagnostic()?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
+    Ok(0)
+}
+
+/// `stack stats --no-stream`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Containers (default: every running one)
+    containers: Vec<String>,
+}
+
+/// `stack stats`: one snapshot of each running container's usage.
+pub fn stats(root: &Path, args: &StatsArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let ids: Vec<String> = if args.containers.is_empty() {
+        c.runtime
+            .list()
+            .into_diagnostic()?
+            .into_iter()
+            .filter(|(_, s)| s.status == Status::Running)
+            .map(|(r, _)| r.id)
+            .collect()
+    } else {
+        args.containers
+            .iter()
+            .map(|n| c.runtime.resolve(n))
+            .collect::<Result<_, _>>()
+            .into_diagnostic()?
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        let record = c.runtime.record(&id).into_diagnostic()?;
+        let s = c.runtime.stats(&id).into_diagnostic()?;
+        rows.push(vec![
+            id[..12].to_string(),
+            record.name,
+            format!(
+                "{} / {}",
+                human_size(s.memory_usage),
+                s.memory_limit.map_or("unlimited".into(), human_size)
+            ),
+            format!("{:.2}s", Duration::from_nanos(s.cpu_usage_ns).as_secs_f64()),
+            s.pids_current.to_string(),
+        ]);
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "CONTAINER ID",
+                "NAME",
+                "MEM USAGE / LIMIT",
+                "CPU TIME",
+                "PIDS"
+            ],
+            rows
+        )
+    );
+    Ok(0)
+}

@@ -1,0 +1,456 @@
+//! Single containers the Docker way: resolve the image, prepare volumes and
+//! the container's own files, build the spec ([`super::container::build`]) and
+//! hand it to the runtime. `stack run`/`create` and, later, the stack loop
+//! create containers through here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Mount;
+use serde_json::{Value, json};
+
+use super::container::{self, ContainerError, NetMode, Placement, RunRequest, SeccompChoice};
+use crate::image::images::{ImageError, Images};
+use crate::runtime::{Runtime, RuntimeError, Status, seccomp};
+use crate::spec::mount::MountKind;
+
+/// Errors of container management.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    /// The image could not be found or unpacked.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The runtime refused or failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The request does not make a valid container.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The seccomp profile could not be used.
+    #[error("seccomp profile")]
+    Seccomp(#[source] io::Error),
+    /// A file of the container could not be written.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `--volumes-from` or `--network container:` names a container that
+    /// cannot serve.
+    #[error("{0}")]
+    Reference(String),
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> ContainersError + 'a {
+    move |source| ContainersError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Images, containers and volumes of one state root.
+#[derive(Debug)]
+pub struct Containers {
+    /// The image store.
+    pub images: Images,
+    /// The runtime.
+    pub runtime: Runtime,
+    volumes: PathBuf,
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "brave",
+    "calm",
+    "eager",
+    "fervent",
+    "gallant",
+    "happy",
+    "jolly",
+    "keen",
+    "lucid",
+    "merry",
+    "nifty",
+    "optimistic",
+    "peaceful",
+    "quirky",
+    "relaxed",
+    "serene",
+    "tender",
+    "upbeat",
+    "vibrant",
+    "witty",
+    "youthful",
+    "zealous",
+    "bold",
+    "clever",
+];
+const NAMES: [&str; 24] = [
+    "lovelace", "hopper", "turing", "knuth", "ritchie", "thompson", "hamilton", "noether", "curie",
+    "dijkstra", "liskov", "torvalds", "babbage", "shannon", "boole", "euler", "gauss", "kepler",
+    "newton", "pascal", "tesla", "wozniak", "yalow", "zuse",
+];
+
+/// A generated name like Docker's (`adjective_scientist`), unique among
+/// `taken`.
+fn generate_name(id: &str, taken: impl Fn(&str) -> bool) -> String {
+    let seed = u64::from_str_radix(&id[..id.len().min(12)], 16).unwrap_or(0);
+    let a = ADJECTIVES[usize::try_from(seed % 24).unwrap_or(0)];
+    let n = NAMES[usize::try_from((seed / 24) % 24).unwrap_or(0)];
+    let base = format!("{a}_{n}");
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|i| format!("{base}{i}"))
+        .find(|c| !taken(c))
+        .unwrap_or(base)
+}
+
+/// Whether a name is acceptable to Docker: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() > 1
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl Containers {
+    /// Opens the state root.
+    pub fn open(root: &Path, run_dir: &Path) -> Result<Self, ContainersError> {
+        let exe = std::env::current_exe()
+            .map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
+        let images = Images::open(root)?;
+        let runtime = Runtime::open(root, run_dir, exe)?;
+        let volumes = root.join("volumes");
+        fs::create_dir_all(&volumes).map_err(io_err("create", &volumes))?;
+        Ok(Self {
+            images,
+            runtime,
+            volumes,
+        })
+    }
+
+    /// The directory of a named volume, created if new. A new volume is
+    /// marked to be seeded with the image's files at its mount point.
+    fn volume(&self, name: &str, seed: bool) -> Result<PathBuf, ContainersError> {
+        if !is_valid_name(name) {
+            return Err(ContainersError::Reference(format!(
+                "invalid volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let dir = self.volumes.join(name);
+        let data = dir.join("_data");
+        if !data.exists() {
+            fs::create_dir_all(&data).map_err(io_err("create the volume", &data))?;
+            if seed {
+                fs::write(dir.join(".unseeded"), b"").map_err(io_err("create the volume", &dir))?;
+            }
+        }
+        Ok(data)
+    }
+
+    /// Creates a container from `req`; returns its id.
+    pub fn create(&self, req: &RunRequest) -> Result<String, ContainersError> {
+        let image_id = self
+            .images
+            .catalog
+            .resolve(&req.image)
+            .map_err(ImageError::from)?;
+        let config = self.images.config(&image_id)?;
+        let layers = self.images.layers(&image_id)?;
+        let run_config = config.config.clone().unwrap_or_default();
+        let id = crate::runtime::new_id();
+        let name = match &req.name {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n);
+                if !is_valid_name(n) {
+                    return Err(ContainersError::Reference(format!(
+                        "invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n.to_string()
+            }
+            None => generate_name(&id, |c| self.runtime.resolve(c).is_ok()),
+        };
+
+        // Volumes: named and anonymous ones get a directory under volumes/,
+        // and so do the image's VOLUMEs nobody mounted over.
+        let mut mounts = req.mounts.clone();
+        for path in run_config.volumes.iter().flat_map(|v| v.keys()) {
+            if !mounts.iter().any(|m| m.target == *path) {
+                mounts.push(crate::spec::mount::MountSpec {
+                    kind: MountKind::Volume,
+                    source: None,
+                    target: path.clone(),
+                    read_only: false,
+                    propagation: None,
+                    nocopy: false,
+                    tmpfs_size: None,
+                    tmpfs_mode: None,
+                });
+            }
+        }
+        let mut volume_dirs = BTreeMap::new();
+        let mut anonymous = Vec::new();
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let name = match &m.source {
+                Some(n) => n.clone(),
+                None => {
+                    let n = crate::runtime::new_id();
+                    anonymous.push(n.clone());
+                    n
+                }
+            };
+            volume_dirs.insert(m.target.clone(), self.volume(&name, !m.nocopy)?);
+        }
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            let source = m.source.clone().unwrap_or_default();
+            if !Path::new(&source).exists() {
+                // Docker creates a missing bind source as a directory.
+                fs::create_dir_all(&source)
+                    .map_err(io_err("create the bind source", Path::new(&source)))?;
+            }
+        }
+
+        let mut inherited: Vec<Mount> = Vec::new();
+        {
+            for source in &req.volumes_from {
+                let (name, ro) = match source.rsplit_once(':') {
+                    Some((n, mode)) if mode == "ro" || mode == "rw" => {
+                        (n.to_string(), mode == "ro")
+                    }
+                    _ => (source.clone(), false),
+                };
+                let other = self.runtime.resolve(&name)?;
+                let spec = self.runtime.spec(&other)?;
+                for m in spec.mounts().iter().flatten() {
+                    let dest = m.destination().to_string_lossy().into_owned();
+                    if dest.starts_with("/proc")
+                        || dest.starts_with("/dev")
+                        || dest.starts_with("/sys")
+                        || ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
+                            .contains(&dest.as_str())
+                    {
+                        continue;
+                    }
+                    let mut m = m.clone();
+                    if ro {
+                        let mut opts = m.options().clone().unwrap_or_default();
+                        opts.retain(|o| o != "rw");
+                        opts.push("ro".into());
+                        m.set_options(Some(opts));
+                    }
+                    inherited.push(m);
+                }
+            }
+        }
+
+        let mut req = req.clone();
+        req.mounts = mounts;
+        if let NetMode::Container(other) = &req.network {
+            if !other.starts_with("/proc/") {
+                let other_id = self.runtime.resolve(other)?;
+                let st = self.runtime.state(&other_id)?;
+                if st.status != Status::Running {
+                    return Err(ContainersError::Reference(format!(
+                        "cannot join the network of container {other}: it is not running"
+                    )));
+                }
+                req.network = NetMode::Container(format!("/proc/{}/ns/net", st.pid));
+            }
+        }
+        let caps = container::capabilities(&req)?;
+        let profile = match &req.seccomp {
+            SeccompChoice::Unconfined => None,
+            SeccompChoice::Default => Some(seccomp::default_for(&caps)),
+            SeccompChoice::File(path) => {
+                Some(seccomp::load_for(path, &caps).map_err(ContainersError::Seccomp)?)
+            }
+        };
+        let place = Placement {
+            id: id.clone(),
+            name: name.clone(),
+            bundle: self.runtime.bundle(&id).dir().to_path_buf(),
+            layers,
+            image_id: image_id.to_string(),
+            volume_dirs,
+            inherited_mounts: inherited,
+            seccomp: profile,
+            created: crate::runtime::now_rfc3339(),
+        };
+        let (mut record, spec) = container::build(&req, &run_config, &place)?;
+        record
+            .extra
+            .insert("anonymous_volumes".into(), json!(anonymous));
+        self.runtime.create(&record, &spec)?;
+        let bundle = self.runtime.bundle(&id);
+        let hostname = spec.hostname().clone().unwrap_or_default();
+        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            ("hostname", format!("{hostname}\n")),
+            (
+                "hosts",
+                container::hosts_file(&hostname, &req.extra_hosts, None),
+            ),
+            (
+                "resolv.conf",
+                container::resolv_conf(
+                    &host_resolv,
+                    &req.dns,
+                    &req.dns_search,
+                    req.network == NetMode::Host,
+                ),
+            ),
+        ];
+        for (file, content) in files {
+            let path = bundle.dir().join(file);
+            if let Err(e) = fs::write(&path, content) {
+                let _ = self.runtime.remove(&id, true);
+                return Err(io_err("write", &path)(e));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Removes a container; with `volumes`, its anonymous volumes too.
+    pub fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ContainersError> {
+        let record = self.runtime.record(id)?;
+        self.runtime.remove(id, force)?;
+        if volumes {
+            if let Some(list) = record
+                .extra
+                .get("anonymous_volumes")
+                .and_then(Value::as_array)
+            {
+                for v in list.iter().filter_map(Value::as_str) {
+                    let _ = fs::remove_dir_all(self.volumes.join(v));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Docker-shaped `inspect` output for a container.
+    pub fn inspect(&self, id: &str) -> Result<Value, ContainersError> {
+        let record = self.runtime.record(id)?;
+        let state = self.runtime.state(id)?;
+        let spec = self.runtime.spec(id)?;
+        let process = spec.process().clone().unwrap_or_default();
+        let args = process.args().clone().unwrap_or_default();
+        let request = record.extra.get("request").cloned().unwrap_or(Value::Null);
+        let bundle = self.runtime.bundle(id);
+        let mounts: Vec<Value> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("bind") || m.typ().as_deref() == Some("tmpfs"))
+            .filter(|m| !["/dev", "/dev/shm"].contains(&m.destination().to_string_lossy().as_ref()))
+            .map(|m| {
+                let opts = m.options().clone().unwrap_or_default();
+                json!({
+                    "Type": m.typ(),
+                    "Source": m.source(),
+                    "Destination": m.destination(),
+                    "RW": !opts.iter().any(|o| o == "ro"),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "Id": record.id,
+            "Created": record.created,
+            "Path": args.first(),
+            "Args": args.get(1..).unwrap_or_default(),
+            "State": {
+                "Status": state.status.to_string(),
+                "Running": matches!(state.status, Status::Running | Status::Paused),
+                "Paused": state.status == Status::Paused,
+                "OOMKilled": state.oom_killed,
+                "Dead": false,
+                "Pid": state.pid,
+                "ExitCode": state.exit_code,
+                "Error": state.error,
+                "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            },
+            "Image": record.image_id,
+            "ResolvConfPath": bundle.dir().join("resolv.conf"),
+            "HostnamePath": bundle.dir().join("hostname"),
+            "HostsPath": bundle.dir().join("hosts"),
+            "LogPath": bundle.dir().join(format!("{}-json.log", record.id)),
+            "Name": format!("/{}", record.name),
+            "RestartCount": state.start_count.saturating_sub(1),
+            "Driver": "overlay",
+            "Mounts": mounts,
+            "Config": {
+                "Hostname": spec.hostname(),
+                "Domainname": spec.domainname().clone().unwrap_or_default(),
+                "User": record.user.clone().unwrap_or_default(),
+                "Tty": process.terminal().unwrap_or(false),
+                "OpenStdin": record.stdin_open,
+                "Env": process.env(),
+                "Cmd": request.get("cmd"),
+                "Image": record.image,
+                "WorkingDir": process.cwd(),
+                "Entrypoint": request.get("entrypoint"),
+                "Labels": record.labels,
+                "StopSignal": record.stop_signal,
+                "StopTimeout": record.stop_timeout,
+            },
+            "HostConfig": {
+                "AutoRemove": record.auto_remove,
+                "Init": record.init,
+                "Privileged": request.get("privileged"),
+                "ReadonlyRootfs": request.get("read_only"),
+                "CapAdd": request.get("cap_add"),
+                "CapDrop": request.get("cap_drop"),
+                "NetworkMode": request.get("network"),
+                "Resources": request.get("resources"),
+                "LogConfig": {"Type": "json-file", "Config": {
+                    "max-size": record.log_max_size.to_string(),
+                    "max-file": record.log_max_files.to_string(),
+                }},
+            },
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": record.rootfs.lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":"),
+                    "UpperDir": record.rootfs.upper,
+                    "WorkDir": record.rootfs.work,
+                },
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_avoid_taken_ones() {
+        let id = "0123456789ab".repeat(6);
+        let first = generate_name(&id, |_| false);
+        assert!(first.contains('_'));
+        let second = generate_name(&id, |n| n == first);
+        assert_eq!(second, format!("{first}2"));
+    }
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        assert!(is_valid_name("web-1.a_b"));
+        assert!(!is_valid_name("-web"));
+        assert!(!is_valid_name("a"));
+        assert!(!is_valid_name("a/b"));
+    }
+}

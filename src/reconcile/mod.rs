@@ -1,0 +1,6 @@
+//! Turning what is asked for into what runs: today single containers
+//! ([`containers`]), built from requests by [`container`]; the stack loop
+//! (desired state, plan, executor) joins them here.
+
+pub mod container;
+pub mod containers;

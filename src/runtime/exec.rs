@@ -1,0 +1,295 @@
+//! `exec`: a new process in a running container. It joins every namespace of
+//! the container's pid 1 (through a pidfd, in one `setns`) and its cgroup,
+//! forks so the pid namespace takes effect, and becomes the process with the
+//! same steps as the container's init (user, capabilities, `no_new_privs`,
+//! seccomp). The intermediate process waits and passes the exit status on.
+//!
+//! The caller must be single-threaded (the CLI is, when it runs `exec`):
+//! joining a mount or user namespace is refused to multi-threaded processes,
+//! and the fork happens in this process.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use super::init::{self, Never};
+use super::{Runtime, RuntimeError, Status, cgroup, seccomp};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct ExecConfig {
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// Extra `KEY=value` variables, over the container's.
+    pub env: Vec<String>,
+    /// The user (`name|uid[:group|gid]`); the container's when `None`.
+    pub user: Option<String>,
+    /// The working directory; the container's when `None`.
+    pub workdir: Option<String>,
+    /// Whether stdio is a terminal (it becomes the controlling terminal).
+    pub tty: bool,
+    /// Run with every capability and no seccomp filter (`--privileged`).
+    pub privileged: bool,
+}
+
+/// The process's stdio.
+#[derive(Debug)]
+pub struct ExecStdio {
+    /// stdin, stdout, stderr.
+    pub fds: [OwnedFd; 3],
+}
+
+impl Runtime {
+    /// Runs `config` in the running container `id` and waits for it; returns
+    /// its exit code.
+    pub fn exec(
+        &self,
+        id: &str,
+        config: &ExecConfig,
+        stdio: ExecStdio,
+    ) -> Result<i32, RuntimeError> {
+        self.exec_spawn(id, config, stdio)?.wait()
+    }
+
+    /// Starts `config` in the running container `id`; [`ExecChild::wait`]
+    /// for its end. Call it before starting threads (see the module doc).
+    pub fn exec_spawn(
+        &self,
+        id: &str,
+        config: &ExecConfig,
+        stdio: ExecStdio,
+    ) -> Result<ExecChild, RuntimeError> {
+        let st = self.state(id)?;
+        if st.status != Status::Running {
+            return Err(RuntimeError::WrongState {
+                id: id.to_string(),
+                status: st.status,
+                action: "exec in it",
+            });
+        }
+        let record = self.record(id)?;
+        let spec = self.spec(id)?;
+        let process = exec_process_spec(&spec, config);
+        let seccomp_program = match (
+            config.privileged,
+            spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+        ) {
+            (false, Some(profile)) => {
+                Some(seccomp::compile(profile).map_err(|e| RuntimeError::Start {
+                    id: id.to_string(),
+                    message: format!("cannot compile the seccomp profile: {e}"),
+                })?)
+            }
+            _ => None,
+        };
+        let cgroup = cgroup::Hierarchy::detect()
+            .and_then(|h| h.open(&record.cgroup))
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })?;
+        let pidfd = rustix::process::Pid::from_raw(st.pid)
+            .ok_or(rustix::io::Errno::SRCH)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+            .map_err(|e| RuntimeError::Signal {
+                id: id.to_string(),
+                source: e.into(),
+            })?;
+        let mut flags = nix::sched::CloneFlags::empty();
+        for ns in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+        {
+            flags |= match ns.typ() {
+                LinuxNamespaceType::Mount => nix::sched::CloneFlags::CLONE_NEWNS,
+                LinuxNamespaceType::Uts => nix::sched::CloneFlags::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => nix::sched::CloneFlags::CLONE_NEWIPC,
+                LinuxNamespaceType::Pid => nix::sched::CloneFlags::CLONE_NEWPID,
+                LinuxNamespaceType::Network => nix::sched::CloneFlags::CLONE_NEWNET,
+                LinuxNamespaceType::User => nix::sched::CloneFlags::CLONE_NEWUSER,
+                LinuxNamespaceType::Cgroup => nix::sched::CloneFlags::CLONE_NEWCGROUP,
+                LinuxNamespaceType::Time => nix::sched::CloneFlags::empty(),
+            };
+        }
+        let (err_r, err_w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
+                RuntimeError::Io {
+                    action: "create a pipe for exec in",
+                    path: self.bundle(id).dir().to_path_buf(),
+                    source: e.into(),
+                }
+            })?;
+        let user = config.user.clone().or(record.user.clone());
+        // SAFETY: the caller is single-threaded (this function's contract),
+        // so the child may use the standard library until it execs.
+        let forked = unsafe { crate::sys::fork() }.map_err(|source| RuntimeError::Io {
+            action: "fork for exec in",
+            path: self.bundle(id).dir().to_path_buf(),
+            source,
+        })?;
+        match forked {
+            None => {
+                drop(err_r);
+                let outcome = enter(
+                    &pidfd,
+                    flags,
+                    &cgroup,
+                    &process,
+                    user.as_deref(),
+                    seccomp_program.as_ref(),
+                    stdio,
+                    config.tty,
+                );
+                let message = match outcome {
+                    Ok(never) => match never {},
+                    Err(e) => e.to_string(),
+                };
+                let _ = fs::File::from(err_w).write_all(message.as_bytes());
+                crate::sys::exit_now(126)
+            }
+            Some(pid) => {
+                drop(err_w);
+                drop(stdio);
+                Ok(ExecChild {
+                    id: id.to_string(),
+                    pid,
+                    error: err_r,
+                })
+            }
+        }
+    }
+}
+
+/// A process started by [`Runtime::exec_spawn`].
+#[derive(Debug)]
+pub struct ExecChild {
+    id: String,
+    pid: i32,
+    error: OwnedFd,
+}
+
+impl ExecChild {
+    /// Waits for the process; its exit code, or why it could not start.
+    pub fn wait(self) -> Result<i32, RuntimeError> {
+        let mut message = String::new();
+        let _ = fs::File::from(self.error).read_to_string(&mut message);
+        let status = wait_code(self.pid);
+        if message.is_empty() {
+            Ok(status)
+        } else {
+            Err(RuntimeError::Start {
+                id: self.id,
+                message: format!("exec failed: {message}"),
+            })
+        }
+    }
+}
+
+fn wait_code(pid: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// The process spec of an exec: the container's, with the exec's command,
+/// variables, user and directory.
+fn exec_process_spec(spec: &Spec, config: &ExecConfig) -> Process {
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(config.args.clone()));
+    let mut env = process.env().clone().unwrap_or_default();
+    for var in &config.env {
+        let key = var.split('=').next().unwrap_or(var);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(var.clone());
+    }
+    process.set_env(Some(env));
+    process.set_terminal(Some(config.tty));
+    if let Some(dir) = &config.workdir {
+        process.set_cwd(dir.into());
+    }
+    if config.privileged {
+        let all: oci_spec::runtime::Capabilities = super::all_capabilities();
+        let caps = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+            .bounding(all.clone())
+            .effective(all.clone())
+            .permitted(all.clone())
+            .inheritable(all)
+            .build()
+            .unwrap_or_default();
+        process.set_capabilities(Some(caps));
+    }
+    if config.user.is_some() {
+        // The named user replaces the container's numeric one.
+        let mut user = process.user().clone();
+        user.set_uid(0);
+        user.set_gid(0);
+        user.set_additional_gids(None);
+        process.set_user(user);
+    }
+    process
+}
+
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    pidfd: &OwnedFd,
+    flags: nix::sched::CloneFlags,
+    cgroup: &cgroup::Cgroup,
+    process: &Process,
+    user: Option<&str>,
+    seccomp: Option<&seccomp::Program>,
+    stdio: ExecStdio,
+    tty: bool,
+) -> Result<Never, init::StepError> {
+    init::step(
+        cgroup
+            .add_process(std::process::id().cast_signed())
+            .map_err(std::io::Error::other),
+        "join the container's cgroup",
+    )?;
+    init::step(
+        nix::sched::setns(pidfd.as_fd(), flags)
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32)),
+        "join the container's namespaces",
+    )?;
+    // SAFETY: this process is a single-threaded child (forked from a
+    // single-threaded caller), so its own child may do anything.
+    match init::step(unsafe { crate::sys::fork() }, "fork into the pid namespace")? {
+        Some(child) => crate::sys::exit_now(wait_code(child)),
+        None => {}
+    }
+    init::step(
+        nix::unistd::setsid().map_err(|e| std::io::Error::from_raw_os_error(e as i32)),
+        "start a session",
+    )?;
+    let [i, o, e] = stdio.fds;
+    init::step(
+        nix::unistd::dup2_stdin(&i).map_err(|e| std::io::Error::from_raw_os_error(e as i32)),
+        "set up stdin",
+    )?;
+    init::step(
+        nix::unistd::dup2_stdout(&o).map_err(|e| std::io::Error::from_raw_os_error(e as i32)),
+        "set up stdout",
+    )?;
+    init::step(
+        nix::unistd::dup2_stderr(&e).map_err(|e| std::io::Error::from_raw_os_error(e as i32)),
+        "set up stderr",
+    )?;
+    drop((i, o, e));
+    if tty {
+        init::step(
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin()),
+            "make the terminal the controlling one",
+        )?;
+    }
+    init::exec_process(process, user, seccomp, false)
+}

@@ -1,0 +1,194 @@
+//! The few system calls no crate wraps, behind small typed functions. This is
+//! the only module with `unsafe`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// What `clone3` returned in the process that called it.
+#[derive(Debug)]
+pub enum Cloned {
+    /// In the child.
+    Child,
+    /// In the parent: the child's pid and a pidfd for it.
+    Parent {
+        /// The child's pid, as the caller's pid namespace sees it.
+        pid: i32,
+        /// A pidfd referring to the child.
+        pidfd: OwnedFd,
+    },
+}
+
+/// Creates a child process like `fork(2)`, in new namespaces (`CLONE_NEW*`
+/// bits of `flags`) and, when `cgroup` is given (cgroup v2), directly in that
+/// cgroup. The child gets `SIGCHLD` as its exit signal.
+///
+/// # Safety
+///
+/// As with `fork`, the child runs with a copy of the parent's memory but only
+/// the calling thread: the caller must be single-threaded, or the child must
+/// only call async-signal-safe functions until it execs.
+pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Cloned> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = libc::clone_args {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: std::ptr::from_mut(&mut pidfd) as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    if let Some(fd) = cgroup {
+        // CLONE_INTO_CGROUP is 0x200000000 (linux/sched.h); libc's constant
+        // is a truncated c_int.
+        args.flags |= 0x2_0000_0000;
+        args.cgroup =
+            u64::try_from(fd.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    }
+    // SAFETY: `args` is a valid clone_args of the size passed; with no stack
+    // given the child continues on a copy of this stack like fork, which the
+    // caller's contract makes sound.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_mut(&mut args),
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Cloned::Child),
+        pid => {
+            let pid =
+                i32::try_from(pid).map_err(|_| io::Error::other("clone3 returned a bad pid"))?;
+            // SAFETY: CLONE_PIDFD made the kernel store a new, owned fd here.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Cloned::Parent { pid, pidfd })
+        }
+    }
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+///
+/// The caller must be single-threaded, or the child must only call
+/// async-signal-safe functions until it execs or exits.
+pub unsafe fn fork() -> io::Result<Option<i32>> {
+    // SAFETY: forwarded to the caller's contract.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is a valid value of the type.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags into the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union was filled with flags by the call above.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Exits the calling process at once, without running destructors or atexit
+/// handlers (what a forked child that failed must do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Takes ownership of an fd this process inherited at a fixed number, if it
+/// is open, and marks it close-on-exec. Call once per number, early, before anything else could open a
+/// file at that number.
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD on any number are harmless; the first tells
+    // whether it is open, the second keeps it from leaking into children.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0
+        || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0
+    {
+        return None;
+    }
+    // SAFETY: the fd is open and, by this function's contract, inherited and
+    // owned by nobody else in this process.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Ignores the given signals in this process (their disposition survives
+/// `execve`, so a child that execs must reset them).
+pub fn ignore_signals(signals: &[libc::c_int]) {
+    for &sig in signals {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// Spawns `cmd` with `fds` placed at the given numbers in the child (each
+/// `(fd, number)`), in a new session. Other fds are not inherited (they are
+/// close-on-exec, as the standard library opens them).
+pub fn spawn_with_fds(
+    cmd: &mut std::process::Command,
+    fds: Vec<(OwnedFd, std::os::fd::RawFd)>,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    const MAX: usize = 8;
+    if fds.len() > MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many fds to pass",
+        ));
+    }
+    let raw: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)> =
+        fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect();
+    // SAFETY: the closure runs between fork and exec and only calls dup2,
+    // fcntl and setsid, which are async-signal-safe; `raw` is moved in and not
+    // reallocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source above the targets first, so a source number
+            // equal to another target is not clobbered.
+            let mut moved = [0; MAX];
+            for (slot, &(src, _)) in moved.iter_mut().zip(&raw) {
+                let high = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
+                if high < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                *slot = high;
+            }
+            for (&high, &(_, target)) in moved.iter().zip(&raw) {
+                if libc::dup2(high, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(fds);
+    child
+}
