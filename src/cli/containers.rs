@@ -1316,13 +1316,14 @@ pub fn stats(root: &Path, args: &StatsArgs) -> miette::Result<i32> {
         rows.push(vec![
             id[..12].to_string(),
             record.name,
-            format!(
-                "{} / {}",
-                human_size(s.memory_usage),
-                s.memory_limit.map_or("unlimited".into(), human_size)
+            s.memory.as_ref().map_or_else(
+                || "-".to_string(),
+                |m| format!("{} / {}", human_size(m.usage), m.limit.map_or("unlimited".into(), human_size)),
             ),
-            format!("{:.2}s", Duration::from_nanos(s.cpu_usage_ns).as_secs_f64()),
-            s.pids_current.to_string(),
+            s.cpu
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |c| format!("{:.2}s", Duration::from_nanos(c.usage_ns).as_secs_f64())),
+            s.pids.as_ref().map_or_else(|| "-".to_string(), |p| p.current.to_string()),
         ]);
     }
     print!(

@@ -252,7 +252,7 @@ fn enter(
 ) -> Result<Never, init::StepError> {
     init::step(
         cgroup
-            .add_process(std::process::id().cast_signed())
+            .add_process(std::process::id())
             .map_err(std::io::Error::other),
         "join the container's cgroup",
     )?;

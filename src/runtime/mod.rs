@@ -542,7 +542,7 @@ impl Runtime {
     }
 
     /// Resource usage of a running container.
-    pub fn stats(&self, id: &str) -> Result<cgroup::Stats, RuntimeError> {
+    pub fn stats(&self, id: &str) -> Result<cgroup::CgroupStats, RuntimeError> {
         self.cgroup_of(id)?
             .stats()
             .map_err(|source| RuntimeError::Cgroup {

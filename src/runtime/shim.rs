@@ -298,7 +298,9 @@ impl Shim {
 
         let flags = clone_flags(&spec);
         let new_netns = flags & libc::CLONE_NEWNET as u64 != 0;
-        let cgroup_fd = cgroup.v2_dir_fd();
+        let cgroup_fd = cgroup
+            .open_dir()
+            .map_err(|e| fail(&cgroup, format!("cannot open the cgroup: {e}")))?;
         let rootfs_dir = bundle.rootfs_dir();
         // SAFETY: the shim is single-threaded, so the child may run the
         // init's setup with the full standard library.
@@ -348,7 +350,7 @@ impl Shim {
                 .map_err(|e| kill_child(format!("cannot write the user namespace maps: {e}")))?;
         }
         if cgroup_fd.is_none() {
-            cgroup.add_process(pid).map_err(|e| {
+            cgroup.add_process(pid.cast_unsigned()).map_err(|e| {
                 kill_child(format!("cannot move the container into its cgroup: {e}"))
             })?;
         }
