@@ -1,1 +1,0 @@
-//! Seccomp profiles: Docker's default, Docker/OCI JSON profiles, compiled to BPF.
