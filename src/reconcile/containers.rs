@@ -30,7 +30,10 @@ pub enum ContainersError {
     Container(#[from] ContainerError),
     /// The seccomp profile could not be used.
     #[error("seccomp profile")]
-    Seccomp(#[source] io::Error),
+    Seccomp(#[from] seccomp::SeccompError),
+    /// This architecture has no syscall table for seccomp.
+    #[error("seccomp filtering is not supported on {0}; run with --security-opt seccomp=unconfined")]
+    SeccompArch(&'static str),
     /// A file of the container could not be written.
     #[error("cannot {action} {}", path.display())]
     Io {
@@ -271,13 +274,7 @@ impl Containers {
             }
         }
         let caps = container::capabilities(&req)?;
-        let profile = match &req.seccomp {
-            SeccompChoice::Unconfined => None,
-            SeccompChoice::Default => Some(seccomp::default_for(&caps)),
-            SeccompChoice::File(path) => {
-                Some(seccomp::load_for(path, &caps).map_err(ContainersError::Seccomp)?)
-            }
-        };
+        let profile = seccomp_for(&req.seccomp, &caps)?;
         let place = Placement {
             id: id.clone(),
             name: name.clone(),
@@ -431,6 +428,26 @@ impl Containers {
             },
         }))
     }
+}
+
+/// The OCI seccomp of a container with these capabilities: Docker's default
+/// profile, a profile file, or none.
+fn seccomp_for(
+    choice: &SeccompChoice,
+    caps: &oci_spec::runtime::Capabilities,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, ContainersError> {
+    let profile = match choice {
+        SeccompChoice::Unconfined => return Ok(None),
+        SeccompChoice::Default => seccomp::default_profile(),
+        SeccompChoice::File(path) => seccomp::load_profile(path)?,
+    };
+    let arch = seccomp::HOST_ARCH.ok_or(ContainersError::SeccompArch(std::env::consts::ARCH))?;
+    let kernel = seccomp::read_kernel_version(Path::new(seccomp::OSRELEASE_PATH))?;
+    let caps: Vec<caps::Capability> = caps
+        .iter()
+        .filter_map(|c| format!("CAP_{c}").parse().ok())
+        .collect();
+    Ok(Some(seccomp::resolve(&profile, &caps, arch, kernel)))
 }
 
 #[cfg(test)]

@@ -282,6 +282,26 @@ pub(crate) fn exec_process(
     seccomp: Option<&Program>,
     init: bool,
 ) -> Result<Never, StepError> {
+    // With no_new_privs the filter goes on last, right before exec, so it
+    // never sees the setup; without it, installing a filter needs
+    // CAP_SYS_ADMIN, so it goes on before the user switch drops that (runc's
+    // order).
+    let late_seccomp = process.no_new_privileges().unwrap_or(false);
+    if !late_seccomp {
+        if let Some(program) = seccomp {
+            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
+        }
+    }
+    // With no_new_privs the filter goes on last, right before exec, so it
+    // never sees the setup; without it, installing a filter needs
+    // CAP_SYS_ADMIN, so it goes on before the user switch drops that (runc's
+    // order).
+    let late_seccomp = process.no_new_privileges().unwrap_or(false);
+    if !late_seccomp {
+        if let Some(program) = seccomp {
+            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
+        }
+    }
     // Who the process runs as.
     let mut uid = process.user().uid();
     let mut gid = process.user().gid();
@@ -415,18 +435,15 @@ pub(crate) fn exec_process(
             unsafe { crate::sys::fork() },
             "fork the program under the init",
         )? {
-            Some(child) => {
-                if let Some(program) = seccomp {
-                    step(program.apply(), "apply the seccomp filter")?;
-                }
-                reap_as_init(child)
-            }
+            Some(child) => reap_as_init(child),
             None => {}
         }
     }
     step(reset_signals(), "reset signal handling")?;
-    if let Some(program) = seccomp {
-        step(program.apply(), "apply the seccomp filter")?;
+    if late_seccomp {
+        if let Some(program) = seccomp {
+            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
+        }
     }
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).map_err(nix_err);
     Err(StepError {

@@ -13,4 +13,5 @@ mod interpolate;
 mod layer;
 mod registry;
 mod robustness;
+mod seccomp;
 mod spec;
