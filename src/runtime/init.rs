@@ -36,9 +36,8 @@ use super::user;
 pub struct InitPlan<'a> {
     /// The container's spec.
     pub spec: &'a Spec,
-    /// Image layers, base first, and the container's writable layer.
-    pub rootfs: &'a super::Rootfs,
-    /// Where the merged root is mounted (inside the new mount namespace only).
+    /// Where the merged root is mounted (in the shim's mount namespace, which
+    /// the container's copies).
     pub rootfs_dir: &'a Path,
     /// The user as written (`name`, `uid`, `name:group`), resolved against the
     /// container's `/etc/passwd` and `/etc/group` after the pivot.
@@ -169,7 +168,21 @@ fn setup(plan: &InitPlan<'_>, fds: InitFds) -> Result<Never, StepError> {
     if plan.new_netns {
         step(crate::sys::loopback_up(), "bring up the loopback interface")?;
     }
-    mount_root(plan)?;
+    make_private()?;
+    // A bind of the root onto itself belongs to this mount namespace; the copy
+    // of the shim's mount is locked in a user namespace, and pivot_root
+    // refuses a locked new root.
+    step(
+        nix::mount::mount(
+            Some(plan.rootfs_dir),
+            plan.rootfs_dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(nix_err),
+        "bind the root file system",
+    )?;
     let root = plan.rootfs_dir;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
@@ -585,10 +598,31 @@ fn set_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> Result<(), StepErro
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
-/// Mounts the overlay of the image layers and the container's writable layer
-/// at the root directory, after making every mount private so nothing
-/// propagates back to the host.
-fn mount_root(plan: &InitPlan<'_>) -> Result<(), StepError> {
+/// Creates the mount points of the spec's mounts in the root file system,
+/// from the shim, which is real root: in a user namespace the container's
+/// root cannot create files in directories its mapping does not own.
+/// Mount points below `/dev`, `/proc` and `/sys` live on file systems the
+/// container mounts itself and are made there.
+pub(crate) fn prepare_mount_points(spec: &Spec, root: &Path) -> io::Result<()> {
+    let root_fd = rfs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination();
+        if ["/dev", "/proc", "/sys"].iter().any(|p| dest.starts_with(p) && dest != Path::new(p)) {
+            continue;
+        }
+        let is_dir = match (m.typ().as_deref(), m.source()) {
+            (Some("bind") | None, Some(source)) => fs::metadata(source).map(|m| m.is_dir()).unwrap_or(true),
+            _ => true,
+        };
+        open_target(&root_fd, dest, is_dir)?;
+    }
+    Ok(())
+}
+
+/// Makes every mount private so nothing propagates back to the host. The
+/// root file system itself was mounted by the shim in its own mount
+/// namespace, which this one copied.
+fn make_private() -> Result<(), StepError> {
     step(
         nix::mount::mount(
             None::<&str>,
@@ -599,10 +633,6 @@ fn mount_root(plan: &InitPlan<'_>) -> Result<(), StepError> {
         )
         .map_err(nix_err),
         "make mounts private",
-    )?;
-    step(
-        super::rootfs::mount(plan.rootfs, plan.rootfs_dir),
-        "mount the root file system",
     )
 }
 

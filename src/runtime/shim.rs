@@ -297,6 +297,15 @@ impl Shim {
         let (err_r, err_w) = pipe().map_err(|e| fail(&cgroup, io_err("error pipe", e)))?;
 
         let flags = clone_flags(&spec);
+        // The root is mounted here, in a mount namespace of the shim's own, so
+        // the host never sees it and it goes away with the container; the
+        // container's namespace starts as a copy of this one. Mounting it in
+        // the container would not work in a user namespace (overlay needs
+        // real root for its trusted xattrs and whiteouts).
+        mount_rootfs(&record, &spec, &bundle.rootfs_dir())
+            .map_err(|e| fail(&cgroup, format!("cannot mount the root file system: {e}")))?;
+        init::prepare_mount_points(&spec, &bundle.rootfs_dir())
+            .map_err(|e| fail(&cgroup, format!("cannot create the mount points: {e}")))?;
         let new_netns = flags & libc::CLONE_NEWNET as u64 != 0;
         let cgroup_fd = cgroup
             .open_dir()
@@ -318,7 +327,6 @@ impl Shim {
                 drop(listener);
                 let plan = InitPlan {
                     spec: &spec,
-                    rootfs: &record.rootfs,
                     rootfs_dir: &rootfs_dir,
                     user: record.user.as_deref(),
                     init: record.init,
@@ -693,6 +701,32 @@ enum Role {
     Client(usize),
 }
 
+/// Enters a private mount namespace and mounts the container's root there.
+/// With a user namespace the writable layer is handed to the mapped root.
+fn mount_rootfs(record: &ContainerRecord, spec: &Spec, target: &Path) -> io::Result<()> {
+    let nix_err = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err)?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_err)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    if let (Some(uids), Some(gids)) = (linux.uid_mappings(), linux.gid_mappings()) {
+        let host = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| maps.iter().find(|m| m.container_id() == 0).map(|m| m.host_id());
+        if let (Some(uid), Some(gid)) = (host(uids), host(gids)) {
+            for dir in [&record.rootfs.upper, &record.rootfs.work] {
+                nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+                    .map_err(nix_err)?;
+            }
+        }
+    }
+    super::rootfs::mount(&record.rootfs, target)
+}
+
 /// Writes `/proc/PID/{uid_map,setgroups,gid_map}` from the spec's mappings.
 fn write_id_maps(pid: i32, spec: &Spec) -> io::Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
@@ -715,6 +749,15 @@ mod tests {
     fn clone_flags_follow_the_spec_namespaces() {
         let spec = Spec::default();
         let flags = clone_flags(&spec);
+        // The root is mounted here, in a mount namespace of the shim's own, so
+        // the host never sees it and it goes away with the container; the
+        // container's namespace starts as a copy of this one. Mounting it in
+        // the container would not work in a user namespace (overlay needs
+        // real root for its trusted xattrs and whiteouts).
+        mount_rootfs(&record, &spec, &bundle.rootfs_dir())
+            .map_err(|e| fail(&cgroup, format!("cannot mount the root file system: {e}")))?;
+        init::prepare_mount_points(&spec, &bundle.rootfs_dir())
+            .map_err(|e| fail(&cgroup, format!("cannot create the mount points: {e}")))?;
         for f in [
             libc::CLONE_NEWNS,
             libc::CLONE_NEWUTS,

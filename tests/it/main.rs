@@ -13,5 +13,6 @@ mod interpolate;
 mod layer;
 mod registry;
 mod robustness;
+mod runtime;
 mod seccomp;
 mod spec;
