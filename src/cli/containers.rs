@@ -1318,12 +1318,21 @@ pub fn stats(root: &Path, args: &StatsArgs) -> miette::Result<i32> {
             record.name,
             s.memory.as_ref().map_or_else(
                 || "-".to_string(),
-                |m| format!("{} / {}", human_size(m.usage), m.limit.map_or("unlimited".into(), human_size)),
+                |m| {
+                    format!(
+                        "{} / {}",
+                        human_size(m.usage),
+                        m.limit.map_or("unlimited".into(), human_size)
+                    )
+                },
             ),
-            s.cpu
+            s.cpu.as_ref().map_or_else(
+                || "-".to_string(),
+                |c| format!("{:.2}s", Duration::from_nanos(c.usage_ns).as_secs_f64()),
+            ),
+            s.pids
                 .as_ref()
-                .map_or_else(|| "-".to_string(), |c| format!("{:.2}s", Duration::from_nanos(c.usage_ns).as_secs_f64())),
-            s.pids.as_ref().map_or_else(|| "-".to_string(), |p| p.current.to_string()),
+                .map_or_else(|| "-".to_string(), |p| p.current.to_string()),
         ]);
     }
     print!(

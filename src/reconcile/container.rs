@@ -1029,7 +1029,7 @@ mod tests {
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.memory().as_ref().unwrap().swap(), Some(128 << 20));
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(50_000));
-        assert_eq!(res.pids().as_ref().unwrap().limit(), Some(10));
+        assert_eq!(res.pids().as_ref().unwrap().limit(), 10);
         let dests: Vec<_> = spec
             .mounts()
             .as_ref()

@@ -32,7 +32,9 @@ pub enum ContainersError {
     #[error("seccomp profile")]
     Seccomp(#[from] seccomp::SeccompError),
     /// This architecture has no syscall table for seccomp.
-    #[error("seccomp filtering is not supported on {0}; run with --security-opt seccomp=unconfined")]
+    #[error(
+        "seccomp filtering is not supported on {0}; run with --security-opt seccomp=unconfined"
+    )]
     SeccompArch(&'static str),
     /// A file of the container could not be written.
     #[error("cannot {action} {}", path.display())]

@@ -263,9 +263,9 @@ fn enter(
     )?;
     // SAFETY: this process is a single-threaded child (forked from a
     // single-threaded caller), so its own child may do anything.
-    match init::step(unsafe { crate::sys::fork() }, "fork into the pid namespace")? {
-        Some(child) => crate::sys::exit_now(wait_code(child)),
-        None => {}
+    let forked = unsafe { crate::sys::fork() };
+    if let Some(child) = init::step(forked, "fork into the pid namespace")? {
+        crate::sys::exit_now(wait_code(child))
     }
     init::step(
         nix::unistd::setsid().map_err(|e| std::io::Error::from_raw_os_error(e as i32)),

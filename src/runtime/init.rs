@@ -300,20 +300,11 @@ pub(crate) fn exec_process(
     // CAP_SYS_ADMIN, so it goes on before the user switch drops that (runc's
     // order).
     let late_seccomp = process.no_new_privileges().unwrap_or(false);
-    if !late_seccomp {
-        if let Some(program) = seccomp {
-            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
-        }
-    }
-    // With no_new_privs the filter goes on last, right before exec, so it
-    // never sees the setup; without it, installing a filter needs
-    // CAP_SYS_ADMIN, so it goes on before the user switch drops that (runc's
-    // order).
-    let late_seccomp = process.no_new_privileges().unwrap_or(false);
-    if !late_seccomp {
-        if let Some(program) = seccomp {
-            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
-        }
+    if let (false, Some(program)) = (late_seccomp, seccomp) {
+        step(
+            super::seccomp::apply(program).map_err(io::Error::other),
+            "apply the seccomp filter",
+        )?;
     }
     // Who the process runs as.
     let mut uid = process.user().uid();
@@ -444,19 +435,17 @@ pub(crate) fn exec_process(
         // Stay as pid 1: the program runs as our child.
         // SAFETY: this process is single-threaded (cloned from the
         // single-threaded shim), so the child may do anything.
-        match step(
-            unsafe { crate::sys::fork() },
-            "fork the program under the init",
-        )? {
-            Some(child) => reap_as_init(child),
-            None => {}
+        let forked = unsafe { crate::sys::fork() };
+        if let Some(child) = step(forked, "fork the program under the init")? {
+            reap_as_init(child)
         }
     }
     step(reset_signals(), "reset signal handling")?;
-    if late_seccomp {
-        if let Some(program) = seccomp {
-            step(super::seccomp::apply(program).map_err(io::Error::other), "apply the seccomp filter")?;
-        }
+    if let (true, Some(program)) = (late_seccomp, seccomp) {
+        step(
+            super::seccomp::apply(program).map_err(io::Error::other),
+            "apply the seccomp filter",
+        )?;
     }
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).map_err(nix_err);
     Err(StepError {
@@ -604,14 +593,23 @@ const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGIC
 /// Mount points below `/dev`, `/proc` and `/sys` live on file systems the
 /// container mounts itself and are made there.
 pub(crate) fn prepare_mount_points(spec: &Spec, root: &Path) -> io::Result<()> {
-    let root_fd = rfs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let root_fd = rfs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination();
-        if ["/dev", "/proc", "/sys"].iter().any(|p| dest.starts_with(p) && dest != Path::new(p)) {
+        if ["/dev", "/proc", "/sys"]
+            .iter()
+            .any(|p| dest.starts_with(p) && dest != Path::new(p))
+        {
             continue;
         }
         let is_dir = match (m.typ().as_deref(), m.source()) {
-            (Some("bind") | None, Some(source)) => fs::metadata(source).map(|m| m.is_dir()).unwrap_or(true),
+            (Some("bind") | None, Some(source)) => {
+                fs::metadata(source).map(|m| m.is_dir()).unwrap_or(true)
+            }
             _ => true,
         };
         open_target(&root_fd, dest, is_dir)?;

@@ -716,11 +716,19 @@ fn mount_rootfs(record: &ContainerRecord, spec: &Spec, target: &Path) -> io::Res
     .map_err(nix_err)?;
     let linux = spec.linux().clone().unwrap_or_default();
     if let (Some(uids), Some(gids)) = (linux.uid_mappings(), linux.gid_mappings()) {
-        let host = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| maps.iter().find(|m| m.container_id() == 0).map(|m| m.host_id());
+        let host = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| {
+            maps.iter()
+                .find(|m| m.container_id() == 0)
+                .map(|m| m.host_id())
+        };
         if let (Some(uid), Some(gid)) = (host(uids), host(gids)) {
             for dir in [&record.rootfs.upper, &record.rootfs.work] {
-                nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
-                    .map_err(nix_err)?;
+                nix::unistd::chown(
+                    dir,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .map_err(nix_err)?;
             }
         }
     }
@@ -749,15 +757,6 @@ mod tests {
     fn clone_flags_follow_the_spec_namespaces() {
         let spec = Spec::default();
         let flags = clone_flags(&spec);
-        // The root is mounted here, in a mount namespace of the shim's own, so
-        // the host never sees it and it goes away with the container; the
-        // container's namespace starts as a copy of this one. Mounting it in
-        // the container would not work in a user namespace (overlay needs
-        // real root for its trusted xattrs and whiteouts).
-        mount_rootfs(&record, &spec, &bundle.rootfs_dir())
-            .map_err(|e| fail(&cgroup, format!("cannot mount the root file system: {e}")))?;
-        init::prepare_mount_points(&spec, &bundle.rootfs_dir())
-            .map_err(|e| fail(&cgroup, format!("cannot create the mount points: {e}")))?;
         for f in [
             libc::CLONE_NEWNS,
             libc::CLONE_NEWUTS,

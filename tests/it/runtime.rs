@@ -10,8 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount", "unshare", "mkdir", "touch",
-    "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd", "test", "pwd", "stat", "readlink",
+    "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
+    "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
+    "test", "pwd", "stat", "readlink",
 ];
 
 fn require_root() {
@@ -48,10 +49,18 @@ impl Host {
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
         )
         .unwrap();
-        fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n").unwrap();
+        fs::write(
+            rootfs.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .unwrap();
         let host = Host { dir };
         let out = host.stack(&["import", rootfs.to_str().unwrap(), "bb:latest"]);
-        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         host
     }
 
@@ -118,7 +127,10 @@ fn the_container_is_pid_1_and_sees_no_host_process() {
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1"));
-    let pids: Vec<&str> = lines.skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    let pids: Vec<&str> = lines
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     // The shell and ps: nothing of the host.
     assert!(pids.len() <= 2, "processes visible: {out}");
 }
@@ -128,7 +140,11 @@ fn hostname_and_domainname_are_set() {
     let host = Host::new();
     let (code, out, err) = host.run(
         &["--hostname", "box", "--domainname", "example.org"],
-        &["sh", "-c", "hostname; cat /proc/sys/kernel/domainname; cat /etc/hostname"],
+        &[
+            "sh",
+            "-c",
+            "hostname; cat /proc/sys/kernel/domainname; cat /etc/hostname",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "box\nexample.org\nbox\n");
@@ -139,15 +155,26 @@ fn the_root_is_the_image_overlay_and_the_host_is_not_visible() {
     let host = Host::new();
     let (code, out, err) = host.run(&[], &["cat", "/proc/self/mountinfo"]);
     assert_eq!(code, 0, "{err}");
-    let root_line = out.lines().find(|l| l.split_whitespace().nth(4) == Some("/")).unwrap();
+    let root_line = out
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .unwrap();
     assert!(root_line.contains(" - overlay "), "root mount: {root_line}");
     // Nothing of the host's tree is mounted, and its directories are absent.
     let (_, ls, _) = host.run(&[], &["ls", "/"]);
     assert!(!ls.contains("usr") && !ls.contains("work"), "{ls}");
-    for masked in ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/interrupts"] {
+    for masked in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/interrupts",
+    ] {
         // Masked where the host kernel has them.
         if Path::new(masked).exists() {
-            assert!(out.contains(&format!(" {masked} ")), "{masked} is not masked");
+            assert!(
+                out.contains(&format!(" {masked} ")),
+                "{masked} is not masked"
+            );
         }
     }
     assert!(out.contains(" /proc/sys ro,"), "/proc/sys is not read-only");
@@ -172,10 +199,16 @@ fn effective_capabilities_are_dockers_default_set() {
     // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
-    let (_, out, _) = host.run(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"], &["grep", "CapEff", "/proc/self/status"]);
+    let (_, out, _) = host.run(
+        &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"],
+        &["grep", "CapEff", "/proc/self/status"],
+    );
     assert!(out.contains("CapEff:\t0000000000001000"), "{out}");
     let (_, out, _) = host.run(&["-u", "app"], &["grep", "CapEff", "/proc/self/status"]);
-    assert!(out.contains("CapEff:\t0000000000000000"), "a non-root user has no effective capability: {out}");
+    assert!(
+        out.contains("CapEff:\t0000000000000000"),
+        "a non-root user has no effective capability: {out}"
+    );
 }
 
 #[test]
@@ -186,7 +219,10 @@ fn the_default_seccomp_profile_blocks_namespace_and_mount_calls() {
     assert!(err.contains("Operation not permitted"), "{err}");
     let (_, out, _) = host.run(&[], &["grep", "Seccomp:", "/proc/self/status"]);
     assert!(out.contains("Seccomp:\t2"), "filter mode expected: {out}");
-    let (_, out, _) = host.run(&["--security-opt", "seccomp=unconfined"], &["grep", "Seccomp:", "/proc/self/status"]);
+    let (_, out, _) = host.run(
+        &["--security-opt", "seccomp=unconfined"],
+        &["grep", "Seccomp:", "/proc/self/status"],
+    );
     assert!(out.contains("Seccomp:\t0"), "{out}");
 }
 
@@ -216,7 +252,17 @@ fn users_switch_by_name_with_their_groups() {
 #[test]
 fn a_memory_limit_ends_in_an_oom_kill_that_inspect_reports() {
     let host = Host::new();
-    let out = host.stack(&["run", "--name", "hog", "-m", "32m", "bb", "sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"]);
+    let out = host.stack(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "32m",
+        "bb",
+        "sh",
+        "-c",
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+    ]);
     assert_eq!(out.status.code(), Some(137));
     let state = &host.inspect("hog")["State"];
     assert_eq!(state["OOMKilled"], true);
@@ -228,7 +274,11 @@ fn a_pids_limit_makes_fork_fail() {
     let host = Host::new();
     let (_, out, err) = host.run(
         &["--pids-limit", "5"],
-        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait"],
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait",
+        ],
     );
     assert!(err.contains("can't fork"), "{out}{err}");
 }
@@ -236,25 +286,43 @@ fn a_pids_limit_makes_fork_fail() {
 #[test]
 fn a_cpu_quota_caps_measured_usage() {
     let host = Host::new();
-    host.ok(&["run", "-d", "--name", "spin", "--cpus", "0.2", "bb", "sh", "-c", "while :; do :; done"]);
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "spin",
+        "--cpus",
+        "0.2",
+        "bb",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let usage_ns = cpu_usage(&host, "spin");
     let elapsed = started.elapsed().as_nanos() as f64;
     let share = usage_ns as f64 / elapsed;
     // One core flat out would be 1.0; the quota is 0.2 of one.
-    assert!(share > 0.05 && share < 0.4, "CPU share {share:.2} for a quota of 0.2");
+    assert!(
+        share > 0.05 && share < 0.4,
+        "CPU share {share:.2} for a quota of 0.2"
+    );
 }
 
 fn cpu_usage(host: &Host, name: &str) -> u64 {
     let id = host.inspect(name)["Id"].as_str().unwrap().to_string();
     for base in ["/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct"] {
-        let path = Path::new(base).join("stack").join(&id).join("cpuacct.usage");
+        let path = Path::new(base)
+            .join("stack")
+            .join(&id)
+            .join("cpuacct.usage");
         if let Ok(text) = fs::read_to_string(&path) {
             return text.trim().parse().unwrap();
         }
     }
-    let stat = fs::read_to_string(Path::new("/sys/fs/cgroup/stack").join(&id).join("cpu.stat")).unwrap();
+    let stat =
+        fs::read_to_string(Path::new("/sys/fs/cgroup/stack").join(&id).join("cpu.stat")).unwrap();
     let usec: u64 = stat
         .lines()
         .find_map(|l| l.strip_prefix("usage_usec "))
@@ -293,18 +361,46 @@ fn init_reaps_orphaned_zombies() {
     let script = "sh -c 'sleep 0.2 & exit 0'; sleep 1; ps -o stat,comm";
     let (code, out, err) = host.run(&["--init"], &["sh", "-c", script]);
     assert_eq!(code, 0, "{err}");
-    assert!(!out.lines().any(|l| l.trim_start().starts_with('Z')), "zombies left: {out}");
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with('Z')),
+        "zombies left: {out}"
+    );
     let (_, out, _) = host.run(&["--init"], &["ps", "-o", "pid,comm"]);
-    assert!(out.lines().nth(2).is_some_and(|l| l.trim_start().starts_with('2')), "the program runs under the init: {out}");
+    assert!(
+        out.lines()
+            .nth(2)
+            .is_some_and(|l| l.trim_start().starts_with('2')),
+        "the program runs under the init: {out}"
+    );
 }
 
 #[test]
 fn exec_joins_the_running_container() {
     let host = Host::new();
-    host.ok(&["run", "-d", "--name", "svc", "-h", "svc-host", "bb", "sleep", "1000"]);
-    let out = host.ok(&["exec", "svc", "sh", "-c", "hostname; ps -o pid,comm | grep -c sleep"]);
+    host.ok(&[
+        "run", "-d", "--name", "svc", "-h", "svc-host", "bb", "sleep", "1000",
+    ]);
+    let out = host.ok(&[
+        "exec",
+        "svc",
+        "sh",
+        "-c",
+        "hostname; ps -o pid,comm | grep -c sleep",
+    ]);
     assert_eq!(out, "svc-host\n1\n");
-    let out = host.ok(&["exec", "-u", "app", "-w", "/tmp", "-e", "X=1", "svc", "sh", "-c", "id -u; pwd; echo $X"]);
+    let out = host.ok(&[
+        "exec",
+        "-u",
+        "app",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "svc",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X",
+    ]);
     assert_eq!(out, "1000\n/tmp\n1\n");
     let out = host.stack(&["exec", "svc", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
@@ -314,13 +410,23 @@ fn exec_joins_the_running_container() {
 fn killing_the_cli_leaves_the_container_running_and_its_log_complete() {
     let host = Host::new();
     let mut cli = host
-        .cmd(&["run", "--name", "survivor", "bb", "sh", "-c", "for i in $(seq 1 30); do echo line $i; sleep 0.05; done"])
+        .cmd(&[
+            "run",
+            "--name",
+            "survivor",
+            "bb",
+            "sh",
+            "-c",
+            "for i in $(seq 1 30); do echo line $i; sleep 0.05; done",
+        ])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(cli.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(cli.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     assert_eq!(first, "line 1\n");
     cli.kill().unwrap();
     cli.wait().unwrap();
@@ -354,7 +460,10 @@ fn log_rotation_stays_within_its_bound() {
         .filter(|e| e.file_name().to_string_lossy().contains("-json.log"))
         .map(|e| e.metadata().unwrap().len())
         .sum();
-    assert!(total <= 3 * 1024 * 1024 + 64 * 1024, "logs take {total} bytes");
+    assert!(
+        total <= 3 * 1024 * 1024 + 64 * 1024,
+        "logs take {total} bytes"
+    );
     let tail = host.ok(&["logs", "--tail", "1", "chatty"]);
     assert!(tail.starts_with("0123456789"), "{tail}");
 }
@@ -362,7 +471,10 @@ fn log_rotation_stays_within_its_bound() {
 #[test]
 fn a_user_namespace_maps_root_to_an_unprivileged_host_uid() {
     let host = Host::new();
-    let (code, out, err) = host.run(&["--userns", "100000:65536"], &["sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    let (code, out, err) = host.run(
+        &["--userns", "100000:65536"],
+        &["sh", "-c", "id -u; cat /proc/self/uid_map"],
+    );
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("0"));
@@ -380,7 +492,10 @@ fn names_are_unique_and_containers_are_listed() {
     let ps = host.ok(&["ps", "-a"]);
     assert!(ps.contains("one") && ps.contains("Created"), "{ps}");
     assert_eq!(host.ok(&["start", "-a", "one"]), "");
-    assert!(host.ok(&["ps", "-a", "--filter", "status=exited"]).contains("one"));
+    assert!(
+        host.ok(&["ps", "-a", "--filter", "status=exited"])
+            .contains("one")
+    );
     host.ok(&["rm", "one"]);
     assert!(!host.ok(&["ps", "-a"]).contains("one"));
 }
