@@ -255,11 +255,10 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         let mut m: MountSpec = v
             .parse()
             .map_err(|e| miette!("invalid volume {v:?}: {e}"))?;
-        if let Some(src) = &m.source {
-            if m.kind == crate::spec::mount::MountKind::Bind && !src.starts_with('/') {
+        if let Some(src) = &m.source
+            && m.kind == crate::spec::mount::MountKind::Bind && !src.starts_with('/') {
                 m.source = Some(cwd.join(src).to_string_lossy().into_owned());
             }
-        }
         mounts.push(m);
     }
     for spec in &args.mounts {
@@ -571,13 +570,12 @@ enum AttachEnd {
 /// or the user detaches (Ctrl-P Ctrl-Q with a terminal).
 fn relay(stream: UnixStream, stdin: bool, tty: bool) -> io::Result<AttachEnd> {
     let _raw = (tty && io::stdin().is_terminal()).then(RawTerminal::enable);
-    if tty {
-        if let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+    if tty
+        && let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
             let mut payload = size.ws_row.to_be_bytes().to_vec();
             payload.extend_from_slice(&size.ws_col.to_be_bytes());
             attach::write_frame(&mut &stream, Kind::Resize, &payload)?;
         }
-    }
     let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if stdin {
         let mut writer = stream.try_clone()?;
@@ -1129,7 +1127,6 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
         until: time(&args.until)?,
         timestamps: args.timestamps,
         follow: args.follow,
-        ..ReadOptions::default()
     };
     let runtime = c.runtime.clone();
     let running = move || {

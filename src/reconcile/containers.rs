@@ -263,8 +263,8 @@ impl Containers {
 
         let mut req = req.clone();
         req.mounts = mounts;
-        if let NetMode::Container(other) = &req.network {
-            if !other.starts_with("/proc/") {
+        if let NetMode::Container(other) = &req.network
+            && !other.starts_with("/proc/") {
                 let other_id = self.runtime.resolve(other)?;
                 let st = self.runtime.state(&other_id)?;
                 if st.status != Status::Running {
@@ -274,7 +274,6 @@ impl Containers {
                 }
                 req.network = NetMode::Container(format!("/proc/{}/ns/net", st.pid));
             }
-        }
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
         let place = Placement {
@@ -326,8 +325,8 @@ impl Containers {
     pub fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ContainersError> {
         let record = self.runtime.record(id)?;
         self.runtime.remove(id, force)?;
-        if volumes {
-            if let Some(list) = record
+        if volumes
+            && let Some(list) = record
                 .extra
                 .get("anonymous_volumes")
                 .and_then(Value::as_array)
@@ -336,7 +335,6 @@ impl Containers {
                     let _ = fs::remove_dir_all(self.volumes.join(v));
                 }
             }
-        }
         Ok(())
     }
 

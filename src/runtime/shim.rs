@@ -387,11 +387,10 @@ impl Shim {
             .map_err(|e| kill_child(format!("cannot record the state: {e}")))?;
 
         let mut clients = Vec::new();
-        if let Some(stream) = attached {
-            if let Ok(c) = Client::new(stream) {
+        if let Some(stream) = attached
+            && let Ok(c) = Client::new(stream) {
                 clients.push(c);
             }
-        }
         for fd in [&stdin].into_iter().flatten() {
             let _ = rustix::io::ioctl_fionbio(fd, true);
         }
@@ -640,11 +639,9 @@ impl Shim {
                         .get(..4)
                         .and_then(|b| b.try_into().ok())
                         .map(i32::from_be_bytes)
-                    {
-                        if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
+                        && let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
                             let _ = rustix::process::pidfd_send_signal(&self.pidfd, sig);
                         }
-                    }
                 }
                 Kind::Stdout | Kind::Stderr | Kind::Exit => {}
             }

@@ -129,7 +129,7 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> io::Result<ExecUser> {
     let supplementary = match entry {
         Some(e) => groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == e.name) && g.gid != gid)
+            .filter(|g| g.members.contains(&e.name) && g.gid != gid)
             .map(|g| g.gid)
             .collect(),
         None => Vec::new(),

@@ -105,7 +105,8 @@ pub fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: the union was filled with flags by the call above.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // IFF_UP is 1: it fits the short the kernel uses for these flags.
+    req.ifr_ifru.ifru_flags = flags | 1;
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(io::Error::last_os_error());
@@ -124,11 +125,12 @@ pub fn exit_now(code: i32) -> ! {
 /// is open, and marks it close-on-exec. Call once per number, early, before anything else could open a
 /// file at that number.
 pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
-    // SAFETY: F_GETFD/F_SETFD on any number are harmless; the first tells
-    // whether it is open, the second keeps it from leaking into children.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0
-        || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0
-    {
+    // SAFETY: F_GETFD on any number is harmless; it only tells whether it is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: F_SETFD on an open fd only changes its close-on-exec flag.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return None;
     }
     // SAFETY: the fd is open and, by this function's contract, inherited and
