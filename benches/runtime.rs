@@ -1,0 +1,186 @@
+//! Runtime benchmarks, as root, with a busybox image made on the spot:
+//!
+//! - start: `stack run --rm bb true` end to end (create, shim, namespaces,
+//!   overlay, cgroup, exec, exit, removal), no network; the same with
+//!   `docker run --rm --network none busybox true` in alternation when a
+//!   Docker daemon answers;
+//! - log ingest: a container writing 200 MB to stdout, detached, from start to
+//!   its exit, in MB/s;
+//! - shim memory: the proportional set size of the shims of 10 idle
+//!   containers.
+//!
+//! Run with `cargo bench --bench runtime` (optionally `-- start`, `logs` or
+//! `memory` to pick one).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 41;
+
+fn stack(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stack"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("stack runs")
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let out = stack(root, args);
+    assert!(
+        out.status.success(),
+        "stack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn make_image(dir: &Path, root: &Path) {
+    let rootfs = dir.join("image");
+    for d in ["bin", "etc", "tmp"] {
+        fs::create_dir_all(rootfs.join(d)).expect("image dirs");
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (apt-get install busybox-static)");
+    for applet in ["sh", "true", "sleep", "yes", "head", "cat"] {
+        symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    ok(root, &["import", rootfs.to_str().expect("utf-8 path"), "bb:latest"]);
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn bench_start(root: &Path, dir: &Path) {
+    let docker = docker_available()
+        && Command::new("docker")
+            .args(["image", "inspect", "busybox"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !docker {
+        println!("start: Docker with a busybox image is not available; measuring stack alone");
+    }
+    let _ = dir;
+    // Warm up: the first run unpacks nothing but fills caches.
+    ok(root, &["run", "--rm", "bb", "true"]);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        ok(root, &["run", "--rm", "bb", "true"]);
+        ours.push(t.elapsed());
+        if docker {
+            let t = Instant::now();
+            let status = Command::new("docker")
+                .args(["run", "--rm", "--network", "none", "busybox", "true"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("docker runs");
+            assert!(status.success());
+            theirs.push(t.elapsed());
+        }
+    }
+    let m = median(&mut ours);
+    println!("start: stack run --rm bb true: median {:.1} ms over {ROUNDS} runs", m.as_secs_f64() * 1e3);
+    if docker {
+        let d = median(&mut theirs);
+        println!(
+            "start: docker run --rm --network none busybox true: median {:.1} ms; stack takes {:.3} of Docker's time",
+            d.as_secs_f64() * 1e3,
+            m.as_secs_f64() / d.as_secs_f64()
+        );
+    }
+}
+
+fn bench_logs(root: &Path) {
+    const BYTES: u64 = 200_000_000;
+    let mut rates = Vec::new();
+    for round in 0..5 {
+        let name = format!("chatty{round}");
+        let script = format!("yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567 | head -c {BYTES}");
+        let t = Instant::now();
+        ok(root, &["run", "-d", "--name", &name, "bb", "sh", "-c", &script]);
+        ok(root, &["wait", &name]);
+        let elapsed = t.elapsed();
+        rates.push(BYTES as f64 / elapsed.as_secs_f64() / 1e6);
+        ok(root, &["rm", &name]);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("logs: 200 MB through the shim into the json log: median {:.0} MB/s (5 runs)", rates[2]);
+}
+
+fn pss_kib(pid: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn bench_memory(root: &Path) {
+    let mut names = Vec::new();
+    for i in 0..10 {
+        let name = format!("idle{i}");
+        ok(root, &["run", "-d", "--name", &name, "bb", "sleep", "1000"]);
+        names.push(name);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pss = Vec::new();
+    for name in &names {
+        let inspect: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", name])).expect("json");
+        let id = inspect[0]["Id"].as_str().expect("id").to_string();
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("containers").join(&id).join("state.json")).expect("state"))
+                .expect("state json");
+        let shim = state["shim_pid"].as_i64().expect("shim pid").to_string();
+        pss.push(pss_kib(&shim));
+    }
+    let total: u64 = pss.iter().sum();
+    println!(
+        "memory: shim PSS with 10 containers: {:.0} KiB each on average (min {} KiB, max {} KiB)",
+        total as f64 / pss.len() as f64,
+        pss.iter().min().copied().unwrap_or(0),
+        pss.iter().max().copied().unwrap_or(0)
+    );
+    for name in &names {
+        ok(root, &["rm", "-f", name]);
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root: PathBuf = dir.path().join("root");
+    make_image(dir.path(), &root);
+    if wants("start") {
+        bench_start(&root, dir.path());
+    }
+    if wants("logs") {
+        bench_logs(&root);
+    }
+    if wants("memory") {
+        bench_memory(&root);
+    }
+}
