@@ -3,4 +3,5 @@
 //! per-container shim, logs and exec.
 
 pub mod cgroup;
+pub mod logs;
 pub mod seccomp;
