@@ -1108,17 +1108,12 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
     let bundle = c.runtime.bundle(&id);
     let tail = match args.tail.as_str() {
         "all" | "-1" => None,
-        n => Some(
-            n.parse::<usize>()
-                .map_err(|_| miette!("invalid --tail {n:?}"))?,
-        ),
+        n => Some(n.parse::<usize>().map_err(|_| miette!("invalid --tail {n:?}"))?),
     };
+    let now = std::time::SystemTime::now();
     let time = |v: &Option<String>| -> miette::Result<Option<std::time::SystemTime>> {
         v.as_deref()
-            .map(|s| {
-                logs::parse_time(s, std::time::SystemTime::now())
-                    .map_err(|e| miette!("invalid time {s:?}: {e}"))
-            })
+            .map(|s| logs::parse_time_filter(s, now).into_diagnostic())
             .transpose()
     };
     let options = ReadOptions {
@@ -1126,32 +1121,25 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
         since: time(&args.since)?,
         until: time(&args.until)?,
         timestamps: args.timestamps,
+        stdout: true,
+        stderr: true,
         follow: args.follow,
     };
-    let runtime = c.runtime.clone();
-    let running = move || {
-        runtime
-            .state(&id)
-            .is_ok_and(|s| matches!(s.status, Status::Running | Status::Paused))
-    };
-    logs::copy_to(
-        bundle.dir(),
-        &c.runtime.record(&bundle_id(&bundle)).into_diagnostic()?.id,
-        &options,
-        &running,
-        &mut io::stdout().lock(),
-        &mut io::stderr().lock(),
-    )
-    .into_diagnostic()?;
+    let mut reader = logs::LogReader::open(bundle.dir(), &id, options).into_diagnostic()?;
+    if args.follow {
+        // Follow until the shim has flushed the last line and exited.
+        let st = c.runtime.state(&id).into_diagnostic()?;
+        let stop = rustix::process::Pid::from_raw(st.shim_pid)
+            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+        reader = reader.with_stop(match stop {
+            Some(fd) => logs::Stop::WhenReadable(fd),
+            None => logs::Stop::When(Box::new(|| true)),
+        });
+    }
+    reader
+        .write_raw_to(&mut io::stdout().lock(), &mut io::stderr().lock())
+        .into_diagnostic()?;
     Ok(0)
-}
-
-fn bundle_id(bundle: &crate::runtime::Bundle) -> String {
-    bundle
-        .dir()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// `stack exec`.

@@ -150,7 +150,7 @@ impl Bundle {
 
 /// The current time as RFC 3339 with nanoseconds, UTC.
 pub fn now_rfc3339() -> String {
-    logs::format_time(std::time::SystemTime::now())
+    logs::rfc3339_nanos(std::time::SystemTime::now())
 }
 
 /// Every capability the kernel knows (what `--privileged` grants).

@@ -11,6 +11,7 @@ mod compose;
 mod images;
 mod interpolate;
 mod layer;
+mod logs;
 mod registry;
 mod robustness;
 mod runtime;
