@@ -10,7 +10,8 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 use super::output::{age, human_size, table};
 use crate::image::archive::ArchiveFormat;
 use crate::image::changes::Change;
-use crate::image::images::{ImageSummary, Images, ImportSource, NoContainers, Removed};
+use crate::image::images::{ImageSummary, Images, ImportSource, Removed};
+use crate::reconcile::containers::ContainerUsage;
 use crate::image::oci::Platform;
 use crate::image::reference::Reference;
 
@@ -300,9 +301,10 @@ fn images(root: &Path, args: &ImagesArgs) -> miette::Result<()> {
 
 fn rmi(root: &Path, args: &RmiArgs) -> miette::Result<()> {
     let images = open(root)?;
+    let usage = ContainerUsage::of(root).into_diagnostic()?;
     let mut failed = Vec::new();
     for name in &args.images {
-        match images.remove(name, args.force, !args.no_prune, &NoContainers) {
+        match images.remove(name, args.force, !args.no_prune, &usage) {
             Ok(done) => {
                 for d in done {
                     match d {
@@ -523,8 +525,9 @@ fn prune(root: &Path, args: &PruneArgs) -> miette::Result<()> {
             return Ok(());
         }
     }
+    let usage = ContainerUsage::of(root).into_diagnostic()?;
     let (removed, freed) = open(root)?
-        .prune(args.all, &NoContainers)
+        .prune(args.all, &usage)
         .into_diagnostic()?;
     if !removed.is_empty() {
         println!("Deleted Images:");

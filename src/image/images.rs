@@ -250,15 +250,28 @@ impl Images {
         usage: &dyn UsageCheck,
     ) -> Result<Vec<Removed>, ImageError> {
         let id = self.catalog.resolve(name)?;
-        if let Some(container) = usage.user_of(&id)
+        let user = usage.user_of(&id);
+        if let Some(container) = &user
             && !force
         {
             return Err(ImageError::InUse {
                 name: name.to_string(),
-                container,
+                container: container.clone(),
             });
         }
         let tags = self.catalog.tags()?;
+        if user.is_some() {
+            // Forced while a container uses it: like Docker, only the names
+            // go; the image stays (dangling) until the container is removed.
+            let mut done = Vec::new();
+            for (reference, d) in &tags {
+                if *d == id {
+                    self.catalog.untag(reference)?;
+                    done.push(Removed::Untagged(reference.familiar()));
+                }
+            }
+            return Ok(done);
+        }
         let names: Vec<Reference> = tags
             .iter()
             .filter(|(_, d)| **d == id)

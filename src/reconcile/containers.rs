@@ -430,6 +430,37 @@ impl Containers {
     }
 }
 
+/// Which container uses an image: what keeps `rmi` and `image prune` from
+/// removing an image a container still runs from.
+#[derive(Debug)]
+pub struct ContainerUsage {
+    users: Vec<(String, String)>,
+}
+
+impl ContainerUsage {
+    /// The containers of a state root, read once.
+    pub fn of(root: &Path) -> Result<Self, ContainersError> {
+        let exe = std::env::current_exe().map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
+        let runtime = Runtime::open(root, &root.join("run"), exe)?;
+        let users = runtime
+            .list()?
+            .into_iter()
+            .map(|(record, _)| (record.image_id, record.id))
+            .collect();
+        Ok(Self { users })
+    }
+}
+
+impl crate::image::images::UsageCheck for ContainerUsage {
+    fn user_of(&self, id: &crate::image::digest::Digest) -> Option<String> {
+        let id = id.to_string();
+        self.users
+            .iter()
+            .find(|(image, _)| *image == id)
+            .map(|(_, container)| container[..12].to_string())
+    }
+}
+
 /// The OCI seccomp of a container with these capabilities: Docker's default
 /// profile, a profile file, or none.
 fn seccomp_for(
