@@ -164,6 +164,7 @@ fn main() {
                 &client,
                 &dest.blobs,
                 &dest.catalog,
+                None,
                 &reference,
                 None,
                 &NoProgress,

@@ -133,6 +133,8 @@ struct Progress {
     bars: Option<(MultiProgress, Mutex<HashMap<Digest, ProgressBar>>)>,
     quiet: bool,
     verb_done: &'static str,
+    /// Layers are unpacked after their download (pulls).
+    unpacks: bool,
 }
 
 impl std::fmt::Debug for Progress {
@@ -153,6 +155,28 @@ impl Progress {
             bars,
             quiet,
             verb_done,
+            unpacks: false,
+        }
+    }
+
+    /// Progress of a pull that unpacks each layer once it is downloaded.
+    fn unpacking(quiet: bool) -> Self {
+        Self {
+            unpacks: true,
+            ..Self::new(quiet, "Pull complete")
+        }
+    }
+
+    /// A step before the last: the bar says it, or a line does.
+    fn step(&self, digest: &Digest, message: &str) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.lock().ok().and_then(|m| m.get(digest).cloned()) {
+                    bar.set_message(message.to_string());
+                }
+            }
+            None if !self.quiet => eprintln!("{}: {message}", digest.short()),
+            None => {}
         }
     }
 
@@ -201,6 +225,13 @@ impl PullProgress for Progress {
         self.advance(digest, bytes);
     }
     fn layer_done(&self, digest: &Digest) {
+        if self.unpacks {
+            self.step(digest, "Download complete");
+        } else {
+            self.finish(digest, self.verb_done);
+        }
+    }
+    fn layer_unpacked(&self, digest: &Digest) {
         self.finish(digest, self.verb_done);
     }
     fn layer_exists(&self, digest: &Digest) {
@@ -250,7 +281,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
         .map_err(|e| miette!("{e}"))?;
     let images = open(root)?;
     let client = client(registry)?;
-    let progress = Progress::new(args.quiet, "Pull complete");
+    let progress = Progress::unpacking(args.quiet);
     if !args.quiet {
         let what = reference.tag().unwrap_or("latest");
         println!("{what}: Pulling from {}", reference.path());
@@ -262,6 +293,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
                 &client,
                 &images.blobs,
                 &images.catalog,
+                Some(&images.snapshots),
                 &reference,
                 platform.as_ref(),
                 &progress,
@@ -277,6 +309,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
                 &client,
                 &images.blobs,
                 &images.catalog,
+                Some(&images.snapshots),
                 &reference,
                 platform.as_ref(),
                 &progress,

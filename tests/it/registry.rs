@@ -30,6 +30,7 @@ use stack::image::pull::{NoProgress, PullProgress, pull, pull_all_tags};
 use stack::image::push::{NoPushProgress, PushProgress, push};
 use stack::image::reference::Reference;
 use stack::image::registry::{RegistryClient, RegistryError, RegistryOptions, UploadOutcome};
+use stack::image::snapshot::{Snapshots, chain_ids};
 use stack::image::store::BlobStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -188,6 +189,7 @@ struct State {
     root: PathBuf,
     store: BlobStore,
     catalog: Catalog,
+    snapshots: Snapshots,
 }
 
 impl State {
@@ -197,6 +199,7 @@ impl State {
         Self {
             store: BlobStore::open(&root).unwrap(),
             catalog: Catalog::open(&root).unwrap(),
+            snapshots: Snapshots::open(&root).unwrap(),
             root,
             _dir: dir,
         }
@@ -398,6 +401,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        Some(&state.snapshots),
         &reference,
         None,
         &NoProgress,
@@ -436,11 +440,30 @@ async fn pulls_an_image_that_skopeo_pushed() {
     );
     assert!(state.tmp_is_empty());
 
+    // The layer was unpacked as it arrived, and its size recorded as Docker
+    // counts it: the bytes of content (the binary; links have none).
+    let chain = &chain_ids(&written.diff_ids)[0];
+    let busybox = fs::read(tool("busybox", "busybox-static")).unwrap();
+    assert_eq!(
+        fs::read(state.snapshots.diff_dir(chain).join("bin/busybox")).unwrap(),
+        busybox
+    );
+    assert_eq!(
+        state
+            .catalog
+            .diff(&written.diff_ids[0])
+            .unwrap()
+            .unwrap()
+            .size,
+        busybox.len() as u64
+    );
+
     // Again: nothing to download; by digest: same image, no new tag.
     let again = pull(
         &client,
         &state.store,
         &state.catalog,
+        Some(&state.snapshots),
         &reference,
         None,
         &NoProgress,
@@ -453,6 +476,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &pinned,
         None,
         &NoProgress,
@@ -480,6 +504,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &missing,
         None,
         &NoProgress,
@@ -498,6 +523,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -505,6 +531,81 @@ async fn pulls_an_image_that_skopeo_pushed() {
     .await
     .unwrap();
     assert_eq!(all.len(), 1);
+}
+
+/// A registry may serve an image whose config names other layer content than
+/// the blobs hold: the blobs match their digests, so only unpacking finds out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_unlike_its_config_diff_id_is_refused_and_no_image_is_recorded() {
+    let registry = Registry::start(Access::Open);
+    let source = State::new();
+    let tar = tar_of(&[("etc/motd", b"hello")], &[]);
+    let gz = gzip(&tar);
+    let blob = source.store.put_bytes(&gz).unwrap();
+    let lie = Digest::of(b"some other layer");
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lie]},
+    }))
+    .unwrap();
+    let id = source.store.put_bytes(&config).unwrap();
+    source
+        .catalog
+        .put(&ImageRecord {
+            id: id.clone(),
+            manifest: None,
+            layers: vec![LayerRecord {
+                blob: blob.clone(),
+                media_type: oci::MEDIA_OCI_LAYER_GZIP.into(),
+                size: gz.len() as u64,
+                diff_id: lie.clone(),
+            }],
+            created: None,
+            size: gz.len() as u64,
+            repo_digests: BTreeSet::new(),
+        })
+        .unwrap();
+    let reference = registry.reference("liar:v1");
+    source.catalog.tag(&reference, &id).unwrap();
+    push(
+        &client(),
+        &source.store,
+        &source.catalog,
+        &reference,
+        &NoPushProgress,
+    )
+    .await
+    .unwrap();
+
+    let state = State::new();
+    let err = pull(
+        &client(),
+        &state.store,
+        &state.catalog,
+        Some(&state.snapshots),
+        &reference,
+        None,
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unpack { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        cause.contains(&format!("image config says {lie}")),
+        "{cause}"
+    );
+    assert!(state.catalog.list().unwrap().is_empty());
+    assert!(state.catalog.tags().unwrap().is_empty());
+    assert!(state.snapshots.list().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(state.root.join("layers")).unwrap().count(),
+        0,
+        "no temp directory left"
+    );
+    // The blob itself is intact content and stays for a retry, as Docker keeps it.
+    assert!(state.store.contains(&blob));
+    assert!(!state.store.contains(&id), "no config without its image");
 }
 
 /// Counts what a pull reports.
@@ -601,6 +702,7 @@ async fn pushes_a_retagged_pull_and_a_fresh_image_that_skopeo_reads_back() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &source,
         None,
         &NoProgress,
@@ -700,6 +802,7 @@ async fn pushes_a_retagged_pull_and_a_fresh_image_that_skopeo_reads_back() {
         &client,
         &other.store,
         &other.catalog,
+        None,
         &fresh,
         None,
         &progress,
@@ -731,6 +834,7 @@ async fn a_corrupted_blob_is_refused_and_nothing_is_stored() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -785,6 +889,7 @@ async fn a_tampered_manifest_is_refused() {
             &client,
             &state.store,
             &state.catalog,
+            None,
             &reference,
             None,
             &NoProgress,
@@ -841,6 +946,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&arm64),
         &NoProgress,
@@ -864,6 +970,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&amd64),
         &NoProgress,
@@ -876,6 +983,7 @@ async fn selects_the_platform_from_an_index() {
             &client,
             &state.store,
             &state.catalog,
+            None,
             &reference,
             None,
             &NoProgress,
@@ -890,6 +998,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&s390x),
         &NoProgress,
@@ -919,6 +1028,7 @@ async fn parallel_pulls_of_one_image_end_with_one_copy() {
                     &client,
                     &state.store,
                     &state.catalog,
+                    None,
                     &reference,
                     None,
                     &NoProgress,
@@ -956,6 +1066,7 @@ async fn login_checks_credentials_and_logout_removes_them() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1011,6 +1122,7 @@ async fn login_checks_credentials_and_logout_removes_them() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1257,6 +1369,7 @@ async fn pulls_and_pushes_with_bearer_tokens() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1414,6 +1527,7 @@ async fn resume_after_break(hide_range: bool) {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &progress,
@@ -1436,6 +1550,349 @@ async fn resume_after_break(hide_range: bool) {
     assert!(state.tmp_is_empty());
 }
 
+// ---- a pull killed halfway --------------------------------------------------
+
+/// A TCP proxy in front of the registry that holds the response to a request
+/// for one of the `stalled` blobs once `limit` bytes of it went through, until
+/// released: a registry stalling mid-transfer, so that a pull is caught
+/// halfway for certain rather than by luck of timing.
+struct StallingProxy {
+    host: String,
+    held: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        let _ = self.release.send(true);
+        self.task.abort();
+    }
+}
+
+impl StallingProxy {
+    async fn start(upstream: String, stalled: Vec<Digest>, limit: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let held = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let stalled: Arc<Vec<String>> = Arc::new(stalled.iter().map(|d| d.to_string()).collect());
+        let task = {
+            let held = held.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    // Whether the response in flight is held at `limit`, and
+                    // how much of it went through; HTTP/1.1 without pipelining,
+                    // so a response belongs to the last request seen.
+                    let gated = Arc::new(AtomicBool::new(false));
+                    let sent = Arc::new(AtomicUsize::new(0));
+                    let up = {
+                        let (gated, sent, stalled) = (gated.clone(), sent.clone(), stalled.clone());
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 16 << 10];
+                            while let Ok(n) = cr.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                                let head = String::from_utf8_lossy(&buf[..n]);
+                                if let Some(line) = head.lines().find(|l| l.starts_with("GET ")) {
+                                    let wanted = stalled.iter().any(|d| line.contains(d.as_str()));
+                                    gated.store(wanted, Ordering::SeqCst);
+                                    sent.store(0, Ordering::SeqCst);
+                                }
+                                if sw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        })
+                    };
+                    let (held, mut released) = (held.clone(), released.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 << 10];
+                        while let Ok(n) = sr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let mut chunk = &buf[..n];
+                            let before = sent.load(Ordering::SeqCst);
+                            if gated.load(Ordering::SeqCst)
+                                && !*released.borrow()
+                                && before + chunk.len() > limit
+                            {
+                                let pass = limit.saturating_sub(before);
+                                if cw.write_all(&chunk[..pass]).await.is_err() {
+                                    break;
+                                }
+                                sent.fetch_add(pass, Ordering::SeqCst);
+                                chunk = &chunk[pass..];
+                                held.fetch_add(1, Ordering::SeqCst);
+                                let _ = released.wait_for(|r| *r).await;
+                                held.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                            if cw.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                        up.abort();
+                    });
+                }
+            })
+        };
+        Self {
+            host,
+            held,
+            release,
+            task,
+        }
+    }
+}
+
+/// gzip through the system's `gzip`: tens of MB are too slow for an
+/// unoptimised test build.
+fn gzip_fast(bytes: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(tool("gzip", "gzip"))
+        .args(["-1", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Every file under `blobs/sha256` of `root` hashes to its name.
+fn assert_blobs_match_their_names(root: &Path) {
+    for entry in fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            Digest::of(&fs::read(&path).unwrap()).hex(),
+            name,
+            "blob {name} does not match its name"
+        );
+    }
+}
+
+/// Bytes of the files directly in `dir`.
+fn bytes_in(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// `stack pull` killed with SIGKILL while its layers stream in (one small
+/// layer in and unpacked, three big ones stalled halfway by the registry)
+/// leaves only verified blobs, complete snapshots and temp files; no image.
+/// The next pull into the same root cleans the temp files up, reuses what
+/// arrived intact, and the image is listed and inspected like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() {
+    const SMALL: usize = 1 << 20;
+    const BIG: usize = 12 << 20;
+    let registry = Registry::start(Access::Open);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("layout"));
+    let contents: Vec<(String, Vec<u8>)> = [SMALL, BIG, BIG, BIG]
+        .iter()
+        .enumerate()
+        .map(|(i, len)| (format!("layer{i}/noise"), noise(*len, 11 + i as u64)))
+        .collect();
+    let tars: Vec<Vec<u8>> = contents
+        .iter()
+        .map(|(name, bytes)| tar_of(&[(name.as_str(), bytes.as_slice())], &[]))
+        .collect();
+    let gzs: Vec<Vec<u8>> = tars.iter().map(|t| gzip_fast(t)).collect();
+    let mut descriptors = Vec::new();
+    for gz in &gzs {
+        descriptors.push(json!({"mediaType": oci::MEDIA_OCI_LAYER_GZIP, "digest": layout.blob(gz), "size": gz.len()}));
+    }
+    let layers: Vec<Digest> = gzs.iter().map(|g| Digest::of(g)).collect();
+    let diff_ids: Vec<Digest> = tars.iter().map(|t| Digest::of(t)).collect();
+    let config = serde_json::to_vec(&json!({
+        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_digest = layout.blob(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": oci::MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": oci::MEDIA_OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let manifest_digest = layout.blob(&manifest);
+    layout.index(
+        oci::MEDIA_OCI_MANIFEST,
+        &manifest_digest,
+        manifest.len() as u64,
+        "latest",
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", layout.dir.display()),
+        &format!("docker://{}/big:latest", registry.host),
+    ]);
+
+    let proxy = StallingProxy::start(registry.host.clone(), layers[1..].to_vec(), BIG / 2).await;
+    let root = dir.path().join("state");
+    let name = format!("{}/big:latest", proxy.host);
+    let stack = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+        cmd.arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("STACK_CONFIG", dir.path().join("config"))
+            .env("DOCKER_CONFIG", dir.path().join("no-docker"))
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    let mut child = stack(&["pull", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the small layer is in and unpacked and the three big ones are
+    // held halfway with their bytes so far on disk, then kill.
+    let chains = chain_ids(&diff_ids);
+    let small_blob = root.join("blobs/sha256").join(layers[0].hex());
+    let small_layer = root.join("layers").join(chains[0].hex());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the pull ended before it was killed: {status}");
+        }
+        let caught = small_blob.is_file()
+            && small_layer.is_dir()
+            && proxy.held.load(Ordering::SeqCst) == 3
+            && bytes_in(&root.join("tmp")) >= 3 << 20;
+        if caught {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never got halfway");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What is left: verified blobs, no image, only complete layers, and the
+    // temp files of the transfers that were cut.
+    assert_blobs_match_their_names(&root);
+    let records: Vec<_> = fs::read_dir(root.join("images/records")).unwrap().collect();
+    assert!(records.is_empty(), "no image record for a half pull");
+    let tags = fs::read(root.join("images/tags.json")).unwrap_or_else(|_| b"{}".to_vec());
+    assert_eq!(serde_json::from_slice::<Value>(&tags).unwrap(), json!({}));
+    let mut temp_dirs = 0;
+    for entry in fs::read_dir(root.join("layers")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_str().unwrap().to_string();
+        if name.starts_with(".tmp-") {
+            temp_dirs += 1;
+            continue;
+        }
+        let index = chains
+            .iter()
+            .position(|c| c.hex() == name)
+            .unwrap_or_else(|| panic!("unknown layer directory {name}"));
+        let (file, bytes) = &contents[index];
+        assert_eq!(
+            &fs::read(entry.path().join("diff").join(file)).unwrap(),
+            bytes,
+            "layer {index} is complete"
+        );
+    }
+    let leftovers = fs::read_dir(root.join("tmp")).unwrap().count();
+    assert!(
+        leftovers >= 3,
+        "the cut transfers left temp files: {leftovers}"
+    );
+
+    // The next pull: the registry answers in full now.
+    proxy.release.send(true).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = stack(&["pull", &name]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "second pull: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}: Already exists", layers[0].short())),
+        "the layer that arrived before the kill is reused: {stderr}"
+    );
+    assert_eq!(
+        fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "temp files cleaned up"
+    );
+    let names: Vec<String> = fs::read_dir(root.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".tmp-")),
+        "{names:?} ({temp_dirs} temp before)"
+    );
+    assert_blobs_match_their_names(&root);
+    for (chain, (file, bytes)) in chains.iter().zip(&contents) {
+        assert_eq!(
+            &fs::read(
+                root.join("layers")
+                    .join(chain.hex())
+                    .join("diff")
+                    .join(file)
+            )
+            .unwrap(),
+            bytes
+        );
+    }
+
+    let listing = stack(&["images"]).output().unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..3],
+        [
+            format!("{}/big", proxy.host).as_str(),
+            "latest",
+            config_digest.short()
+        ]
+    );
+    let inspect = stack(&["image", "inspect", &name]).output().unwrap();
+    assert!(inspect.status.success());
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspect[0]["Id"], json!(config_digest));
+    let content: usize = contents.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(
+        inspect[0]["Size"],
+        json!(content),
+        "uncompressed, as Docker counts"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_report_existing_blobs() {
     let registry = Registry::start(Access::Open);
@@ -1447,6 +1904,7 @@ async fn uploads_report_existing_blobs() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1499,6 +1957,7 @@ async fn docker_schema2_images_pull_and_push_back_byte_for_byte() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1552,6 +2011,7 @@ async fn docker_hub_pulls_go_to_a_mirror_first() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1633,6 +2093,7 @@ async fn busy_registries_are_retried_with_backoff() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,

@@ -90,6 +90,9 @@ pub struct UnpackStats {
     pub diff_id: Digest,
     /// Uncompressed bytes, including the tar trailer and padding.
     pub size: u64,
+    /// Bytes of content: the sum of the sizes the entries declare. Docker
+    /// reports this as the layer's size (moby `archive.UnpackLayer`).
+    pub content_size: u64,
     /// Tar entries read (extension headers such as PAX and GNU long names
     /// are part of the entry they describe).
     pub entries: u64,
@@ -167,6 +170,7 @@ pub fn unpack(
     Ok(UnpackStats {
         diff_id,
         size,
+        content_size: unpacker.declared,
         entries: unpacker.entries,
         skipped_xattrs: unpacker.skipped_xattrs,
     })

@@ -53,6 +53,7 @@ use super::catalog::CatalogError;
 use super::digest::Digest;
 use super::oci;
 use super::reference::{DEFAULT_DOMAIN, Reference};
+use super::snapshot::SnapshotError;
 use super::store::{BlobStore, StoreError};
 
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built
@@ -314,6 +315,17 @@ pub enum RegistryError {
         /// Why.
         #[source]
         source: StoreError,
+    },
+    /// A layer could not be unpacked, or is not the layer the config names.
+    #[error("{operation}: cannot unpack layer {blob}")]
+    Unpack {
+        /// What failed.
+        operation: Operation,
+        /// The layer blob.
+        blob: Digest,
+        /// Why (boxed: unpack errors are large, and rare).
+        #[source]
+        source: Box<SnapshotError>,
     },
     /// The local catalog failed.
     #[error("{operation}: image catalog")]
