@@ -400,7 +400,9 @@ pub fn logout(args: &LogoutArgs) -> miette::Result<()> {
         .server
         .clone()
         .unwrap_or_else(|| "docker.io".to_string());
-    let removed = auth::logout(&credentials_file(), &server).into_diagnostic()?;
+    let file = credentials_file();
+    let store = AuthStore::load_default(&file).into_diagnostic()?;
+    let removed = auth::logout(&store, &file, &server).into_diagnostic()?;
     if removed {
         println!("Removing login credentials for {server}");
     } else {

@@ -1142,14 +1142,14 @@ async fn login_checks_credentials_and_logout_removes_them() {
     .await
     .unwrap();
 
-    assert!(auth::logout(&own, &registry.host).unwrap());
+    assert!(auth::logout(&AuthStore::empty(), &own, &registry.host).unwrap());
     assert_eq!(
         fs::metadata(&own).unwrap().permissions().mode() & 0o777,
         0o600
     );
     let store = AuthStore::load(None, &own).unwrap();
     assert!(store.credentials(&registry.host).is_none());
-    assert!(!auth::logout(&own, &registry.host).unwrap());
+    assert!(!auth::logout(&AuthStore::empty(), &own, &registry.host).unwrap());
 }
 
 // ---- bearer tokens ----------------------------------------------------------
@@ -2229,4 +2229,239 @@ fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
 
     let (ok, out, _) = stack("b", &["logout", &registry.host], None);
     assert!(ok && out.contains("Removing login credentials"), "{out}");
+}
+
+// ---- credential helpers and Docker's own config ----------------------------
+
+/// Runs the `stack` binary with `--root root`, the environment changes in
+/// `env` (a `None` value removes the variable) and `stdin`; returns success,
+/// stdout and stderr.
+fn stack_cli(
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, Option<&std::ffi::OsStr>)],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A credential helper in the docker-credential-helpers protocol that keeps
+/// each server's credentials as a file under `<dir>/<name>-store/`, and
+/// notes every call in `<dir>/<name>.log` (`VERB SERVER`).
+fn write_helper(dir: &Path, name: &str) -> PathBuf {
+    let script = format!(
+        r#"#!/bin/sh
+store="{dir}/{name}-store"
+log="{dir}/{name}.log"
+mkdir -p "$store"
+input=$(cat)
+file_of() {{ printf '%s' "$1" | tr '/:' '__'; }}
+case "$1" in
+store)
+    url=$(printf '%s' "$input" | sed -n 's/.*"ServerURL":"\([^"]*\)".*/\1/p')
+    echo "store $url" >> "$log"
+    printf '%s' "$input" > "$store/$(file_of "$url")"
+    ;;
+get)
+    echo "get $input" >> "$log"
+    if [ -f "$store/$(file_of "$input")" ]; then
+        cat "$store/$(file_of "$input")"
+    else
+        echo "credentials not found in native keychain"
+        exit 1
+    fi
+    ;;
+erase)
+    echo "erase $input" >> "$log"
+    if [ -f "$store/$(file_of "$input")" ]; then
+        rm "$store/$(file_of "$input")"
+    else
+        echo "credentials not found in native keychain"
+        exit 1
+    fi
+    ;;
+*)
+    echo "unknown action: $1"
+    exit 1
+    ;;
+esac
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn helper_log(dir: &Path, name: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `credHelpers` names the helper of our registry and `credsStore` another
+/// one for the rest: login stores through ours (our file keeps no secret),
+/// pull gets from it, logout erases from it; the other is never asked.
+#[test]
+fn the_cli_keeps_credentials_in_a_credential_helper() {
+    let registry = Registry::start(Access::Htpasswd);
+    push_busybox(&registry, "busybox", Some(&format!("{USER}:{PASSWORD}")));
+    let dir = tempfile::tempdir().unwrap();
+    let helpers = dir.path().join("helpers");
+    fs::create_dir_all(&helpers).unwrap();
+    write_helper(&helpers, "teststore");
+    write_helper(&helpers, "other");
+    let config_dir = dir.path().join("config");
+    fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("config.json");
+    fs::write(
+        &config,
+        json!({"credsStore": "other", "credHelpers": {registry.host.as_str(): "teststore"}})
+            .to_string(),
+    )
+    .unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(helpers.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let no_docker = dir.path().join("no-docker");
+    let env = [
+        ("PATH", Some(path.as_os_str())),
+        ("STACK_CONFIG", Some(config_dir.as_os_str())),
+        ("DOCKER_CONFIG", Some(no_docker.as_os_str())),
+    ];
+    let root = dir.path().join("root");
+    let image = format!("{}/busybox:latest", registry.host);
+
+    let (ok, _, err) = stack_cli(&root, &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
+    assert_eq!(
+        helper_log(&helpers, "teststore"),
+        [format!("get {}", registry.host)]
+    );
+
+    let (ok, out, err) = stack_cli(
+        &root,
+        &["login", "-u", USER, "--password-stdin", &registry.host],
+        &env,
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok && out.contains("Login Succeeded"), "{out}{err}");
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("store {}", registry.host)
+    );
+    let saved = fs::read_to_string(&config).unwrap();
+    assert!(!saved.contains(PASSWORD), "no secret in our file: {saved}");
+    let saved: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["auths"][registry.host.as_str()], json!({}));
+    assert_eq!(
+        saved["credHelpers"][registry.host.as_str()],
+        json!("teststore")
+    );
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (ok, out, err) = stack_cli(&root, &["pull", &image], &env, None);
+    assert!(ok, "pull with the helper's credentials: {out}{err}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("get {}", registry.host)
+    );
+
+    let (ok, out, err) = stack_cli(&root, &["logout", &registry.host], &env, None);
+    assert!(
+        ok && out.contains("Removing login credentials"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("erase {}", registry.host)
+    );
+    assert_eq!(
+        fs::read_dir(helpers.join("teststore-store"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let saved: Value = serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(saved["auths"], json!({}));
+    let (ok, out, _) = stack_cli(&root, &["logout", &registry.host], &env, None);
+    assert!(ok && out.contains("Not logged in"), "{out}");
+
+    let (ok, _, err) = stack_cli(&dir.path().join("again"), &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
+    assert!(
+        helper_log(&helpers, "other").is_empty(),
+        "credsStore is only for registries without their own helper"
+    );
+}
+
+/// With no `DOCKER_CONFIG`, Docker's own `~/.docker/config.json` is read:
+/// its `auths` entry logs the pull in.
+#[test]
+fn the_cli_uses_credentials_from_docker_s_own_config() {
+    let registry = Registry::start(Access::Htpasswd);
+    push_busybox(&registry, "busybox", Some(&format!("{USER}:{PASSWORD}")));
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    fs::write(
+        home.join(".docker/config.json"),
+        json!({"auths": {registry.host.as_str(): {"auth": STANDARD.encode(format!("{USER}:{PASSWORD}"))}}})
+            .to_string(),
+    )
+    .unwrap();
+    let empty = dir.path().join("stack-config");
+    let image = format!("{}/busybox:latest", registry.host);
+    let env = [
+        ("HOME", Some(home.as_os_str())),
+        ("DOCKER_CONFIG", None),
+        ("STACK_CONFIG", Some(empty.as_os_str())),
+    ];
+    let (ok, out, err) = stack_cli(&dir.path().join("root"), &["pull", &image], &env, None);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+
+    // Without it, the same pull is refused.
+    let nobody = dir.path().join("nobody");
+    let env = [
+        ("HOME", Some(nobody.as_os_str())),
+        ("DOCKER_CONFIG", None),
+        ("STACK_CONFIG", Some(empty.as_os_str())),
+    ];
+    let (ok, _, err) = stack_cli(&dir.path().join("root2"), &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
 }

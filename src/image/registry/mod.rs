@@ -413,6 +413,19 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A credential helper could not be run, or failed.
+    #[error("credential helper {program} {verb} for {registry} failed")]
+    CredentialHelper {
+        /// The helper program (`docker-credential-<name>`).
+        program: String,
+        /// What it was asked to do: `get`, `store` or `erase`.
+        verb: &'static str,
+        /// The server URL it was asked about.
+        registry: String,
+        /// Why: the helper's own message when it ran and failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A background task died.
     #[error("{operation}: a transfer task failed")]
     Task {
@@ -628,6 +641,20 @@ impl RegistryClient {
         out
     }
 
+    /// The stored credentials for a registry host; its credential helper,
+    /// when one must be asked, runs on a blocking thread.
+    async fn stored_credentials(&self, host: &str) -> Option<Credentials> {
+        let auth = &self.options.auth;
+        if !auth.needs_helper(host) {
+            return auth.credentials(host);
+        }
+        let (auth, host) = (auth.clone(), host.to_string());
+        tokio::task::spawn_blocking(move || auth.credentials(&host))
+            .await
+            .ok()
+            .flatten()
+    }
+
     fn cached_challenge(&self, endpoint: &Endpoint) -> Option<Challenge> {
         self.lock_state().challenges.get(&endpoint.base).cloned()
     }
@@ -649,7 +676,14 @@ impl RegistryClient {
         credentials: Option<&Credentials>,
         operation: &Operation,
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        let credentials = credentials.or_else(|| self.options.auth.credentials(&endpoint.host));
+        let stored;
+        let credentials = match credentials {
+            Some(c) => Some(c),
+            None => {
+                stored = self.stored_credentials(&endpoint.host).await;
+                stored.as_ref()
+            }
+        };
         match self.cached_challenge(endpoint) {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(credentials.map(basic_header)),
@@ -834,7 +868,7 @@ impl RegistryClient {
                     .and_then(parse_challenge);
                 if let Some(found) = parsed {
                     let has_credentials = credentials.is_some()
-                        || self.options.auth.credentials(&endpoint.host).is_some();
+                        || self.stored_credentials(&endpoint.host).await.is_some();
                     let useful = matches!(found, Challenge::Bearer { .. }) || has_credentials;
                     let mut state = self.lock_state();
                     // A 401 with a token in hand means the token no longer
@@ -878,7 +912,7 @@ impl RegistryClient {
                 status,
                 code,
                 message,
-                has_credentials: self.options.auth.credentials(&endpoint.host).is_some(),
+                has_credentials: self.stored_credentials(&endpoint.host).await.is_some(),
             }
         } else {
             RegistryError::Status {
