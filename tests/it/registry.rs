@@ -2465,3 +2465,226 @@ fn the_cli_uses_credentials_from_docker_s_own_config() {
     let (ok, _, err) = stack_cli(&dir.path().join("root2"), &["pull", &image], &env, None);
     assert!(!ok && err.contains("log in first"), "{err}");
 }
+
+// ---- search ------------------------------------------------------------------
+
+/// A stand-in for Docker Hub's index on a local port: answers
+/// `GET /v1/search?q=TERM&n=N` with a fixed set of results in the Hub's JSON
+/// format (the first N), and notes each request line.
+struct Index {
+    url: String,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Index {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                seen.lock().unwrap().push(line.clone());
+                let target = line.split(' ').nth(1).unwrap_or_default();
+                let (status, body) = match target.split_once('?') {
+                    Some(("/v1/search", query)) => {
+                        let n: usize = url_pairs(query)
+                            .into_iter()
+                            .find(|(k, _)| k == "n")
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(25);
+                        let results: Vec<Value> = hub_results().into_iter().take(n).collect();
+                        let body = json!({"num_pages": 1, "num_results": results.len(),
+                            "page_size": n, "query": "busy", "results": results});
+                        ("200 OK", body.to_string())
+                    }
+                    _ => ("404 Not Found", "{}".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, requests }
+    }
+
+    fn last_request(&self) -> String {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn hub_results() -> Vec<Value> {
+    vec![
+        json!({"name": "busybox", "description": "Busybox base image.", "star_count": 3400,
+            "is_official": true, "is_automated": false}),
+        json!({"name": "progrium/busybox",
+            "description": "A description that goes on and on, well past forty-five columns",
+            "star_count": 72, "is_official": false, "is_automated": true}),
+        json!({"name": "radial/busyboxplus",
+            "description": "Full-chain, Internet enabled,\nbusybox made from scratch.",
+            "star_count": 55, "is_official": false, "is_automated": true}),
+        json!({"name": "yauritux/busybox-curl", "description": null, "star_count": 3,
+            "is_official": false, "is_automated": false}),
+    ]
+}
+
+/// The cells of each row of a Docker-style table (columns three spaces apart).
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|line| {
+            line.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// `stack search` asks Docker Hub's search API (here a local server in its
+/// format, named by `STACK_INDEX_SERVER` or `--index-server`) and prints
+/// Docker's columns, with `--limit`, `--filter` and `--no-trunc`.
+#[test]
+fn search_asks_the_docker_hub_index_and_prints_docker_s_columns() {
+    let index = Index::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let env = [("STACK_INDEX_SERVER", Some(std::ffi::OsStr::new(&index.url)))];
+    let search = |args: &[&str]| {
+        let mut all = vec!["search"];
+        all.extend(args);
+        let (ok, out, err) = stack_cli(&root, &all, &env, None);
+        assert!(ok, "stack {all:?}: {err}");
+        table_rows(&out)
+    };
+
+    let rows = search(&["busy"]);
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=25 HTTP/1.1");
+    assert_eq!(rows[0], ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]);
+    assert_eq!(rows[1], ["busybox", "Busybox base image.", "3400", "[OK]"]);
+    assert_eq!(
+        rows[2],
+        [
+            "progrium/busybox",
+            "A description that goes on and on, well past…",
+            "72"
+        ]
+    );
+    assert_eq!(
+        rows[3],
+        [
+            "radial/busyboxplus",
+            "Full-chain, Internet enabled, busybox made f…",
+            "55"
+        ]
+    );
+    assert_eq!(rows[4], ["yauritux/busybox-curl", "3"]);
+    assert_eq!(rows.len(), 5);
+
+    let rows = search(&["busy", "--limit", "2"]);
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=2 HTTP/1.1");
+    assert_eq!(rows.len(), 3);
+
+    let names = |rows: Vec<Vec<String>>| -> Vec<String> {
+        rows.into_iter().skip(1).map(|r| r[0].clone()).collect()
+    };
+    assert_eq!(
+        names(search(&["busy", "--filter", "stars=60"])),
+        ["busybox", "progrium/busybox"]
+    );
+    assert_eq!(
+        names(search(&["busy", "-f", "is-official=true"])),
+        ["busybox"]
+    );
+    assert_eq!(
+        names(search(&[
+            "busy",
+            "-f",
+            "is-official=false",
+            "-f",
+            "stars=10"
+        ])),
+        ["progrium/busybox", "radial/busyboxplus"]
+    );
+
+    let rows = search(&["busy", "--no-trunc"]);
+    assert_eq!(
+        rows[2][1],
+        "A description that goes on and on, well past forty-five columns"
+    );
+
+    // The flag instead of the variable, and Docker Hub named in the term.
+    let (ok, out, err) = stack_cli(
+        &root,
+        &["search", "--index-server", &index.url, "docker.io/busy"],
+        &[("STACK_INDEX_SERVER", None)],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=25 HTTP/1.1");
+    assert_eq!(table_rows(&out).len(), 5);
+
+    for (args, message) in [
+        (
+            &["search", "busy", "--limit", "0"][..],
+            "limit 0 is outside the range of [1, 100]",
+        ),
+        (
+            &["search", "busy", "--limit", "101"][..],
+            "limit 101 is outside the range of [1, 100]",
+        ),
+        (
+            &["search", "busy", "-f", "stars=lots"][..],
+            "invalid filter 'stars=lots'",
+        ),
+        (
+            &["search", "busy", "-f", "color=red"][..],
+            "invalid filter 'color=red'",
+        ),
+    ] {
+        let (ok, _, err) = stack_cli(&root, args, &env, None);
+        assert!(!ok && err.contains(message), "{args:?}: {err}");
+    }
+}
+
+/// Another registry's search lists its catalog (`/v2/_catalog`) entries that
+/// contain the term, never asking Docker Hub's index.
+#[test]
+fn search_on_another_registry_lists_its_catalog() {
+    let registry = Registry::start(Access::Open);
+    push_busybox(&registry, "tools/busybox", None);
+    push_busybox(&registry, "apps/web", None);
+    let index = Index::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("STACK_INDEX_SERVER", Some(std::ffi::OsStr::new(&index.url)))];
+    let (ok, out, err) = stack_cli(
+        &dir.path().join("root"),
+        &["search", &format!("{}/busy", registry.host)],
+        &env,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        table_rows(&out),
+        [
+            vec!["NAME".to_string()],
+            vec![format!("{}/tools/busybox", registry.host)]
+        ]
+    );
+    assert!(index.requests.lock().unwrap().is_empty());
+}
