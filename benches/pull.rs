@@ -1,6 +1,14 @@
 //! Pulling an 80 MB image of four gzip layers from a local distribution
-//! registry into a fresh store, then unpacking it: the throughput `stack pull`
-//! gives. Needs Debian's `docker-registry`. Run with `cargo bench --bench pull`.
+//! registry: `stack pull` (download, verify and unpack, into a fresh state
+//! root) against `docker pull` of the same image from the same registry.
+//!
+//! Needs Debian's `docker-registry`. When `docker` answers with a live daemon,
+//! the two pulls alternate, each round with the image removed first
+//! (`docker rmi`, a fresh `--root`), and the medians and their throughput
+//! ratio are printed; without a daemon only `stack pull` is measured. Both are
+//! timed as commands, process start included. Docker treats 127.0.0.0/8 as an
+//! insecure registry by default, so it pulls over plain HTTP as we do. Run with
+//! `cargo bench --bench pull`.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,7 +20,6 @@ use stack::image::catalog::{ImageRecord, LayerRecord};
 use stack::image::digest::Digest;
 use stack::image::images::Images;
 use stack::image::oci::{ImageConfig, Platform, RootFs};
-use stack::image::pull::{NoProgress, pull};
 use stack::image::push::{NoPushProgress, push};
 use stack::image::reference::Reference;
 use stack::image::registry::{RegistryClient, RegistryOptions};
@@ -49,6 +56,39 @@ fn layer(index: u64, files: usize, size: usize) -> (Vec<u8>, Digest) {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip");
     (gz.finish().expect("gzip"), diff_id)
+}
+
+/// The docker daemon's version, when `docker` is installed and its daemon
+/// answers.
+fn docker_version() -> Option<String> {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Runs `cmd` after flushing dirty pages (so one run's writeback does not
+/// slow the next), and returns how long it took.
+fn timed(cmd: &mut Command) -> Duration {
+    let _ = Command::new("sync").status();
+    let start = Instant::now();
+    let out = cmd.output().expect("the command runs");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn median(runs: &mut [Duration]) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
 }
 
 fn main() {
@@ -133,9 +173,7 @@ fn main() {
             repo_digests: BTreeSet::new(),
         })
         .expect("record");
-    let reference: Reference = format!("{host}/bench/image:latest")
-        .parse()
-        .expect("reference");
+    let reference: Reference = format!("{host}/bench:latest").parse().expect("reference");
     source.catalog.tag(&reference, &id).expect("tag");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let client = RegistryClient::new(RegistryOptions::default()).expect("client");
@@ -148,43 +186,75 @@ fn main() {
             &NoPushProgress,
         ))
         .expect("push");
+    let name = reference.to_string();
     println!(
-        "image: {:.1} MB in 4 gzip layers ({:.1} MB compressed)",
+        "image {name}: {:.1} MB in 4 gzip layers ({:.1} MB compressed)",
         total as f64 / 1e6,
         compressed as f64 / 1e6
     );
 
-    let mut pulls = Vec::new();
-    let mut unpacks = Vec::new();
-    for round in 0..5 {
-        let dest = Images::open(&work.join(format!("pull{round}"))).expect("store");
-        let t = Instant::now();
-        let result = runtime
-            .block_on(pull(
-                &client,
-                &dest.blobs,
-                &dest.catalog,
-                &reference,
-                None,
-                &NoProgress,
-            ))
-            .expect("pull");
-        pulls.push(t.elapsed());
-        let t = Instant::now();
-        dest.layers(&result.id).expect("unpack");
-        unpacks.push(t.elapsed());
-        let _ = std::fs::remove_dir_all(work.join(format!("pull{round}")));
+    let docker = docker_version();
+    match &docker {
+        Some(version) => println!("docker daemon {version}: alternating with docker pull"),
+        None => println!("no docker daemon: stack pull alone"),
     }
-    pulls.sort();
-    unpacks.sort();
-    let (p, u) = (pulls[pulls.len() / 2], unpacks[unpacks.len() / 2]);
+    let mut stack_runs = Vec::new();
+    let mut docker_runs = Vec::new();
+    for round in 0..5 {
+        let root = work.join(format!("pull{round}"));
+        let stack_pull = || {
+            timed(
+                Command::new(env!("CARGO_BIN_EXE_stack"))
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["pull", "-q", &name])
+                    .env("STACK_CONFIG", work.join("config"))
+                    .env("DOCKER_CONFIG", work.join("no-docker")),
+            )
+        };
+        let docker_pull = || {
+            // Gone before each pull, so every layer is downloaded and unpacked again.
+            let _ = Command::new("docker")
+                .args(["rmi", "-f", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            timed(Command::new("docker").args(["pull", "-q", &name]))
+        };
+        // Alternate which goes first, so neither always meets a warmer cache.
+        if docker.is_some() && round % 2 == 1 {
+            docker_runs.push(docker_pull());
+        }
+        stack_runs.push(stack_pull());
+        if docker.is_some() && round % 2 == 0 {
+            docker_runs.push(docker_pull());
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let mb = total as f64 / 1e6;
+    let stack_median = median(&mut stack_runs);
     println!(
-        "pull (download + verify): median {:.0} ms, {:.0} MB/s of image; pull + unpack: {:.0} ms, {:.0} MB/s",
-        p.as_secs_f64() * 1e3,
-        total as f64 / 1e6 / p.as_secs_f64(),
-        (p + u).as_secs_f64() * 1e3,
-        total as f64 / 1e6 / (p + u).as_secs_f64()
+        "stack pull (download + verify + unpack): median {:.0} ms, {:.0} MB/s of image",
+        stack_median.as_secs_f64() * 1e3,
+        mb / stack_median.as_secs_f64()
     );
+    if docker.is_some() {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let docker_median = median(&mut docker_runs);
+        println!(
+            "docker pull: median {:.0} ms, {:.0} MB/s of image",
+            docker_median.as_secs_f64() * 1e3,
+            mb / docker_median.as_secs_f64()
+        );
+        println!(
+            "throughput stack/docker: {:.2}",
+            docker_median.as_secs_f64() / stack_median.as_secs_f64()
+        );
+    }
     let _ = registry.kill();
     let _ = registry.wait();
     let _ = std::fs::remove_dir_all(&work);

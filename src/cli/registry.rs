@@ -16,8 +16,10 @@ use crate::image::images::Images;
 use crate::image::oci::{Descriptor, Platform};
 use crate::image::pull::{self, PullProgress, PullResult};
 use crate::image::push::{self, PushProgress, PushResult};
-use crate::image::reference::Reference;
-use crate::image::registry::{RegistryClient, RegistryOptions, UploadOutcome};
+use crate::image::reference::{DEFAULT_DOMAIN, Reference};
+use crate::image::registry::{
+    DOCKER_INDEX_SERVER, RegistryClient, RegistryOptions, SearchResult, UploadOutcome,
+};
 
 /// How the CLI reaches registries (shared by every registry verb).
 #[derive(Debug, Args, Clone)]
@@ -83,11 +85,22 @@ pub struct LogoutArgs {
 /// `stack search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// What to look for; `REGISTRY/term` searches that registry's catalog
+    /// What to look for on Docker Hub; `REGISTRY/TERM` lists the repositories
+    /// of that registry's catalog that contain TERM
     term: String,
-    /// Show at most this many results
+    /// Show at most this many results (1 to 100)
     #[arg(long, default_value_t = 25)]
     limit: usize,
+    /// Filter: stars=N (at least N stars), is-official=true|false,
+    /// is-automated=true|false (repeatable)
+    #[arg(short, long, value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Do not shorten descriptions
+    #[arg(long)]
+    no_trunc: bool,
+    /// Where Docker Hub's search API is
+    #[arg(long, env = "STACK_INDEX_SERVER", value_name = "URL", default_value = DOCKER_INDEX_SERVER)]
+    index_server: String,
 }
 
 /// Where our own credentials live: `$STACK_CONFIG/config.json`, else
@@ -103,7 +116,7 @@ pub fn credentials_file() -> PathBuf {
     base.join("stack").join("config.json")
 }
 
-fn client(args: &RegistryArgs) -> miette::Result<RegistryClient> {
+fn options(args: &RegistryArgs) -> miette::Result<RegistryOptions> {
     let auth = AuthStore::load_default(&credentials_file()).into_diagnostic()?;
     let mut options = RegistryOptions {
         auth,
@@ -111,7 +124,11 @@ fn client(args: &RegistryArgs) -> miette::Result<RegistryClient> {
         ..RegistryOptions::default()
     };
     options.insecure.extend(args.insecure.iter().cloned());
-    RegistryClient::new(options).into_diagnostic()
+    Ok(options)
+}
+
+fn client(args: &RegistryArgs) -> miette::Result<RegistryClient> {
+    RegistryClient::new(options(args)?).into_diagnostic()
 }
 
 fn runtime() -> miette::Result<tokio::runtime::Runtime> {
@@ -133,6 +150,8 @@ struct Progress {
     bars: Option<(MultiProgress, Mutex<HashMap<Digest, ProgressBar>>)>,
     quiet: bool,
     verb_done: &'static str,
+    /// Layers are unpacked after their download (pulls).
+    unpacks: bool,
 }
 
 impl std::fmt::Debug for Progress {
@@ -153,6 +172,28 @@ impl Progress {
             bars,
             quiet,
             verb_done,
+            unpacks: false,
+        }
+    }
+
+    /// Progress of a pull that unpacks each layer once it is downloaded.
+    fn unpacking(quiet: bool) -> Self {
+        Self {
+            unpacks: true,
+            ..Self::new(quiet, "Pull complete")
+        }
+    }
+
+    /// A step before the last: the bar says it, or a line does.
+    fn step(&self, digest: &Digest, message: &str) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(bar) = bars.lock().ok().and_then(|m| m.get(digest).cloned()) {
+                    bar.set_message(message.to_string());
+                }
+            }
+            None if !self.quiet => eprintln!("{}: {message}", digest.short()),
+            None => {}
         }
     }
 
@@ -201,6 +242,13 @@ impl PullProgress for Progress {
         self.advance(digest, bytes);
     }
     fn layer_done(&self, digest: &Digest) {
+        if self.unpacks {
+            self.step(digest, "Download complete");
+        } else {
+            self.finish(digest, self.verb_done);
+        }
+    }
+    fn layer_unpacked(&self, digest: &Digest) {
         self.finish(digest, self.verb_done);
     }
     fn layer_exists(&self, digest: &Digest) {
@@ -250,7 +298,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
         .map_err(|e| miette!("{e}"))?;
     let images = open(root)?;
     let client = client(registry)?;
-    let progress = Progress::new(args.quiet, "Pull complete");
+    let progress = Progress::unpacking(args.quiet);
     if !args.quiet {
         let what = reference.tag().unwrap_or("latest");
         println!("{what}: Pulling from {}", reference.path());
@@ -262,6 +310,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
                 &client,
                 &images.blobs,
                 &images.catalog,
+                Some(&images.snapshots),
                 &reference,
                 platform.as_ref(),
                 &progress,
@@ -277,6 +326,7 @@ pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Re
                 &client,
                 &images.blobs,
                 &images.catalog,
+                Some(&images.snapshots),
                 &reference,
                 platform.as_ref(),
                 &progress,
@@ -367,7 +417,9 @@ pub fn logout(args: &LogoutArgs) -> miette::Result<()> {
         .server
         .clone()
         .unwrap_or_else(|| "docker.io".to_string());
-    let removed = auth::logout(&credentials_file(), &server).into_diagnostic()?;
+    let file = credentials_file();
+    let store = AuthStore::load_default(&file).into_diagnostic()?;
+    let removed = auth::logout(&store, &file, &server).into_diagnostic()?;
     if removed {
         println!("Removing login credentials for {server}");
     } else {
@@ -376,24 +428,160 @@ pub fn logout(args: &LogoutArgs) -> miette::Result<()> {
     Ok(())
 }
 
-/// `stack search`: a registry's catalog filtered by the term (`/v2/_catalog`).
+/// What `stack search --filter` keeps, as Docker's daemon filters search
+/// results (moby `registry/search.go`): every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SearchFilter {
+    min_stars: u64,
+    official: Option<bool>,
+    automated: Option<bool>,
+}
+
+impl SearchFilter {
+    fn parse(filters: &[String]) -> miette::Result<Self> {
+        let mut out = Self::default();
+        for filter in filters {
+            let invalid = || miette!("invalid filter '{filter}'");
+            let (key, value) = filter.split_once('=').ok_or_else(invalid)?;
+            let flag = || match value {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(invalid()),
+            };
+            match key {
+                "stars" => out.min_stars = out.min_stars.max(value.parse().map_err(|_| invalid())?),
+                "is-official" => out.official = Some(flag()?),
+                "is-automated" => out.automated = Some(flag()?),
+                _ => return Err(invalid()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn keeps(&self, result: &SearchResult) -> bool {
+        result.star_count >= self.min_stars
+            && self.official.is_none_or(|o| o == result.is_official)
+            && self.automated.is_none_or(|a| a == result.is_automated)
+    }
+}
+
+/// A description as Docker's search table shows it: one line, and cut to
+/// 45 columns with an ellipsis unless `no_trunc`.
+fn search_description(description: &str, no_trunc: bool) -> String {
+    let line = description.replace(['\n', '\r'], " ");
+    if no_trunc || line.chars().count() <= 45 {
+        line
+    } else {
+        format!("{}…", line.chars().take(44).collect::<String>())
+    }
+}
+
+/// `stack search`: Docker Hub's search API for a plain term, as `docker
+/// search` asks it; `REGISTRY/TERM` for another registry lists the
+/// repositories of its catalog (`/v2/_catalog`) that contain TERM.
 pub fn search(registry: &RegistryArgs, args: &SearchArgs) -> miette::Result<()> {
+    if !(1..=100).contains(&args.limit) {
+        return Err(miette!(
+            "limit {} is outside the range of [1, 100]",
+            args.limit
+        ));
+    }
+    let filter = SearchFilter::parse(&args.filter)?;
     let (domain, term) = match args.term.split_once('/') {
         Some((d, t)) if d.contains(['.', ':']) || d == "localhost" => {
-            (d.to_string(), t.to_string())
+            (auth::domain_of_key(d), t.to_string())
         }
-        _ => ("docker.io".to_string(), args.term.clone()),
+        _ => (DEFAULT_DOMAIN.to_string(), args.term.clone()),
     };
-    let client = client(registry)?;
+    let client = RegistryClient::new(RegistryOptions {
+        index_server: args.index_server.clone(),
+        ..options(registry)?
+    })
+    .into_diagnostic()?;
+    if domain == DEFAULT_DOMAIN {
+        let results = runtime()?
+            .block_on(client.search(&term, args.limit))
+            .into_diagnostic()?;
+        let rows: Vec<Vec<String>> = results
+            .into_iter()
+            .filter(|r| filter.keeps(r))
+            .take(args.limit)
+            .map(|r| {
+                vec![
+                    r.name,
+                    search_description(&r.description, args.no_trunc),
+                    r.star_count.to_string(),
+                    if r.is_official { "[OK]" } else { "" }.to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            super::output::table(&["NAME", "DESCRIPTION", "STARS", "OFFICIAL"], rows)
+        );
+        return Ok(());
+    }
+    // A catalog knows names only: no stars, nothing official or automated.
+    let unrated = |name: String| SearchResult {
+        name,
+        description: String::new(),
+        star_count: 0,
+        is_official: false,
+        is_automated: false,
+    };
     let repositories = runtime()?
         .block_on(client.catalog(&domain))
         .into_diagnostic()?;
     let rows: Vec<Vec<String>> = repositories
         .into_iter()
         .filter(|r| r.contains(&term))
+        .map(unrated)
+        .filter(|r| filter.keeps(r))
         .take(args.limit)
-        .map(|r| vec![format!("{domain}/{r}")])
+        .map(|r| vec![format!("{domain}/{}", r.name)])
         .collect();
     print!("{}", super::output::table(&["NAME"], rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(stars: u64, official: bool) -> SearchResult {
+        SearchResult {
+            name: "x".into(),
+            description: String::new(),
+            star_count: stars,
+            is_official: official,
+            is_automated: false,
+        }
+    }
+
+    #[test]
+    fn search_filters_read_like_docker_s() {
+        let parse =
+            |f: &[&str]| SearchFilter::parse(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let filter = parse(&["stars=10", "stars=3", "is-official=true"]).unwrap();
+        assert_eq!(filter.min_stars, 10);
+        assert!(filter.keeps(&result(10, true)));
+        assert!(!filter.keeps(&result(9, true)));
+        assert!(!filter.keeps(&result(100, false)));
+        assert!(parse(&[]).unwrap().keeps(&result(0, false)));
+        for bad in ["stars=many", "is-official=maybe", "color=red", "stars"] {
+            let err = parse(&[bad]).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid filter '{bad}'"));
+        }
+    }
+
+    #[test]
+    fn descriptions_are_one_line_and_cut_at_45_columns() {
+        assert_eq!(search_description("a\nb\r\nc", false), "a b  c");
+        let long = "x".repeat(50);
+        let cut = search_description(&long, false);
+        assert_eq!(cut.chars().count(), 45);
+        assert!(cut.ends_with('…'));
+        assert_eq!(search_description(&long, true), long);
+        assert_eq!(search_description(&"y".repeat(45), false), "y".repeat(45));
+    }
 }

@@ -1,5 +1,5 @@
 //! Image records and tags: which images the store holds, their layers, and
-//! which names point at them.
+//! which names point at them; and what unpacking found out about each layer.
 //!
 //! An image's id is the digest of its config blob (as in Docker). Each image has
 //! a record `images/records/<hex>.json`; names live in `images/tags.json`
@@ -7,6 +7,11 @@
 //! read-modify-write with an atomic file replacement, so concurrent `stack`
 //! processes never lose each other's tags and a crash leaves the old or the new
 //! file, never half of one.
+//!
+//! `images/diffs/<diff-id hex>.json` holds the size of a layer's content once
+//! it was measured (by unpacking it, or reading it through): a fact of the
+//! uncompressed diff, so it is kept by diff id and shared by every image with
+//! that layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::digest::Digest;
+use super::leftovers;
 use super::reference::{Reference, ReferenceError};
 use super::store::write_atomic;
 
@@ -79,17 +85,29 @@ pub struct ImageRecord {
     /// Creation time from the config (RFC 3339), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
-    /// Uncompressed size of all layers.
+    /// Size of the layers as first recorded: the blobs' (compressed) sizes
+    /// for pulled and loaded images. What `stack images` shows is measured
+    /// from the layers' content instead (see [`DiffRecord`]).
     pub size: u64,
     /// `repository@manifest-digest` names this image was pulled or pushed as.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub repo_digests: BTreeSet<String>,
 }
 
+/// What was measured of one layer's uncompressed content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffRecord {
+    /// Bytes of content: the sum of the sizes its tar entries declare, which
+    /// is what Docker reports as a layer's size (moby `archive.UnpackLayer`).
+    pub size: u64,
+}
+
 /// The catalog under a state root.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    dir: PathBuf,
     records: PathBuf,
+    diffs: PathBuf,
     tags: PathBuf,
     lock: PathBuf,
 }
@@ -115,12 +133,78 @@ impl Catalog {
     pub fn open(root: &Path) -> Result<Self, CatalogError> {
         let dir = root.join("images");
         let records = dir.join("records");
-        fs::create_dir_all(&records).map_err(io_err(&records))?;
-        Ok(Self {
+        let diffs = dir.join("diffs");
+        for d in [&records, &diffs] {
+            fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let catalog = Self {
             records,
+            diffs,
             tags: dir.join("tags.json"),
             lock: dir.join("lock"),
-        })
+            dir,
+        };
+        catalog.sweep_leftovers();
+        Ok(catalog)
+    }
+
+    /// Removes the temp files of atomic writes whose process was killed
+    /// before renaming them; returns how many.
+    pub fn sweep_leftovers(&self) -> usize {
+        [&self.dir, &self.records, &self.diffs]
+            .into_iter()
+            .map(|d| leftovers::sweep(d, |name| name.starts_with('.')))
+            .sum()
+    }
+
+    fn diff_path(&self, diff_id: &Digest) -> PathBuf {
+        self.diffs.join(format!("{}.json", diff_id.hex()))
+    }
+
+    /// Records what was measured of the layer `diff_id`.
+    pub fn put_diff(&self, diff_id: &Digest, diff: DiffRecord) -> Result<(), CatalogError> {
+        let path = self.diff_path(diff_id);
+        let bytes = serde_json::to_vec(&diff).map_err(|source| CatalogError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&path, &bytes).map_err(io_err(&path))
+    }
+
+    /// What was measured of the layer `diff_id`, if it was.
+    pub fn diff(&self, diff_id: &Digest) -> Result<Option<DiffRecord>, CatalogError> {
+        let path = self.diff_path(diff_id);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| CatalogError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// The diff ids with a [`DiffRecord`].
+    pub fn diffs(&self) -> Result<Vec<Digest>, CatalogError> {
+        let mut out: Vec<Digest> = fs::read_dir(&self.diffs)
+            .map_err(io_err(&self.diffs))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let hex = name.to_str()?.strip_suffix(".json")?;
+                Digest::from_hex(hex).ok()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Forgets what was measured of the layer `diff_id`.
+    pub fn remove_diff(&self, diff_id: &Digest) -> Result<(), CatalogError> {
+        let path = self.diff_path(diff_id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
     }
 
     fn lock(&self) -> Result<Lock, CatalogError> {
@@ -389,6 +473,23 @@ mod tests {
         assert_eq!(removed.len(), 2);
         assert!(catalog.tags().unwrap().is_empty());
         assert!(catalog.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn layer_sizes_are_kept_by_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"tar");
+        assert_eq!(catalog.diff(&diff_id).unwrap(), None);
+        catalog.put_diff(&diff_id, DiffRecord { size: 42 }).unwrap();
+        assert_eq!(
+            catalog.diff(&diff_id).unwrap(),
+            Some(DiffRecord { size: 42 })
+        );
+        assert_eq!(catalog.diffs().unwrap(), vec![diff_id.clone()]);
+        catalog.remove_diff(&diff_id).unwrap();
+        catalog.remove_diff(&diff_id).unwrap();
+        assert!(catalog.diffs().unwrap().is_empty());
     }
 
     #[test]

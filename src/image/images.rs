@@ -3,7 +3,7 @@
 //! command line (`images`, `tag`, `rmi`, `history`, `inspect`, `save`, `load`,
 //! `import`, `image prune`) are methods here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -11,10 +11,11 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::archive::{self, ArchiveError, ArchiveFormat, Loaded};
-use super::catalog::{Catalog, CatalogError, ImageRecord, LayerRecord};
+use super::catalog::{Catalog, CatalogError, DiffRecord, ImageRecord, LayerRecord};
 use super::changes::{Change, ChangeError, apply_changes};
-use super::digest::{Digest, HashingReader};
+use super::digest::Digest;
 use super::layer::{self, Compression, LayerError};
+use super::leftovers::temp_name;
 use super::oci::{self, History, ImageConfig, Platform, RootFs};
 use super::reference::{Reference, ReferenceError};
 use super::snapshot::{SnapshotError, Snapshots, chain_ids};
@@ -106,7 +107,8 @@ pub struct ImageSummary {
     pub id: Digest,
     /// Creation time (RFC 3339), if known.
     pub created: Option<String>,
-    /// Size of the layers in bytes.
+    /// Size of the layers' content in bytes, uncompressed, as Docker counts
+    /// it (see [`Images::layer_sizes`]).
     pub size: u64,
 }
 
@@ -120,7 +122,8 @@ pub struct HistoryLine {
     pub created: Option<String>,
     /// The instruction.
     pub created_by: String,
-    /// Bytes of the layer this step made (0 for empty layers).
+    /// Bytes of content of the layer this step made, uncompressed (0 for
+    /// empty layers).
     pub size: u64,
     /// Comment.
     pub comment: String,
@@ -184,7 +187,9 @@ impl Images {
         let records = self.catalog.list()?;
         let tags = self.catalog.tags()?;
         let mut out = Vec::new();
+        let mut measured = BTreeMap::new();
         for record in &records {
+            let size = self.layer_sizes_cached(record, &mut measured).iter().sum();
             let digest_of = |repo: &str| {
                 record
                     .repo_digests
@@ -208,7 +213,7 @@ impl Images {
                     digest: "<none>".into(),
                     id: record.id.clone(),
                     created: record.created.clone(),
-                    size: record.size,
+                    size,
                 });
             }
             for name in names {
@@ -218,7 +223,7 @@ impl Images {
                     digest: digest_of(&name.repository()),
                     id: record.id.clone(),
                     created: record.created.clone(),
-                    size: record.size,
+                    size,
                 });
             }
         }
@@ -324,8 +329,9 @@ impl Images {
         Ok((removed, freed))
     }
 
-    /// Deletes blobs and unpacked layers that no image references; returns the
-    /// bytes of blobs freed.
+    /// Deletes blobs, unpacked layers and layer sizes that no image
+    /// references, and temp files of writers that are gone; returns the bytes
+    /// of blobs freed.
     pub fn collect_garbage(&self) -> Result<u64, ImageError> {
         let records = self.catalog.list()?;
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
@@ -345,6 +351,18 @@ impl Images {
             let diff_ids: Vec<Digest> = record.layers.iter().map(|l| l.diff_id.clone()).collect();
             chains.extend(chain_ids(&diff_ids));
         }
+        let diff_ids: BTreeSet<&Digest> = records
+            .iter()
+            .flat_map(|r| r.layers.iter().map(|l| &l.diff_id))
+            .collect();
+        for diff_id in self.catalog.diffs()? {
+            if !diff_ids.contains(&diff_id) {
+                self.catalog.remove_diff(&diff_id)?;
+            }
+        }
+        self.blobs.sweep_leftovers();
+        self.snapshots.sweep_leftovers();
+        self.catalog.sweep_leftovers();
         let mut freed = 0;
         for blob in self.blobs.list()? {
             if !blobs.contains(&blob) {
@@ -365,7 +383,8 @@ impl Images {
         let id = self.catalog.resolve(name)?;
         let record = self.catalog.get(&id)?;
         let config = self.config(&id)?;
-        let mut layers = record.layers.iter();
+        let sizes = self.layer_sizes(&record);
+        let mut layers = sizes.iter();
         let mut lines: Vec<HistoryLine> = Vec::new();
         let steps: Vec<History> = if config.history.is_empty() {
             record.layers.iter().map(|_| History::default()).collect()
@@ -376,7 +395,7 @@ impl Images {
             let size = if step.empty_layer {
                 0
             } else {
-                layers.next().map_or(0, |l| l.size)
+                layers.next().copied().unwrap_or(0)
             };
             lines.push(HistoryLine {
                 id: "<missing>".into(),
@@ -415,7 +434,7 @@ impl Images {
             "Os": config.os,
             "Variant": config.variant,
             "Config": config.config,
-            "Size": record.size,
+            "Size": self.layer_sizes(&record).iter().sum::<u64>(),
             "RootFS": {
                 "Type": config.rootfs.kind,
                 "Layers": config.rootfs.diff_ids,
@@ -481,10 +500,7 @@ impl Images {
                 (blob, size, media_type)
             }
             ImportSource::Dir(dir) => {
-                let temp = self
-                    .blobs
-                    .tmp_dir()
-                    .join(format!("import-{}", std::process::id()));
+                let temp = self.blobs.tmp_dir().join(temp_name("import"));
                 let file = std::fs::File::create(&temp).map_err(|source| ImageError::Read {
                     path: temp.clone(),
                     source,
@@ -502,22 +518,14 @@ impl Images {
                 (blob, size, oci::MEDIA_OCI_LAYER)
             }
         };
-        let diff_id = {
-            let reader = BufReader::new(self.blobs.open_verified(&blob)?);
-            let mut hashing = HashingReader::new(layer::decompress(reader).map_err(|source| {
-                ImageError::Read {
-                    path: self.blobs.path(&blob),
-                    source,
-                }
-            })?);
-            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|source| {
-                ImageError::Read {
-                    path: self.blobs.path(&blob),
-                    source,
-                }
-            })?;
-            hashing.finish().0
-        };
+        let measured = layer::measure(BufReader::new(self.blobs.open_verified(&blob)?))?;
+        let diff_id = measured.diff_id.clone();
+        self.catalog.put_diff(
+            &diff_id,
+            DiffRecord {
+                size: measured.content_size,
+            },
+        )?;
         let platform = platform.cloned().unwrap_or_else(Platform::host);
         let created = now_rfc3339();
         let mut config = ImageConfig {
@@ -565,10 +573,78 @@ impl Images {
     }
 
     /// Unpacks an image's layers (if needed) and returns their directories,
-    /// base first: the lower directories of a container's overlay.
+    /// base first: the lower directories of a container's overlay. Records
+    /// the size of each layer it unpacks.
     pub fn layers(&self, id: &Digest) -> Result<Vec<PathBuf>, ImageError> {
         let record = self.catalog.get(id)?;
-        Ok(self.snapshots.ensure(&self.blobs, &record.layers)?)
+        let diff_ids: Vec<Digest> = record.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let mut dirs = Vec::with_capacity(chains.len());
+        for (layer, chain) in record.layers.iter().zip(&chains) {
+            if let Some(stats) = self.snapshots.unpack(&self.blobs, layer, chain)? {
+                self.catalog.put_diff(
+                    &layer.diff_id,
+                    DiffRecord {
+                        size: stats.content_size,
+                    },
+                )?;
+            }
+            dirs.push(self.snapshots.diff_dir(chain));
+        }
+        Ok(dirs)
+    }
+
+    /// The uncompressed size of each of the image's layers, base first, as
+    /// Docker counts it: the bytes of content its entries declare. Sizes are
+    /// recorded when a layer is unpacked or imported; a layer without one
+    /// (loaded from an archive, or recorded before sizes were kept) is read
+    /// through once from its blob and its size recorded. Only when the blob
+    /// cannot be read either is the blob's own size shown.
+    pub fn layer_sizes(&self, record: &ImageRecord) -> Vec<u64> {
+        self.layer_sizes_cached(record, &mut BTreeMap::new())
+    }
+
+    fn layer_sizes_cached(
+        &self,
+        record: &ImageRecord,
+        measured: &mut BTreeMap<Digest, u64>,
+    ) -> Vec<u64> {
+        record
+            .layers
+            .iter()
+            .map(|layer| {
+                if let Some(size) = measured.get(&layer.diff_id) {
+                    return *size;
+                }
+                let size = self.layer_size(layer);
+                measured.insert(layer.diff_id.clone(), size);
+                size
+            })
+            .collect()
+    }
+
+    fn layer_size(&self, layer: &LayerRecord) -> u64 {
+        if let Ok(Some(diff)) = self.catalog.diff(&layer.diff_id) {
+            return diff.size;
+        }
+        let measured = self
+            .blobs
+            .open_verified(&layer.blob)
+            .map_err(ImageError::from)
+            .and_then(|blob| Ok(layer::measure(BufReader::with_capacity(1 << 20, blob))?));
+        match measured {
+            Ok(m) if m.diff_id == layer.diff_id => {
+                let diff = DiffRecord {
+                    size: m.content_size,
+                };
+                // A read-only store still lists; the size is measured again next time.
+                if let Err(error) = self.catalog.put_diff(&layer.diff_id, diff) {
+                    tracing::debug!(%error, "cannot record a layer size");
+                }
+                m.content_size
+            }
+            _ => layer.size,
+        }
     }
 }
 
@@ -626,6 +702,105 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain one-file layer tar of `len` bytes of content, owned by us so
+    /// that unpacking it needs no privilege.
+    fn layer_tar(len: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(len as u64);
+        header.set_mode(0o644);
+        header.set_uid(rustix::process::getuid().as_raw().into());
+        header.set_gid(rustix::process::getgid().as_raw().into());
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, "data", &vec![b'x'; len][..])
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn record_of(images: &Images, tar: &[u8]) -> ImageRecord {
+        let blob = images.blobs.put_bytes(tar).unwrap();
+        let id = images.blobs.put_bytes(b"{}").unwrap();
+        ImageRecord {
+            id,
+            manifest: None,
+            layers: vec![LayerRecord {
+                blob,
+                media_type: oci::MEDIA_OCI_LAYER.into(),
+                size: tar.len() as u64,
+                diff_id: Digest::of(tar),
+            }],
+            created: None,
+            size: tar.len() as u64,
+            repo_digests: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn layer_sizes_without_a_record_are_measured_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(dir.path()).unwrap();
+        let tar = layer_tar(3000);
+        let record = record_of(&images, &tar);
+        assert!(
+            images
+                .catalog
+                .diff(&record.layers[0].diff_id)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(images.layer_sizes(&record), [3000]);
+        assert_eq!(
+            images.catalog.diff(&record.layers[0].diff_id).unwrap(),
+            Some(DiffRecord { size: 3000 })
+        );
+        // Without its blob and its size, the blob size as recorded is all there is.
+        images
+            .catalog
+            .remove_diff(&record.layers[0].diff_id)
+            .unwrap();
+        images.blobs.remove(&record.layers[0].blob).unwrap();
+        assert_eq!(images.layer_sizes(&record), [tar.len() as u64]);
+    }
+
+    #[test]
+    fn unpacking_records_the_layer_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(dir.path()).unwrap();
+        let record = record_of(&images, &layer_tar(5000));
+        images.catalog.put(&record).unwrap();
+        let dirs = images.layers(&record.id).unwrap();
+        assert_eq!(std::fs::read(dirs[0].join("data")).unwrap().len(), 5000);
+        assert_eq!(
+            images.catalog.diff(&record.layers[0].diff_id).unwrap(),
+            Some(DiffRecord { size: 5000 })
+        );
+    }
+
+    #[test]
+    fn garbage_collection_sweeps_leftovers_and_unused_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let blob_temp = images.blobs.tmp_dir().join(format!("blob-{gone}-1-2"));
+        std::fs::write(&blob_temp, b"half").unwrap();
+        let layer_temp = dir.path().join(format!("layers/.tmp-abc-{gone}-1-2"));
+        std::fs::create_dir_all(layer_temp.join("diff")).unwrap();
+        let tags_temp = dir.path().join(format!("images/.tags.json-{gone}-1-2"));
+        std::fs::write(&tags_temp, b"{").unwrap();
+        let unused = Digest::of(b"no image has this layer");
+        images
+            .catalog
+            .put_diff(&unused, DiffRecord { size: 1 })
+            .unwrap();
+
+        images.collect_garbage().unwrap();
+        assert!(!blob_temp.exists() && !layer_temp.exists() && !tags_temp.exists());
+        assert!(images.catalog.diffs().unwrap().is_empty());
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

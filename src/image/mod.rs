@@ -6,7 +6,8 @@
 //! match its digest.
 //!
 //! - [`store`]: blobs by digest, written atomically and verified;
-//! - [`catalog`]: image records and tags;
+//! - [`leftovers`]: temp entries of killed writers, told apart from live ones;
+//! - [`catalog`]: image records, tags and the sizes of unpacked layers;
 //! - [`layer`]: layer tars unpacked safely, and directories turned into layers;
 //! - [`snapshot`]: unpacked layers shared by chain id, the lowers of overlays;
 //! - [`archive`]: `save`/`load` in Docker's archive format and OCI layouts;
@@ -23,6 +24,7 @@ pub mod changes;
 pub mod digest;
 pub mod images;
 pub mod layer;
+pub mod leftovers;
 pub mod oci;
 pub mod pull;
 pub mod push;

@@ -1,13 +1,17 @@
-//! `pull`: a reference on a registry becomes blobs in the store, an image
-//! record and a tag in the catalog.
+//! `pull`: a reference on a registry becomes blobs in the store, unpacked
+//! layers, an image record and a tag in the catalog.
 //!
 //! Order matters for what a failure leaves behind: the manifest (and index)
 //! and the config are fetched into memory and verified first, the layers then
-//! stream into the store in parallel, each verified against its digest, and
-//! only when every layer is in are the config and manifests stored and the
-//! record and tag written. A failed pull therefore leaves no record, no tag
-//! and no config; layers that did arrive intact stay (they are valid content,
-//! and a retry needs them), as Docker keeps them.
+//! stream into the store in parallel, each verified against its digest and,
+//! as soon as it is in, unpacked into its snapshot (checked against the
+//! config's diff id), and only when every layer is in and unpacked are the
+//! config and manifests stored and the record and tag written. A failed or
+//! killed pull therefore leaves no record, no tag and no config; layers that
+//! did arrive intact stay, blobs and unpacked snapshots alike (they are valid
+//! content, and a retry needs them), as Docker keeps them. What a killed pull
+//! was still writing is only ever in temp files and directories, which the
+//! next open of the store removes.
 
 use std::collections::BTreeSet;
 
@@ -15,11 +19,12 @@ use futures::StreamExt as _;
 use futures::stream;
 use tracing::{debug, info};
 
-use super::catalog::{Catalog, ImageRecord, LayerRecord};
+use super::catalog::{Catalog, DiffRecord, ImageRecord, LayerRecord};
 use super::digest::Digest;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
 use super::reference::Reference;
 use super::registry::{FetchedManifest, Operation, RegistryClient, RegistryError, Repository};
+use super::snapshot::{Snapshots, chain_ids};
 use super::store::BlobStore;
 
 /// Configs are read into memory; a manifest announcing a bigger one is
@@ -37,6 +42,8 @@ pub trait PullProgress: Send + Sync {
     fn layer_advanced(&self, _digest: &Digest, _bytes: u64) {}
     /// A layer is downloaded and verified.
     fn layer_done(&self, _digest: &Digest) {}
+    /// A layer is unpacked (only when the pull unpacks).
+    fn layer_unpacked(&self, _digest: &Digest) {}
     /// A layer was already in the store.
     fn layer_exists(&self, _digest: &Digest) {}
     /// The pull finished.
@@ -70,11 +77,13 @@ pub struct PullResult {
 }
 
 /// Pulls `reference` for `platform` (the host's when `None`) into `store` and
-/// `catalog`. Tags the reference unless it pins a digest.
+/// `catalog`, and with `snapshots` unpacks its layers there (as `docker pull`
+/// does), recording their sizes. Tags the reference unless it pins a digest.
 pub async fn pull(
     client: &RegistryClient,
     store: &BlobStore,
     catalog: &Catalog,
+    snapshots: Option<&Snapshots>,
     reference: &Reference,
     platform: Option<&Platform>,
     progress: &dyn PullProgress,
@@ -156,15 +165,27 @@ pub async fn pull(
         });
     }
 
-    let (downloaded, existing) = download_layers(
+    let layers: Vec<LayerRecord> = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| LayerRecord {
+            blob: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    let fetch = Fetch {
         client,
         store,
-        &repository,
-        &manifest.layers,
-        &operation,
+        catalog,
+        snapshots,
+        repository: &repository,
+        operation: &operation,
         progress,
-    )
-    .await?;
+    };
+    let (downloaded, existing) = fetch.layers(&manifest.layers, &layers).await?;
 
     to_store.push(fetched.bytes.clone());
     to_store.push(config_bytes);
@@ -183,19 +204,9 @@ pub async fn pull(
     let record = ImageRecord {
         id: id.clone(),
         manifest: Some(fetched.digest.clone()),
-        layers: manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(layer, diff_id)| LayerRecord {
-                blob: layer.digest.clone(),
-                media_type: layer.media_type.clone(),
-                size: layer.size,
-                diff_id: diff_id.clone(),
-            })
-            .collect(),
-        created: config.created.clone(),
         size: manifest.layers.iter().map(|l| l.size).sum(),
+        layers,
+        created: config.created.clone(),
         repo_digests: BTreeSet::from([repo_digest.clone()]),
     };
     let catalog_err = |source| RegistryError::Catalog {
@@ -276,51 +287,124 @@ fn available_platforms(index: &Index) -> Vec<String> {
     out
 }
 
-/// Downloads the layers not yet stored, at most
-/// [`RegistryOptions::parallel`](super::registry::RegistryOptions::parallel)
-/// at once; returns how many were downloaded and how many were there.
-async fn download_layers(
-    client: &RegistryClient,
-    store: &BlobStore,
-    repository: &Repository,
-    layers: &[Descriptor],
-    operation: &Operation,
-    progress: &dyn PullProgress,
-) -> Result<(usize, usize), RegistryError> {
-    let mut seen = BTreeSet::new();
-    let mut missing = Vec::new();
-    let mut existing = 0;
-    for layer in layers {
-        if !seen.insert(layer.digest.clone()) {
-            continue;
+/// Where the layers of one pull go, and whom to tell.
+struct Fetch<'a> {
+    client: &'a RegistryClient,
+    store: &'a BlobStore,
+    catalog: &'a Catalog,
+    snapshots: Option<&'a Snapshots>,
+    repository: &'a Repository,
+    operation: &'a Operation,
+    progress: &'a dyn PullProgress,
+}
+
+/// One blob of a pull and the layers made of it (nearly always one; an image
+/// may repeat a layer, whose chain ids then differ).
+struct BlobJob {
+    descriptor: Descriptor,
+    stored: bool,
+    layers: Vec<(LayerRecord, Digest)>,
+}
+
+impl Fetch<'_> {
+    /// Downloads the layers not yet stored, at most
+    /// [`RegistryOptions::parallel`](super::registry::RegistryOptions::parallel)
+    /// blobs at once, and unpacks each as soon as it is in; returns how many
+    /// blobs were downloaded and how many were there.
+    async fn layers(
+        &self,
+        descriptors: &[Descriptor],
+        layers: &[LayerRecord],
+    ) -> Result<(usize, usize), RegistryError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let mut jobs: Vec<BlobJob> = Vec::new();
+        for ((descriptor, layer), chain) in descriptors.iter().zip(layers).zip(chains) {
+            match jobs
+                .iter_mut()
+                .find(|j| j.descriptor.digest == descriptor.digest)
+            {
+                Some(job) => job.layers.push((layer.clone(), chain)),
+                None => jobs.push(BlobJob {
+                    descriptor: descriptor.clone(),
+                    stored: self.store.contains(&descriptor.digest),
+                    layers: vec![(layer.clone(), chain)],
+                }),
+            }
         }
-        if store.contains(&layer.digest) {
-            existing += 1;
-            progress.layer_exists(&layer.digest);
-        } else {
-            missing.push(layer);
+        let existing = jobs.iter().filter(|j| j.stored).count();
+        let downloaded = jobs.len() - existing;
+        for job in jobs.iter().filter(|j| j.stored) {
+            self.progress.layer_exists(&job.descriptor.digest);
         }
+        // Concurrency in one task: the futures borrow `self`, and the hashing,
+        // writing and unpacking already run on blocking threads.
+        let mut transfers = stream::iter(jobs)
+            .map(|job| self.blob(job))
+            .buffer_unordered(self.client.options().parallel.max(1));
+        while let Some(result) = transfers.next().await {
+            result?;
+        }
+        Ok((downloaded, existing))
     }
-    let downloaded = missing.len();
-    // Concurrency in one task: the futures borrow `progress`, and the hashing
-    // and writing already run on blocking threads, one per blob.
-    // Owned descriptors: a closure over borrowed ones is not general enough
-    // for the future to be spawned (rust-lang/rust#102211).
-    let mut transfers = stream::iter(missing.into_iter().cloned())
-        .map(|layer: Descriptor| async move {
-            progress.layer_started(&layer.digest, layer.size);
-            let advanced = |n: u64| progress.layer_advanced(&layer.digest, n);
-            client
-                .download_blob(repository, &layer, store, operation, &advanced)
+
+    async fn blob(&self, job: BlobJob) -> Result<(), RegistryError> {
+        let digest = &job.descriptor.digest;
+        if !job.stored {
+            self.progress.layer_started(digest, job.descriptor.size);
+            let advanced = |n: u64| self.progress.layer_advanced(digest, n);
+            self.client
+                .download_blob(
+                    self.repository,
+                    &job.descriptor,
+                    self.store,
+                    self.operation,
+                    &advanced,
+                )
                 .await?;
-            progress.layer_done(&layer.digest);
-            Ok::<(), RegistryError>(())
-        })
-        .buffer_unordered(client.options().parallel.max(1));
-    while let Some(result) = transfers.next().await {
-        result?;
+            self.progress.layer_done(digest);
+        }
+        let Some(snapshots) = self.snapshots else {
+            return Ok(());
+        };
+        let mut unpacked = !job.stored;
+        for (layer, chain) in job.layers {
+            if snapshots.contains(&chain) {
+                continue;
+            }
+            let diff_id = layer.diff_id.clone();
+            let (snapshots, store, blob) =
+                (snapshots.clone(), self.store.clone(), layer.blob.clone());
+            let stats =
+                tokio::task::spawn_blocking(move || snapshots.unpack(&store, &layer, &chain))
+                    .await
+                    .map_err(|source| RegistryError::Task {
+                        operation: self.operation.clone(),
+                        source,
+                    })?
+                    .map_err(|source| RegistryError::Unpack {
+                        operation: self.operation.clone(),
+                        blob,
+                        source: Box::new(source),
+                    })?;
+            if let Some(stats) = stats {
+                let diff = DiffRecord {
+                    size: stats.content_size,
+                };
+                self.catalog
+                    .put_diff(&diff_id, diff)
+                    .map_err(|source| RegistryError::Catalog {
+                        operation: self.operation.clone(),
+                        source,
+                    })?;
+            }
+            unpacked = true;
+        }
+        if unpacked {
+            self.progress.layer_unpacked(digest);
+        }
+        Ok(())
     }
-    Ok((downloaded, existing))
 }
 
 /// Pulls every tag of `repository` (a reference whose tag is ignored).
@@ -328,6 +412,7 @@ pub async fn pull_all_tags(
     client: &RegistryClient,
     store: &BlobStore,
     catalog: &Catalog,
+    snapshots: Option<&Snapshots>,
     repository: &Reference,
     platform: Option<&Platform>,
     progress: &dyn PullProgress,
@@ -342,7 +427,12 @@ pub async fn pull_all_tags(
                 operation: Operation::new("pull", repository.repository()),
                 what: "the registry listed an invalid tag",
             })?;
-        out.push(pull(client, store, catalog, &reference, platform, progress).await?);
+        out.push(
+            pull(
+                client, store, catalog, snapshots, &reference, platform, progress,
+            )
+            .await?,
+        );
     }
     Ok(out)
 }

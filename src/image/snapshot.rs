@@ -8,7 +8,9 @@
 //! as in the OCI image spec), so two images that share a base share its
 //! directories. A layer is unpacked into a temp directory, its diff id checked
 //! against the config's, and only then renamed into place: a directory under a
-//! chain id is always complete and always the layer it claims to be.
+//! chain id is always complete and always the layer it claims to be. The temp
+//! directory of an unpack that was killed halfway is removed by the next open
+//! or garbage collection, once its writer is gone.
 
 use std::fs;
 use std::io::{self, BufReader};
@@ -18,7 +20,8 @@ use thiserror::Error;
 
 use super::catalog::LayerRecord;
 use super::digest::Digest;
-use super::layer::{self, LayerError, UnpackOptions, Whiteouts};
+use super::layer::{self, LayerError, UnpackOptions, UnpackStats, Whiteouts};
+use super::leftovers::{self, temp_name};
 use super::store::{BlobStore, StoreError};
 
 /// Errors of the layer snapshots.
@@ -114,14 +117,15 @@ impl Snapshots {
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
         let root = root.join("layers");
         fs::create_dir_all(&root).map_err(io_err("create", &root))?;
-        if let Ok(entries) = fs::read_dir(&root) {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Ok(Self { root })
+        let snapshots = Self { root };
+        snapshots.sweep_leftovers();
+        Ok(snapshots)
+    }
+
+    /// Removes the temp directories of unpacks and removals whose process is
+    /// gone; returns how many. Those of running processes stay.
+    pub fn sweep_leftovers(&self) -> usize {
+        leftovers::sweep(&self.root, |name| name.starts_with(".tmp-"))
     }
 
     /// The directory of the layer with chain id `chain`.
@@ -134,34 +138,19 @@ impl Snapshots {
         self.diff_dir(chain).is_dir()
     }
 
-    /// Unpacks every layer that is not unpacked yet and returns the diff
-    /// directories, base first.
-    pub fn ensure(
-        &self,
-        store: &BlobStore,
-        layers: &[LayerRecord],
-    ) -> Result<Vec<PathBuf>, SnapshotError> {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let chains = chain_ids(&diff_ids);
-        let mut dirs = Vec::with_capacity(layers.len());
-        for (layer, chain) in layers.iter().zip(&chains) {
-            if !self.contains(chain) {
-                self.unpack(store, layer, chain)?;
-            }
-            dirs.push(self.diff_dir(chain));
-        }
-        Ok(dirs)
-    }
-
-    fn unpack(
+    /// Unpacks `layer` as chain id `chain` unless it is there already, and
+    /// returns what the unpack found (`None` when there was nothing to do, or
+    /// another process unpacked it meanwhile).
+    pub fn unpack(
         &self,
         store: &BlobStore,
         layer: &LayerRecord,
         chain: &Digest,
-    ) -> Result<(), SnapshotError> {
-        let temp = self
-            .root
-            .join(format!(".tmp-{}-{}", chain.short(), std::process::id()));
+    ) -> Result<Option<UnpackStats>, SnapshotError> {
+        if self.contains(chain) {
+            return Ok(None);
+        }
+        let temp = self.root.join(format!(".tmp-{}", temp_name(chain.short())));
         let guard = TempDir(temp.clone());
         let diff = temp.join("diff");
         fs::create_dir_all(&diff).map_err(io_err("create", &diff))?;
@@ -186,10 +175,10 @@ impl Snapshots {
         match fs::rename(&temp, &dest) {
             Ok(()) => {
                 guard.keep();
-                Ok(())
+                Ok(Some(stats))
             }
             // Another process unpacked the same layer meanwhile: theirs is as good.
-            Err(_) if self.contains(chain) => Ok(()),
+            Err(_) if self.contains(chain) => Ok(None),
             Err(e) => Err(io_err("rename into place", &dest)(e)),
         }
     }
@@ -211,7 +200,7 @@ impl Snapshots {
         // Rename first so a half-removed layer never looks complete.
         let doomed = self
             .root
-            .join(format!(".tmp-rm-{}-{}", chain.short(), std::process::id()));
+            .join(format!(".tmp-rm-{}", temp_name(chain.short())));
         match fs::rename(&dir, &doomed) {
             Ok(()) => fs::remove_dir_all(&doomed).map_err(io_err("remove", &doomed)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

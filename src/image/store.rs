@@ -4,19 +4,19 @@
 //! streams, fsynced, checked against the digest it should have, and only then
 //! renamed into place — so a blob under its name is always complete and always
 //! matches it. A process killed halfway leaves only a temp file, removed on the
-//! next open. Two writers of the same blob race harmlessly: both renames put the
-//! same bytes under the same name. Readers verify again while reading, so a
+//! next open or garbage collection once its writer is gone (see
+//! [`leftovers`]). Two writers of the same blob race harmlessly: both renames
+//! put the same bytes under the same name. Readers verify again while reading, so a
 //! blob damaged on disk is never served.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
 use super::digest::{Digest, HashingReader, HashingWriter};
+use super::leftovers::{self, temp_name};
 
 /// Errors of the blob store.
 #[derive(Debug, Error)]
@@ -85,22 +85,6 @@ pub struct BlobStore {
     tmp: PathBuf,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A unique temp file name: pid, a process-wide counter and the clock, so
-/// concurrent processes and threads never collide.
-fn temp_name(prefix: &str) -> String {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
-}
-
-/// Temp files older than this are left by a process that died; newer ones may
-/// belong to a writer still running.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
-
 impl BlobStore {
     /// Opens (creating if needed) the store under `root`, and removes temp
     /// files that writers left behind when they were killed.
@@ -113,20 +97,15 @@ impl BlobStore {
                 source,
             })?;
         }
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE_TEMP);
-                if stale {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
-        Ok(Self { blobs, tmp })
+        let store = Self { blobs, tmp };
+        store.sweep_leftovers();
+        Ok(store)
+    }
+
+    /// Removes the temp files of writers that are gone (killed halfway);
+    /// returns how many. Those of running writers stay.
+    pub fn sweep_leftovers(&self) -> usize {
+        leftovers::sweep(&self.tmp, |_| true)
     }
 
     /// The directory for temp files, on the same file system as the blobs.
@@ -417,6 +396,22 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec![expected.clone()]);
         assert_eq!(store.read(&expected).unwrap(), data);
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn temp_files_of_writers_that_are_gone_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let dead = store.tmp_dir().join(format!("blob-{gone}-0-0"));
+        let live = store.tmp_dir().join(temp_name("blob"));
+        fs::write(&dead, b"half a blob").unwrap();
+        fs::write(&live, b"a blob in flight").unwrap();
+        BlobStore::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "the killed writer's file is gone");
+        assert!(live.exists(), "a running writer's file stays");
     }
 
     #[test]

@@ -329,3 +329,68 @@ fn image_layers_unpack_into_shared_snapshots() {
     root.ok(&["rmi", "-f", &id.to_string()]);
     assert!(!dirs[0].exists());
 }
+
+/// `stack images`, `history` and `inspect` give a layer's size uncompressed,
+/// as Docker does (the bytes of content its entries declare), not the size of
+/// the compressed blob: 3,000,000 zero bytes gzip to a few kB and still show
+/// as 3MB. Images loaded from an archive, and records whose sizes were not
+/// kept, are measured from their blobs.
+#[test]
+fn sizes_are_uncompressed_like_docker() {
+    let root = Root::new();
+    let rootfs = root.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("zeros"), vec![0u8; 3_000_000]).unwrap();
+    let tarball = root.path().join("rootfs.tar.gz");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("."));
+    assert!(std::fs::metadata(&tarball).unwrap().len() < 100_000);
+    let id = root
+        .ok(&["import", tarball.to_str().unwrap(), "zeros:1"])
+        .trim()
+        .to_string();
+
+    let size_column = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().last().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(size_column(&root.ok(&["images"])), ["3MB"]);
+    let history = root.ok(&["history", "zeros:1"]);
+    let has_size = |history: &str| {
+        history
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().any(|w| w == "3MB"))
+    };
+    assert!(has_size(&history), "{history}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&root.ok(&["image", "inspect", "zeros:1"])).unwrap();
+    assert_eq!(inspect[0]["Size"], serde_json::json!(3_000_000));
+    let json: serde_json::Value =
+        serde_json::from_str(root.ok(&["images", "--format", "json"]).trim()).unwrap();
+    assert_eq!(json["Size"], serde_json::json!(3_000_000));
+
+    // A record without a kept size is measured from its blob.
+    let diffs = root.path().join("state/images/diffs");
+    for entry in std::fs::read_dir(&diffs).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(size_column(&root.ok(&["images"])), ["3MB"]);
+    assert_eq!(std::fs::read_dir(&diffs).unwrap().count(), 1, "kept again");
+
+    // Loaded from an archive: the same.
+    let archive = root.path().join("zeros.tar");
+    root.ok(&["save", "-o", archive.to_str().unwrap(), "zeros:1"]);
+    let fresh = Root::new();
+    fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(size_column(&fresh.ok(&["images"])), ["3MB"]);
+    let history = fresh.ok(&["history", &id]);
+    assert!(has_size(&history), "{history}");
+}

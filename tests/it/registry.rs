@@ -30,6 +30,7 @@ use stack::image::pull::{NoProgress, PullProgress, pull, pull_all_tags};
 use stack::image::push::{NoPushProgress, PushProgress, push};
 use stack::image::reference::Reference;
 use stack::image::registry::{RegistryClient, RegistryError, RegistryOptions, UploadOutcome};
+use stack::image::snapshot::{Snapshots, chain_ids};
 use stack::image::store::BlobStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -188,6 +189,7 @@ struct State {
     root: PathBuf,
     store: BlobStore,
     catalog: Catalog,
+    snapshots: Snapshots,
 }
 
 impl State {
@@ -197,6 +199,7 @@ impl State {
         Self {
             store: BlobStore::open(&root).unwrap(),
             catalog: Catalog::open(&root).unwrap(),
+            snapshots: Snapshots::open(&root).unwrap(),
             root,
             _dir: dir,
         }
@@ -398,6 +401,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        Some(&state.snapshots),
         &reference,
         None,
         &NoProgress,
@@ -436,11 +440,30 @@ async fn pulls_an_image_that_skopeo_pushed() {
     );
     assert!(state.tmp_is_empty());
 
+    // The layer was unpacked as it arrived, and its size recorded as Docker
+    // counts it: the bytes of content (the binary; links have none).
+    let chain = &chain_ids(&written.diff_ids)[0];
+    let busybox = fs::read(tool("busybox", "busybox-static")).unwrap();
+    assert_eq!(
+        fs::read(state.snapshots.diff_dir(chain).join("bin/busybox")).unwrap(),
+        busybox
+    );
+    assert_eq!(
+        state
+            .catalog
+            .diff(&written.diff_ids[0])
+            .unwrap()
+            .unwrap()
+            .size,
+        busybox.len() as u64
+    );
+
     // Again: nothing to download; by digest: same image, no new tag.
     let again = pull(
         &client,
         &state.store,
         &state.catalog,
+        Some(&state.snapshots),
         &reference,
         None,
         &NoProgress,
@@ -453,6 +476,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &pinned,
         None,
         &NoProgress,
@@ -480,6 +504,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &missing,
         None,
         &NoProgress,
@@ -498,6 +523,7 @@ async fn pulls_an_image_that_skopeo_pushed() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -505,6 +531,81 @@ async fn pulls_an_image_that_skopeo_pushed() {
     .await
     .unwrap();
     assert_eq!(all.len(), 1);
+}
+
+/// A registry may serve an image whose config names other layer content than
+/// the blobs hold: the blobs match their digests, so only unpacking finds out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_unlike_its_config_diff_id_is_refused_and_no_image_is_recorded() {
+    let registry = Registry::start(Access::Open);
+    let source = State::new();
+    let tar = tar_of(&[("etc/motd", b"hello")], &[]);
+    let gz = gzip(&tar);
+    let blob = source.store.put_bytes(&gz).unwrap();
+    let lie = Digest::of(b"some other layer");
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lie]},
+    }))
+    .unwrap();
+    let id = source.store.put_bytes(&config).unwrap();
+    source
+        .catalog
+        .put(&ImageRecord {
+            id: id.clone(),
+            manifest: None,
+            layers: vec![LayerRecord {
+                blob: blob.clone(),
+                media_type: oci::MEDIA_OCI_LAYER_GZIP.into(),
+                size: gz.len() as u64,
+                diff_id: lie.clone(),
+            }],
+            created: None,
+            size: gz.len() as u64,
+            repo_digests: BTreeSet::new(),
+        })
+        .unwrap();
+    let reference = registry.reference("liar:v1");
+    source.catalog.tag(&reference, &id).unwrap();
+    push(
+        &client(),
+        &source.store,
+        &source.catalog,
+        &reference,
+        &NoPushProgress,
+    )
+    .await
+    .unwrap();
+
+    let state = State::new();
+    let err = pull(
+        &client(),
+        &state.store,
+        &state.catalog,
+        Some(&state.snapshots),
+        &reference,
+        None,
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unpack { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        cause.contains(&format!("image config says {lie}")),
+        "{cause}"
+    );
+    assert!(state.catalog.list().unwrap().is_empty());
+    assert!(state.catalog.tags().unwrap().is_empty());
+    assert!(state.snapshots.list().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(state.root.join("layers")).unwrap().count(),
+        0,
+        "no temp directory left"
+    );
+    // The blob itself is intact content and stays for a retry, as Docker keeps it.
+    assert!(state.store.contains(&blob));
+    assert!(!state.store.contains(&id), "no config without its image");
 }
 
 /// Counts what a pull reports.
@@ -601,6 +702,7 @@ async fn pushes_a_retagged_pull_and_a_fresh_image_that_skopeo_reads_back() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &source,
         None,
         &NoProgress,
@@ -700,6 +802,7 @@ async fn pushes_a_retagged_pull_and_a_fresh_image_that_skopeo_reads_back() {
         &client,
         &other.store,
         &other.catalog,
+        None,
         &fresh,
         None,
         &progress,
@@ -731,6 +834,7 @@ async fn a_corrupted_blob_is_refused_and_nothing_is_stored() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -785,6 +889,7 @@ async fn a_tampered_manifest_is_refused() {
             &client,
             &state.store,
             &state.catalog,
+            None,
             &reference,
             None,
             &NoProgress,
@@ -841,6 +946,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&arm64),
         &NoProgress,
@@ -864,6 +970,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&amd64),
         &NoProgress,
@@ -876,6 +983,7 @@ async fn selects_the_platform_from_an_index() {
             &client,
             &state.store,
             &state.catalog,
+            None,
             &reference,
             None,
             &NoProgress,
@@ -890,6 +998,7 @@ async fn selects_the_platform_from_an_index() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         Some(&s390x),
         &NoProgress,
@@ -919,6 +1028,7 @@ async fn parallel_pulls_of_one_image_end_with_one_copy() {
                     &client,
                     &state.store,
                     &state.catalog,
+                    None,
                     &reference,
                     None,
                     &NoProgress,
@@ -956,6 +1066,7 @@ async fn login_checks_credentials_and_logout_removes_them() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1011,6 +1122,7 @@ async fn login_checks_credentials_and_logout_removes_them() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1030,14 +1142,14 @@ async fn login_checks_credentials_and_logout_removes_them() {
     .await
     .unwrap();
 
-    assert!(auth::logout(&own, &registry.host).unwrap());
+    assert!(auth::logout(&AuthStore::empty(), &own, &registry.host).unwrap());
     assert_eq!(
         fs::metadata(&own).unwrap().permissions().mode() & 0o777,
         0o600
     );
     let store = AuthStore::load(None, &own).unwrap();
     assert!(store.credentials(&registry.host).is_none());
-    assert!(!auth::logout(&own, &registry.host).unwrap());
+    assert!(!auth::logout(&AuthStore::empty(), &own, &registry.host).unwrap());
 }
 
 // ---- bearer tokens ----------------------------------------------------------
@@ -1257,6 +1369,7 @@ async fn pulls_and_pushes_with_bearer_tokens() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1414,6 +1527,7 @@ async fn resume_after_break(hide_range: bool) {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &progress,
@@ -1436,6 +1550,349 @@ async fn resume_after_break(hide_range: bool) {
     assert!(state.tmp_is_empty());
 }
 
+// ---- a pull killed halfway --------------------------------------------------
+
+/// A TCP proxy in front of the registry that holds the response to a request
+/// for one of the `stalled` blobs once `limit` bytes of it went through, until
+/// released: a registry stalling mid-transfer, so that a pull is caught
+/// halfway for certain rather than by luck of timing.
+struct StallingProxy {
+    host: String,
+    held: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        let _ = self.release.send(true);
+        self.task.abort();
+    }
+}
+
+impl StallingProxy {
+    async fn start(upstream: String, stalled: Vec<Digest>, limit: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let held = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let stalled: Arc<Vec<String>> = Arc::new(stalled.iter().map(|d| d.to_string()).collect());
+        let task = {
+            let held = held.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    // Whether the response in flight is held at `limit`, and
+                    // how much of it went through; HTTP/1.1 without pipelining,
+                    // so a response belongs to the last request seen.
+                    let gated = Arc::new(AtomicBool::new(false));
+                    let sent = Arc::new(AtomicUsize::new(0));
+                    let up = {
+                        let (gated, sent, stalled) = (gated.clone(), sent.clone(), stalled.clone());
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 16 << 10];
+                            while let Ok(n) = cr.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                                let head = String::from_utf8_lossy(&buf[..n]);
+                                if let Some(line) = head.lines().find(|l| l.starts_with("GET ")) {
+                                    let wanted = stalled.iter().any(|d| line.contains(d.as_str()));
+                                    gated.store(wanted, Ordering::SeqCst);
+                                    sent.store(0, Ordering::SeqCst);
+                                }
+                                if sw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        })
+                    };
+                    let (held, mut released) = (held.clone(), released.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 << 10];
+                        while let Ok(n) = sr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let mut chunk = &buf[..n];
+                            let before = sent.load(Ordering::SeqCst);
+                            if gated.load(Ordering::SeqCst)
+                                && !*released.borrow()
+                                && before + chunk.len() > limit
+                            {
+                                let pass = limit.saturating_sub(before);
+                                if cw.write_all(&chunk[..pass]).await.is_err() {
+                                    break;
+                                }
+                                sent.fetch_add(pass, Ordering::SeqCst);
+                                chunk = &chunk[pass..];
+                                held.fetch_add(1, Ordering::SeqCst);
+                                let _ = released.wait_for(|r| *r).await;
+                                held.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                            if cw.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                        up.abort();
+                    });
+                }
+            })
+        };
+        Self {
+            host,
+            held,
+            release,
+            task,
+        }
+    }
+}
+
+/// gzip through the system's `gzip`: tens of MB are too slow for an
+/// unoptimised test build.
+fn gzip_fast(bytes: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(tool("gzip", "gzip"))
+        .args(["-1", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Every file under `blobs/sha256` of `root` hashes to its name.
+fn assert_blobs_match_their_names(root: &Path) {
+    for entry in fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            Digest::of(&fs::read(&path).unwrap()).hex(),
+            name,
+            "blob {name} does not match its name"
+        );
+    }
+}
+
+/// Bytes of the files directly in `dir`.
+fn bytes_in(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// `stack pull` killed with SIGKILL while its layers stream in (one small
+/// layer in and unpacked, three big ones stalled halfway by the registry)
+/// leaves only verified blobs, complete snapshots and temp files; no image.
+/// The next pull into the same root cleans the temp files up, reuses what
+/// arrived intact, and the image is listed and inspected like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() {
+    const SMALL: usize = 1 << 20;
+    const BIG: usize = 12 << 20;
+    let registry = Registry::start(Access::Open);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("layout"));
+    let contents: Vec<(String, Vec<u8>)> = [SMALL, BIG, BIG, BIG]
+        .iter()
+        .enumerate()
+        .map(|(i, len)| (format!("layer{i}/noise"), noise(*len, 11 + i as u64)))
+        .collect();
+    let tars: Vec<Vec<u8>> = contents
+        .iter()
+        .map(|(name, bytes)| tar_of(&[(name.as_str(), bytes.as_slice())], &[]))
+        .collect();
+    let gzs: Vec<Vec<u8>> = tars.iter().map(|t| gzip_fast(t)).collect();
+    let mut descriptors = Vec::new();
+    for gz in &gzs {
+        descriptors.push(json!({"mediaType": oci::MEDIA_OCI_LAYER_GZIP, "digest": layout.blob(gz), "size": gz.len()}));
+    }
+    let layers: Vec<Digest> = gzs.iter().map(|g| Digest::of(g)).collect();
+    let diff_ids: Vec<Digest> = tars.iter().map(|t| Digest::of(t)).collect();
+    let config = serde_json::to_vec(&json!({
+        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_digest = layout.blob(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": oci::MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": oci::MEDIA_OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let manifest_digest = layout.blob(&manifest);
+    layout.index(
+        oci::MEDIA_OCI_MANIFEST,
+        &manifest_digest,
+        manifest.len() as u64,
+        "latest",
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", layout.dir.display()),
+        &format!("docker://{}/big:latest", registry.host),
+    ]);
+
+    let proxy = StallingProxy::start(registry.host.clone(), layers[1..].to_vec(), BIG / 2).await;
+    let root = dir.path().join("state");
+    let name = format!("{}/big:latest", proxy.host);
+    let stack = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+        cmd.arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("STACK_CONFIG", dir.path().join("config"))
+            .env("DOCKER_CONFIG", dir.path().join("no-docker"))
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    let mut child = stack(&["pull", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait until the small layer is in and unpacked and the three big ones are
+    // held halfway with their bytes so far on disk, then kill.
+    let chains = chain_ids(&diff_ids);
+    let small_blob = root.join("blobs/sha256").join(layers[0].hex());
+    let small_layer = root.join("layers").join(chains[0].hex());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the pull ended before it was killed: {status}");
+        }
+        let caught = small_blob.is_file()
+            && small_layer.is_dir()
+            && proxy.held.load(Ordering::SeqCst) == 3
+            && bytes_in(&root.join("tmp")) >= 3 << 20;
+        if caught {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never got halfway");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What is left: verified blobs, no image, only complete layers, and the
+    // temp files of the transfers that were cut.
+    assert_blobs_match_their_names(&root);
+    let records: Vec<_> = fs::read_dir(root.join("images/records")).unwrap().collect();
+    assert!(records.is_empty(), "no image record for a half pull");
+    let tags = fs::read(root.join("images/tags.json")).unwrap_or_else(|_| b"{}".to_vec());
+    assert_eq!(serde_json::from_slice::<Value>(&tags).unwrap(), json!({}));
+    let mut temp_dirs = 0;
+    for entry in fs::read_dir(root.join("layers")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_str().unwrap().to_string();
+        if name.starts_with(".tmp-") {
+            temp_dirs += 1;
+            continue;
+        }
+        let index = chains
+            .iter()
+            .position(|c| c.hex() == name)
+            .unwrap_or_else(|| panic!("unknown layer directory {name}"));
+        let (file, bytes) = &contents[index];
+        assert_eq!(
+            &fs::read(entry.path().join("diff").join(file)).unwrap(),
+            bytes,
+            "layer {index} is complete"
+        );
+    }
+    let leftovers = fs::read_dir(root.join("tmp")).unwrap().count();
+    assert!(
+        leftovers >= 3,
+        "the cut transfers left temp files: {leftovers}"
+    );
+
+    // The next pull: the registry answers in full now.
+    proxy.release.send(true).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = stack(&["pull", &name]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "second pull: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}: Already exists", layers[0].short())),
+        "the layer that arrived before the kill is reused: {stderr}"
+    );
+    assert_eq!(
+        fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "temp files cleaned up"
+    );
+    let names: Vec<String> = fs::read_dir(root.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".tmp-")),
+        "{names:?} ({temp_dirs} temp before)"
+    );
+    assert_blobs_match_their_names(&root);
+    for (chain, (file, bytes)) in chains.iter().zip(&contents) {
+        assert_eq!(
+            &fs::read(
+                root.join("layers")
+                    .join(chain.hex())
+                    .join("diff")
+                    .join(file)
+            )
+            .unwrap(),
+            bytes
+        );
+    }
+
+    let listing = stack(&["images"]).output().unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..3],
+        [
+            format!("{}/big", proxy.host).as_str(),
+            "latest",
+            config_digest.short()
+        ]
+    );
+    let inspect = stack(&["image", "inspect", &name]).output().unwrap();
+    assert!(inspect.status.success());
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspect[0]["Id"], json!(config_digest));
+    let content: usize = contents.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(
+        inspect[0]["Size"],
+        json!(content),
+        "uncompressed, as Docker counts"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_report_existing_blobs() {
     let registry = Registry::start(Access::Open);
@@ -1447,6 +1904,7 @@ async fn uploads_report_existing_blobs() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1499,6 +1957,7 @@ async fn docker_schema2_images_pull_and_push_back_byte_for_byte() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1552,6 +2011,7 @@ async fn docker_hub_pulls_go_to_a_mirror_first() {
         &client,
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1633,6 +2093,7 @@ async fn busy_registries_are_retried_with_backoff() {
         &client(),
         &state.store,
         &state.catalog,
+        None,
         &reference,
         None,
         &NoProgress,
@@ -1768,4 +2229,462 @@ fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
 
     let (ok, out, _) = stack("b", &["logout", &registry.host], None);
     assert!(ok && out.contains("Removing login credentials"), "{out}");
+}
+
+// ---- credential helpers and Docker's own config ----------------------------
+
+/// Runs the `stack` binary with `--root root`, the environment changes in
+/// `env` (a `None` value removes the variable) and `stdin`; returns success,
+/// stdout and stderr.
+fn stack_cli(
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, Option<&std::ffi::OsStr>)],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A credential helper in the docker-credential-helpers protocol that keeps
+/// each server's credentials as a file under `<dir>/<name>-store/`, and
+/// notes every call in `<dir>/<name>.log` (`VERB SERVER`).
+fn write_helper(dir: &Path, name: &str) -> PathBuf {
+    let script = format!(
+        r#"#!/bin/sh
+store="{dir}/{name}-store"
+log="{dir}/{name}.log"
+mkdir -p "$store"
+input=$(cat)
+file_of() {{ printf '%s' "$1" | tr '/:' '__'; }}
+case "$1" in
+store)
+    url=$(printf '%s' "$input" | sed -n 's/.*"ServerURL":"\([^"]*\)".*/\1/p')
+    echo "store $url" >> "$log"
+    printf '%s' "$input" > "$store/$(file_of "$url")"
+    ;;
+get)
+    echo "get $input" >> "$log"
+    if [ -f "$store/$(file_of "$input")" ]; then
+        cat "$store/$(file_of "$input")"
+    else
+        echo "credentials not found in native keychain"
+        exit 1
+    fi
+    ;;
+erase)
+    echo "erase $input" >> "$log"
+    if [ -f "$store/$(file_of "$input")" ]; then
+        rm "$store/$(file_of "$input")"
+    else
+        echo "credentials not found in native keychain"
+        exit 1
+    fi
+    ;;
+*)
+    echo "unknown action: $1"
+    exit 1
+    ;;
+esac
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn helper_log(dir: &Path, name: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `credHelpers` names the helper of our registry and `credsStore` another
+/// one for the rest: login stores through ours (our file keeps no secret),
+/// pull gets from it, logout erases from it; the other is never asked.
+#[test]
+fn the_cli_keeps_credentials_in_a_credential_helper() {
+    let registry = Registry::start(Access::Htpasswd);
+    push_busybox(&registry, "busybox", Some(&format!("{USER}:{PASSWORD}")));
+    let dir = tempfile::tempdir().unwrap();
+    let helpers = dir.path().join("helpers");
+    fs::create_dir_all(&helpers).unwrap();
+    write_helper(&helpers, "teststore");
+    write_helper(&helpers, "other");
+    let config_dir = dir.path().join("config");
+    fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("config.json");
+    fs::write(
+        &config,
+        json!({"credsStore": "other", "credHelpers": {registry.host.as_str(): "teststore"}})
+            .to_string(),
+    )
+    .unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(helpers.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let no_docker = dir.path().join("no-docker");
+    let env = [
+        ("PATH", Some(path.as_os_str())),
+        ("STACK_CONFIG", Some(config_dir.as_os_str())),
+        ("DOCKER_CONFIG", Some(no_docker.as_os_str())),
+    ];
+    let root = dir.path().join("root");
+    let image = format!("{}/busybox:latest", registry.host);
+
+    let (ok, _, err) = stack_cli(&root, &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
+    assert_eq!(
+        helper_log(&helpers, "teststore"),
+        [format!("get {}", registry.host)]
+    );
+
+    let (ok, out, err) = stack_cli(
+        &root,
+        &["login", "-u", USER, "--password-stdin", &registry.host],
+        &env,
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(ok && out.contains("Login Succeeded"), "{out}{err}");
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("store {}", registry.host)
+    );
+    let saved = fs::read_to_string(&config).unwrap();
+    assert!(!saved.contains(PASSWORD), "no secret in our file: {saved}");
+    let saved: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["auths"][registry.host.as_str()], json!({}));
+    assert_eq!(
+        saved["credHelpers"][registry.host.as_str()],
+        json!("teststore")
+    );
+    assert_eq!(
+        fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (ok, out, err) = stack_cli(&root, &["pull", &image], &env, None);
+    assert!(ok, "pull with the helper's credentials: {out}{err}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("get {}", registry.host)
+    );
+
+    let (ok, out, err) = stack_cli(&root, &["logout", &registry.host], &env, None);
+    assert!(
+        ok && out.contains("Removing login credentials"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        helper_log(&helpers, "teststore").last().unwrap(),
+        &format!("erase {}", registry.host)
+    );
+    assert_eq!(
+        fs::read_dir(helpers.join("teststore-store"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let saved: Value = serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(saved["auths"], json!({}));
+    let (ok, out, _) = stack_cli(&root, &["logout", &registry.host], &env, None);
+    assert!(ok && out.contains("Not logged in"), "{out}");
+
+    let (ok, _, err) = stack_cli(&dir.path().join("again"), &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
+    assert!(
+        helper_log(&helpers, "other").is_empty(),
+        "credsStore is only for registries without their own helper"
+    );
+}
+
+/// With no `DOCKER_CONFIG`, Docker's own `~/.docker/config.json` is read:
+/// its `auths` entry logs the pull in.
+#[test]
+fn the_cli_uses_credentials_from_docker_s_own_config() {
+    let registry = Registry::start(Access::Htpasswd);
+    push_busybox(&registry, "busybox", Some(&format!("{USER}:{PASSWORD}")));
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    fs::write(
+        home.join(".docker/config.json"),
+        json!({"auths": {registry.host.as_str(): {"auth": STANDARD.encode(format!("{USER}:{PASSWORD}"))}}})
+            .to_string(),
+    )
+    .unwrap();
+    let empty = dir.path().join("stack-config");
+    let image = format!("{}/busybox:latest", registry.host);
+    let env = [
+        ("HOME", Some(home.as_os_str())),
+        ("DOCKER_CONFIG", None),
+        ("STACK_CONFIG", Some(empty.as_os_str())),
+    ];
+    let (ok, out, err) = stack_cli(&dir.path().join("root"), &["pull", &image], &env, None);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+
+    // Without it, the same pull is refused.
+    let nobody = dir.path().join("nobody");
+    let env = [
+        ("HOME", Some(nobody.as_os_str())),
+        ("DOCKER_CONFIG", None),
+        ("STACK_CONFIG", Some(empty.as_os_str())),
+    ];
+    let (ok, _, err) = stack_cli(&dir.path().join("root2"), &["pull", &image], &env, None);
+    assert!(!ok && err.contains("log in first"), "{err}");
+}
+
+// ---- search ------------------------------------------------------------------
+
+/// A stand-in for Docker Hub's index on a local port: answers
+/// `GET /v1/search?q=TERM&n=N` with a fixed set of results in the Hub's JSON
+/// format (the first N), and notes each request line.
+struct Index {
+    url: String,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Index {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                seen.lock().unwrap().push(line.clone());
+                let target = line.split(' ').nth(1).unwrap_or_default();
+                let (status, body) = match target.split_once('?') {
+                    Some(("/v1/search", query)) => {
+                        let n: usize = url_pairs(query)
+                            .into_iter()
+                            .find(|(k, _)| k == "n")
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(25);
+                        let results: Vec<Value> = hub_results().into_iter().take(n).collect();
+                        let body = json!({"num_pages": 1, "num_results": results.len(),
+                            "page_size": n, "query": "busy", "results": results});
+                        ("200 OK", body.to_string())
+                    }
+                    _ => ("404 Not Found", "{}".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, requests }
+    }
+
+    fn last_request(&self) -> String {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn hub_results() -> Vec<Value> {
+    vec![
+        json!({"name": "busybox", "description": "Busybox base image.", "star_count": 3400,
+            "is_official": true, "is_automated": false}),
+        json!({"name": "progrium/busybox",
+            "description": "A description that goes on and on, well past forty-five columns",
+            "star_count": 72, "is_official": false, "is_automated": true}),
+        json!({"name": "radial/busyboxplus",
+            "description": "Full-chain, Internet enabled,\nbusybox made from scratch.",
+            "star_count": 55, "is_official": false, "is_automated": true}),
+        json!({"name": "yauritux/busybox-curl", "description": null, "star_count": 3,
+            "is_official": false, "is_automated": false}),
+    ]
+}
+
+/// The cells of each row of a Docker-style table (columns three spaces apart).
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|line| {
+            line.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// `stack search` asks Docker Hub's search API (here a local server in its
+/// format, named by `STACK_INDEX_SERVER` or `--index-server`) and prints
+/// Docker's columns, with `--limit`, `--filter` and `--no-trunc`.
+#[test]
+fn search_asks_the_docker_hub_index_and_prints_docker_s_columns() {
+    let index = Index::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let env = [("STACK_INDEX_SERVER", Some(std::ffi::OsStr::new(&index.url)))];
+    let search = |args: &[&str]| {
+        let mut all = vec!["search"];
+        all.extend(args);
+        let (ok, out, err) = stack_cli(&root, &all, &env, None);
+        assert!(ok, "stack {all:?}: {err}");
+        table_rows(&out)
+    };
+
+    let rows = search(&["busy"]);
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=25 HTTP/1.1");
+    assert_eq!(rows[0], ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]);
+    assert_eq!(rows[1], ["busybox", "Busybox base image.", "3400", "[OK]"]);
+    assert_eq!(
+        rows[2],
+        [
+            "progrium/busybox",
+            "A description that goes on and on, well past…",
+            "72"
+        ]
+    );
+    assert_eq!(
+        rows[3],
+        [
+            "radial/busyboxplus",
+            "Full-chain, Internet enabled, busybox made f…",
+            "55"
+        ]
+    );
+    assert_eq!(rows[4], ["yauritux/busybox-curl", "3"]);
+    assert_eq!(rows.len(), 5);
+
+    let rows = search(&["busy", "--limit", "2"]);
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=2 HTTP/1.1");
+    assert_eq!(rows.len(), 3);
+
+    let names = |rows: Vec<Vec<String>>| -> Vec<String> {
+        rows.into_iter().skip(1).map(|r| r[0].clone()).collect()
+    };
+    assert_eq!(
+        names(search(&["busy", "--filter", "stars=60"])),
+        ["busybox", "progrium/busybox"]
+    );
+    assert_eq!(
+        names(search(&["busy", "-f", "is-official=true"])),
+        ["busybox"]
+    );
+    assert_eq!(
+        names(search(&[
+            "busy",
+            "-f",
+            "is-official=false",
+            "-f",
+            "stars=10"
+        ])),
+        ["progrium/busybox", "radial/busyboxplus"]
+    );
+
+    let rows = search(&["busy", "--no-trunc"]);
+    assert_eq!(
+        rows[2][1],
+        "A description that goes on and on, well past forty-five columns"
+    );
+
+    // The flag instead of the variable, and Docker Hub named in the term.
+    let (ok, out, err) = stack_cli(
+        &root,
+        &["search", "--index-server", &index.url, "docker.io/busy"],
+        &[("STACK_INDEX_SERVER", None)],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(index.last_request(), "GET /v1/search?q=busy&n=25 HTTP/1.1");
+    assert_eq!(table_rows(&out).len(), 5);
+
+    for (args, message) in [
+        (
+            &["search", "busy", "--limit", "0"][..],
+            "limit 0 is outside the range of [1, 100]",
+        ),
+        (
+            &["search", "busy", "--limit", "101"][..],
+            "limit 101 is outside the range of [1, 100]",
+        ),
+        (
+            &["search", "busy", "-f", "stars=lots"][..],
+            "invalid filter 'stars=lots'",
+        ),
+        (
+            &["search", "busy", "-f", "color=red"][..],
+            "invalid filter 'color=red'",
+        ),
+    ] {
+        let (ok, _, err) = stack_cli(&root, args, &env, None);
+        assert!(!ok && err.contains(message), "{args:?}: {err}");
+    }
+}
+
+/// Another registry's search lists its catalog (`/v2/_catalog`) entries that
+/// contain the term, never asking Docker Hub's index.
+#[test]
+fn search_on_another_registry_lists_its_catalog() {
+    let registry = Registry::start(Access::Open);
+    push_busybox(&registry, "tools/busybox", None);
+    push_busybox(&registry, "apps/web", None);
+    let index = Index::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("STACK_INDEX_SERVER", Some(std::ffi::OsStr::new(&index.url)))];
+    let (ok, out, err) = stack_cli(
+        &dir.path().join("root"),
+        &["search", &format!("{}/busy", registry.host)],
+        &env,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        table_rows(&out),
+        [
+            vec!["NAME".to_string()],
+            vec![format!("{}/tools/busybox", registry.host)]
+        ]
+    );
+    assert!(index.requests.lock().unwrap().is_empty());
 }

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use rustix::io::Errno;
 use thiserror::Error;
 
+use crate::image::digest::{Digest, HashingReader};
+
 pub use diff::{DiffStats, diff, tar_dir};
 pub use unpack::{UnpackOptions, UnpackStats, Whiteouts, unpack};
 
@@ -127,6 +129,48 @@ impl<R: Read> fmt::Debug for Decompressor<R> {
 /// Wraps `reader` in a [`Decompressor`] for whatever compression it has.
 pub fn decompress<R: Read>(reader: R) -> io::Result<Decompressor<R>> {
     Decompressor::new(reader)
+}
+
+/// What [`measure`] found out about a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    /// sha256 of the uncompressed tar stream: the layer's `diff_id`.
+    pub diff_id: Digest,
+    /// Uncompressed bytes, including the tar trailer and padding.
+    pub size: u64,
+    /// Bytes of content, counted as [`UnpackStats::content_size`] counts them.
+    pub content_size: u64,
+}
+
+/// Reads a layer (plain, gzip or zstd) through without unpacking it: its diff
+/// id, and its sizes as [`unpack`] would report them.
+pub fn measure(reader: impl Read) -> Result<Measured, LayerError> {
+    let stream =
+        HashingReader::new(Decompressor::new(reader).map_err(LayerError::StartDecompress)?);
+    let mut archive = tar::Archive::new(stream);
+    let mut content_size: u64 = 0;
+    let mut last = String::new();
+    let read_error = |after: &str, source| LayerError::ReadStream {
+        after: after.to_string(),
+        source,
+    };
+    for entry in archive.entries().map_err(|e| read_error(&last, e))? {
+        let entry = entry.map_err(|e| read_error(&last, e))?;
+        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue;
+        }
+        content_size = content_size.saturating_add(entry.size());
+        last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    }
+    // As in `unpack`: the diff id covers the stream to its end, padding included.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(&last, e))?;
+    let (diff_id, size) = rest.finish();
+    Ok(Measured {
+        diff_id,
+        size,
+        content_size,
+    })
 }
 
 /// The compression of the blob stored at `path`, from its first bytes.

@@ -90,6 +90,9 @@ pub struct UnpackStats {
     pub diff_id: Digest,
     /// Uncompressed bytes, including the tar trailer and padding.
     pub size: u64,
+    /// Bytes of content: the sum of the sizes the entries declare. Docker
+    /// reports this as the layer's size (moby `archive.UnpackLayer`).
+    pub content_size: u64,
     /// Tar entries read (extension headers such as PAX and GNU long names
     /// are part of the entry they describe).
     pub entries: u64,
@@ -167,6 +170,7 @@ pub fn unpack(
     Ok(UnpackStats {
         diff_id,
         size,
+        content_size: unpacker.declared,
         entries: unpacker.entries,
         skipped_xattrs: unpacker.skipped_xattrs,
     })
@@ -932,6 +936,16 @@ fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<Vec<u8>
     }
 }
 
+/// A numeric header field of only NULs and spaces is 0 to Go's archive/tar
+/// (`parseNumeric`), which wrote and reads most layers; the tar crate refuses
+/// it. Any other field is taken as the tar crate parsed it.
+fn blank_is_zero(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Err(_) if field.iter().all(|b| matches!(b, 0 | b' ')) => Ok(0),
+        other => other,
+    }
+}
+
 /// Owner, mode, mtime and xattrs from the header and its PAX records.
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, LayerError> {
     let header_error = |field: &'static str| {
@@ -947,13 +961,16 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta,
         source: io::Error::new(io::ErrorKind::InvalidData, "value out of range"),
     };
     let header = entry.header();
-    let mode = header.mode().map_err(header_error("mode"))? & 0o7777;
+    let raw = header.as_old();
+    let mode =
+        blank_is_zero(&raw.mode, header.mode().map(u64::from)).map_err(header_error("mode"))?;
+    let mode = u32::try_from(mode & 0o7777).map_err(|_| out_of_range("mode"))?;
     // The tar crate already applied PAX `uid`/`gid` to the header.
-    let uid = header.uid().map_err(header_error("uid"))?;
+    let uid = blank_is_zero(&raw.uid, header.uid()).map_err(header_error("uid"))?;
     let uid = u32::try_from(uid).map_err(|_| out_of_range("uid"))?;
-    let gid = header.gid().map_err(header_error("gid"))?;
+    let gid = blank_is_zero(&raw.gid, header.gid()).map_err(header_error("gid"))?;
     let gid = u32::try_from(gid).map_err(|_| out_of_range("gid"))?;
-    let mtime = header.mtime().map_err(header_error("mtime"))?;
+    let mtime = blank_is_zero(&raw.mtime, header.mtime()).map_err(header_error("mtime"))?;
     let mut mtime = Timespec {
         tv_sec: i64::try_from(mtime).map_err(|_| out_of_range("mtime"))?,
         tv_nsec: 0,
@@ -1105,6 +1122,15 @@ mod tests {
         for bad in ["", "x", "1.x", ".5", "1e3", "--1", "99999999999999999999"] {
             assert_eq!(parsed(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn blank_numeric_fields_are_zero_like_go_reads_them() {
+        let refused = || Err(io::Error::other("not a number"));
+        assert_eq!(blank_is_zero(&[0; 8], refused()).unwrap(), 0);
+        assert_eq!(blank_is_zero(b"       \0", refused()).unwrap(), 0);
+        assert!(blank_is_zero(b"12x4567\0", refused()).is_err());
+        assert_eq!(blank_is_zero(b"0000017\0", Ok(15)).unwrap(), 15);
     }
 
     #[test]

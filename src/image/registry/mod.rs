@@ -53,6 +53,7 @@ use super::catalog::CatalogError;
 use super::digest::Digest;
 use super::oci;
 use super::reference::{DEFAULT_DOMAIN, Reference};
+use super::snapshot::SnapshotError;
 use super::store::{BlobStore, StoreError};
 
 /// Installs ring as rustls' process-wide crypto provider. reqwest is built
@@ -81,6 +82,9 @@ const MAX_ATTEMPTS: u32 = 5;
 /// Docker Hub's API endpoint for the `docker.io` domain.
 const DOCKER_HUB_ENDPOINT: &str = "https://registry-1.docker.io";
 
+/// Docker Hub's index, which serves the search API (`/v1/search`).
+pub const DOCKER_INDEX_SERVER: &str = "https://index.docker.io";
+
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -101,6 +105,9 @@ pub struct RegistryOptions {
     /// Entries asked for per page of tag and repository listings (`n`);
     /// the registry may send fewer, and `Link` headers lead to the rest.
     pub page_size: usize,
+    /// Where Docker Hub's search API is (`scheme://host[:port]`, default
+    /// [`DOCKER_INDEX_SERVER`]).
+    pub index_server: String,
 }
 
 impl Default for RegistryOptions {
@@ -112,6 +119,7 @@ impl Default for RegistryOptions {
             chunk_size: 8 << 20,
             parallel: 4,
             page_size: 100,
+            index_server: DOCKER_INDEX_SERVER.to_string(),
         }
     }
 }
@@ -315,6 +323,17 @@ pub enum RegistryError {
         #[source]
         source: StoreError,
     },
+    /// A layer could not be unpacked, or is not the layer the config names.
+    #[error("{operation}: cannot unpack layer {blob}")]
+    Unpack {
+        /// What failed.
+        operation: Operation,
+        /// The layer blob.
+        blob: Digest,
+        /// Why (boxed: unpack errors are large, and rare).
+        #[source]
+        source: Box<SnapshotError>,
+    },
     /// The local catalog failed.
     #[error("{operation}: image catalog")]
     Catalog {
@@ -401,6 +420,19 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A credential helper could not be run, or failed.
+    #[error("credential helper {program} {verb} for {registry} failed")]
+    CredentialHelper {
+        /// The helper program (`docker-credential-<name>`).
+        program: String,
+        /// What it was asked to do: `get`, `store` or `erase`.
+        verb: &'static str,
+        /// The server URL it was asked about.
+        registry: String,
+        /// Why: the helper's own message when it ran and failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A background task died.
     #[error("{operation}: a transfer task failed")]
     Task {
@@ -457,6 +489,21 @@ impl Repository {
     fn url(&self, rest: &str) -> String {
         format!("{}/v2/{}/{rest}", self.endpoint.base, self.path)
     }
+}
+
+/// One repository found by [`RegistryClient::search`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchResult {
+    /// The repository (`busybox`, `user/app`).
+    pub name: String,
+    /// What its owner says it is.
+    pub description: String,
+    /// Its stars.
+    pub star_count: u64,
+    /// A Docker official image.
+    pub is_official: bool,
+    /// Built automatically from a source repository (a retired Hub feature).
+    pub is_automated: bool,
 }
 
 /// A manifest or index as received.
@@ -578,17 +625,19 @@ impl RegistryClient {
         }
     }
 
-    fn mirror_endpoint(&self, mirror: &str) -> Endpoint {
-        let mirror = mirror.trim_end_matches('/');
-        if mirror.starts_with("http://") || mirror.starts_with("https://") {
-            let host = mirror.split_once("://").map_or(mirror, |(_, h)| h);
+    /// The endpoint a configured URL (a mirror, the index server) names; a
+    /// bare host gets the scheme its registry would.
+    fn endpoint_at(&self, location: &str) -> Endpoint {
+        let location = location.trim_end_matches('/');
+        if location.starts_with("http://") || location.starts_with("https://") {
+            let host = location.split_once("://").map_or(location, |(_, h)| h);
             let host = host.split('/').next().unwrap_or(host);
             Endpoint {
-                base: mirror.to_string(),
+                base: location.to_string(),
                 host: host.to_string(),
             }
         } else {
-            self.endpoint(mirror)
+            self.endpoint(location)
         }
     }
 
@@ -607,13 +656,27 @@ impl RegistryClient {
         if reference.domain() == DEFAULT_DOMAIN {
             for mirror in &self.options.mirrors {
                 out.push(Repository {
-                    endpoint: self.mirror_endpoint(mirror),
+                    endpoint: self.endpoint_at(mirror),
                     path: reference.path().to_string(),
                 });
             }
         }
         out.push(self.repository(reference));
         out
+    }
+
+    /// The stored credentials for a registry host; its credential helper,
+    /// when one must be asked, runs on a blocking thread.
+    async fn stored_credentials(&self, host: &str) -> Option<Credentials> {
+        let auth = &self.options.auth;
+        if !auth.needs_helper(host) {
+            return auth.credentials(host);
+        }
+        let (auth, host) = (auth.clone(), host.to_string());
+        tokio::task::spawn_blocking(move || auth.credentials(&host))
+            .await
+            .ok()
+            .flatten()
     }
 
     fn cached_challenge(&self, endpoint: &Endpoint) -> Option<Challenge> {
@@ -637,7 +700,14 @@ impl RegistryClient {
         credentials: Option<&Credentials>,
         operation: &Operation,
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        let credentials = credentials.or_else(|| self.options.auth.credentials(&endpoint.host));
+        let stored;
+        let credentials = match credentials {
+            Some(c) => Some(c),
+            None => {
+                stored = self.stored_credentials(&endpoint.host).await;
+                stored.as_ref()
+            }
+        };
         match self.cached_challenge(endpoint) {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(credentials.map(basic_header)),
@@ -822,7 +892,7 @@ impl RegistryClient {
                     .and_then(parse_challenge);
                 if let Some(found) = parsed {
                     let has_credentials = credentials.is_some()
-                        || self.options.auth.credentials(&endpoint.host).is_some();
+                        || self.stored_credentials(&endpoint.host).await.is_some();
                     let useful = matches!(found, Challenge::Bearer { .. }) || has_credentials;
                     let mut state = self.lock_state();
                     // A 401 with a token in hand means the token no longer
@@ -866,7 +936,7 @@ impl RegistryClient {
                 status,
                 code,
                 message,
-                has_credentials: self.options.auth.credentials(&endpoint.host).is_some(),
+                has_credentials: self.stored_credentials(&endpoint.host).await.is_some(),
             }
         } else {
             RegistryError::Status {
@@ -1138,6 +1208,63 @@ impl RegistryClient {
             out.extend(repos.repositories.unwrap_or_default());
         }
         Ok(out)
+    }
+
+    /// Docker Hub's search (`GET /v1/search?q=TERM&n=LIMIT` on
+    /// [`RegistryOptions::index_server`]): at most `limit` repositories
+    /// matching `term`, as the index ranks them.
+    pub async fn search(
+        &self,
+        term: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, RegistryError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            results: Option<Vec<RawResult>>,
+        }
+        #[derive(Deserialize)]
+        struct RawResult {
+            name: String,
+            #[serde(default)]
+            description: Option<String>,
+            #[serde(default)]
+            star_count: Option<u64>,
+            #[serde(default)]
+            is_official: Option<bool>,
+            #[serde(default)]
+            is_automated: Option<bool>,
+        }
+        let endpoint = self.endpoint_at(&self.options.index_server);
+        let operation = Operation::new("search", &endpoint.host);
+        let url = format!("{}/v1/search", endpoint.base);
+        let n = limit.to_string();
+        let response = self
+            .send(&endpoint, &[], &operation, true, &|c| {
+                c.get(&url).query(&[("q", term), ("n", n.as_str())])
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&endpoint, &operation, response).await);
+        }
+        let body = read_limited(response, 16 << 20, &operation, &endpoint.base).await?;
+        let page: Page = serde_json::from_slice(&body).map_err(|source| RegistryError::Parse {
+            operation: operation.clone(),
+            what: "search results",
+            source,
+        })?;
+        Ok(page
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| SearchResult {
+                name: r.name,
+                description: r.description.unwrap_or_default(),
+                star_count: r.star_count.unwrap_or(0),
+                is_official: r.is_official.unwrap_or(false),
+                is_automated: r.is_automated.unwrap_or(false),
+            })
+            .collect())
     }
 
     /// The bodies of a paginated listing, first page at `url`.
