@@ -25,21 +25,8 @@ use crate::spec::mount::{MountSpec, parse_tmpfs};
 use crate::spec::size::parse_human_size;
 use crate::spec::ulimit::Ulimit;
 
-/// Where the runtime keeps shim sockets for a state root: `/run/stack` for
-/// the default root, `<root>/run` for any other, so instances never meet.
-pub fn run_dir(root: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("STACK_RUN_DIR") {
-        return PathBuf::from(dir);
-    }
-    if root == Path::new("/var/lib/stack") {
-        PathBuf::from("/run/stack")
-    } else {
-        root.join("run")
-    }
-}
-
 fn open(root: &Path) -> miette::Result<Containers> {
-    Containers::open(root, &run_dir(root)).into_diagnostic()
+    Containers::open(root, &crate::runtime::default_run_dir(root)).into_diagnostic()
 }
 
 /// The options of `run` and `create`.
@@ -1333,5 +1320,87 @@ pub fn stats(root: &Path, args: &StatsArgs) -> miette::Result<i32> {
             rows
         )
     );
+    Ok(0)
+}
+
+/// `stack export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file instead of stdout
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// The container
+    container: String,
+}
+
+/// `stack export`: the container's file system as a tar archive.
+pub fn export(root: &Path, args: &ExportArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    match &args.output {
+        Some(path) => {
+            let mut file = std::fs::File::create(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create {}", path.display()))?;
+            c.export(&id, &mut file).into_diagnostic()?;
+            file.sync_all().into_diagnostic()?;
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                return Err(miette!(
+                    "refusing to write a tar archive to a terminal: use -o FILE or redirect the output"
+                ));
+            }
+            c.export(&id, &mut io::stdout().lock()).into_diagnostic()?;
+        }
+    }
+    Ok(0)
+}
+
+/// `stack commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, …)
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long = "message")]
+    message: Option<String>,
+    /// Author
+    #[arg(short = 'a', long = "author")]
+    author: Option<String>,
+    /// Pause the container while committing (default true)
+    #[arg(short = 'p', long = "pause", default_value_t = true, action = clap::ArgAction::Set)]
+    pause: bool,
+    /// The container
+    container: String,
+    /// The new image's name
+    reference: Option<String>,
+}
+
+/// `stack commit`: prints the new image id.
+pub fn commit(root: &Path, args: &CommitArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let changes = args
+        .changes
+        .iter()
+        .map(|s| s.parse::<crate::image::changes::Change>())
+        .collect::<Result<Vec<_>, _>>()
+        .into_diagnostic()?;
+    let reference = args
+        .reference
+        .as_deref()
+        .map(str::parse::<crate::image::reference::Reference>)
+        .transpose()
+        .into_diagnostic()?;
+    let paused = args.pause
+        && c.runtime.state(&id).is_ok_and(|s| s.status == Status::Running)
+        && c.runtime.pause(&id).is_ok();
+    let result = c.commit(&id, reference.as_ref(), &changes, args.message.as_deref(), args.author.as_deref());
+    if paused {
+        let _ = c.runtime.resume(&id);
+    }
+    println!("{}", result.into_diagnostic()?);
     Ok(0)
 }

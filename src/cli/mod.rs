@@ -161,6 +161,10 @@ enum Command {
     Rename(containers::RenameArgs),
     /// Show containers' resource usage
     Stats(containers::StatsArgs),
+    /// Write a container's file system as a tar archive
+    Export(containers::ExportArgs),
+    /// Make an image from a container's changes
+    Commit(containers::CommitArgs),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -267,6 +271,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Unpause(args) => Ok(containers::pause(&root, &args, false)?),
         Command::Rename(args) => Ok(containers::rename(&root, &args)?),
         Command::Stats(args) => Ok(containers::stats(&root, &args)?),
+        Command::Export(args) => Ok(containers::export(&root, &args)?),
+        Command::Commit(args) => Ok(containers::commit(&root, &args)?),
         Command::Validate { project, strict } => {
             let loaded = spec::load(&load_options(&project)?)?;
             print_warnings(&loaded.warnings);

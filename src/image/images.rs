@@ -572,6 +572,82 @@ impl Images {
         Ok(id)
     }
 
+    /// `stack commit`: a new image made of `parent` plus one layer holding the
+    /// changes in a container's writable layer `upper` (overlay form:
+    /// whiteouts and opaque directories become the tar's `.wh.` entries).
+    pub fn commit(
+        &self,
+        parent: &Digest,
+        upper: &Path,
+        reference: Option<&Reference>,
+        commit: &CommitOptions<'_>,
+    ) -> Result<Digest, ImageError> {
+        let base = self.catalog.get(parent)?;
+        let mut config = self.config(parent)?;
+        let temp = self.blobs.tmp_dir().join(temp_name("commit"));
+        let file = std::fs::File::create(&temp).map_err(|source| ImageError::Read {
+            path: temp.clone(),
+            source,
+        })?;
+        let written = layer::diff(upper, std::io::BufWriter::new(file));
+        let stored = written.map_err(ImageError::from).and_then(|_| {
+            let file = std::fs::File::open(&temp).map_err(|source| ImageError::Read {
+                path: temp.clone(),
+                source,
+            })?;
+            Ok(self.blobs.put(BufReader::new(file), None, None)?)
+        });
+        let _ = std::fs::remove_file(&temp);
+        let (blob, size) = stored?;
+        let measured = layer::measure(BufReader::new(self.blobs.open_verified(&blob)?))?;
+        let diff_id = measured.diff_id.clone();
+        self.catalog.put_diff(
+            &diff_id,
+            DiffRecord {
+                size: measured.content_size,
+            },
+        )?;
+        let created = now_rfc3339();
+        config.created = Some(created.clone());
+        if let Some(author) = commit.author {
+            config.author = Some(author.to_string());
+        }
+        config.rootfs.diff_ids.push(diff_id.clone());
+        config.history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(commit.created_by.to_string()),
+            author: commit.author.map(str::to_string),
+            comment: commit.message.map(str::to_string),
+            ..History::default()
+        });
+        apply_changes(&mut config, commit.changes);
+        let config_bytes = serde_json::to_vec(&config).map_err(|source| ImageError::Config {
+            id: parent.clone(),
+            source,
+        })?;
+        let id = self.blobs.put_bytes(&config_bytes)?;
+        let mut layers = base.layers.clone();
+        layers.push(LayerRecord {
+            blob,
+            media_type: oci::MEDIA_OCI_LAYER.to_string(),
+            size,
+            diff_id,
+        });
+        let record = ImageRecord {
+            id: id.clone(),
+            manifest: None,
+            size: layers.iter().map(|l| l.size).sum(),
+            layers,
+            created: Some(created),
+            repo_digests: BTreeSet::new(),
+        };
+        self.catalog.put(&record)?;
+        if let Some(reference) = reference {
+            self.catalog.tag(reference, &id)?;
+        }
+        Ok(id)
+    }
+
     /// Unpacks an image's layers (if needed) and returns their directories,
     /// base first: the lower directories of a container's overlay. Records
     /// the size of each layer it unpacks.
@@ -646,6 +722,19 @@ impl Images {
             _ => layer.size,
         }
     }
+}
+
+/// What `commit` records besides the layer.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions<'a> {
+    /// `-c` changes.
+    pub changes: &'a [Change],
+    /// `-m`.
+    pub message: Option<&'a str>,
+    /// `-a`.
+    pub author: Option<&'a str>,
+    /// The history line (Docker records the container's command).
+    pub created_by: &'a str,
 }
 
 /// What `import` reads.

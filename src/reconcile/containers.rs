@@ -338,6 +338,51 @@ impl Containers {
         Ok(())
     }
 
+    /// `stack export`: the container's root file system as a tar stream.
+    pub fn export(&self, id: &str, out: &mut dyn std::io::Write) -> Result<(), ContainersError> {
+        self.runtime.read_rootfs(id, out, |dir, pipe| {
+            crate::image::layer::tar_dir(dir, std::io::BufWriter::new(pipe))
+                .map(|_| ())
+                .map_err(std::io::Error::other)
+        })?;
+        Ok(())
+    }
+
+    /// `stack commit`: a new image from the container's changes.
+    pub fn commit(
+        &self,
+        id: &str,
+        reference: Option<&crate::image::reference::Reference>,
+        changes: &[crate::image::changes::Change],
+        message: Option<&str>,
+        author: Option<&str>,
+    ) -> Result<crate::image::digest::Digest, ContainersError> {
+        let record = self.runtime.record(id)?;
+        let spec = self.runtime.spec(id)?;
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default()
+            .join(" ");
+        let parent: crate::image::digest::Digest = record
+            .image_id
+            .parse()
+            .map_err(|_| ContainersError::Reference(format!("bad image id {}", record.image_id)))?;
+        let created_by = format!("/bin/sh -c #(nop) {args}");
+        Ok(self.images.commit(
+            &parent,
+            &record.rootfs.upper,
+            reference,
+            &crate::image::images::CommitOptions {
+                changes,
+                message,
+                author,
+                created_by: &created_by,
+            },
+        )?)
+    }
+
     /// Docker-shaped `inspect` output for a container.
     pub fn inspect(&self, id: &str) -> Result<Value, ContainersError> {
         let record = self.runtime.record(id)?;
@@ -441,7 +486,7 @@ impl ContainerUsage {
     /// The containers of a state root, read once.
     pub fn of(root: &Path) -> Result<Self, ContainersError> {
         let exe = std::env::current_exe().map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
-        let runtime = Runtime::open(root, &root.join("run"), exe)?;
+        let runtime = Runtime::open(root, &crate::runtime::default_run_dir(root), exe)?;
         let users = runtime
             .list()?
             .into_iter()

@@ -166,6 +166,20 @@ pub fn all_capabilities() -> oci_spec::runtime::Capabilities {
         .collect()
 }
 
+/// Where shim sockets live for a state root: `$STACK_RUN_DIR`, else
+/// `/run/stack` for the default root and `<root>/run` for any other, so
+/// instances with different roots never meet.
+pub fn default_run_dir(root: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("STACK_RUN_DIR") {
+        return PathBuf::from(dir);
+    }
+    if root == Path::new("/var/lib/stack") {
+        PathBuf::from("/run/stack")
+    } else {
+        root.join("run")
+    }
+}
+
 /// The runtime over one state root.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -573,6 +587,58 @@ impl Runtime {
             let _ = fs::remove_file(&claim);
         }
         fs::remove_dir_all(bundle.dir()).map_err(io_err("remove", bundle.dir()))
+    }
+
+    /// Mounts the container's root (image layers under its writable layer) in
+    /// a forked child's private mount namespace and runs `read` there with
+    /// the mounted directory and the write end of a pipe whose other end is
+    /// copied to `out`. The host never sees the mount. The caller must be
+    /// single-threaded (it forks).
+    pub fn read_rootfs(
+        &self,
+        id: &str,
+        out: &mut dyn io::Write,
+        read: impl FnOnce(&Path, fs::File) -> io::Result<()>,
+    ) -> Result<(), RuntimeError> {
+        let record = self.record(id)?;
+        let bundle = self.bundle(id);
+        let dir = bundle.rootfs_dir();
+        let (pipe_r, pipe_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io_err("create a pipe for", bundle.dir())(e.into()))?;
+        // SAFETY: the caller is single-threaded (this function's contract),
+        // so the child may use the standard library.
+        let forked = unsafe { crate::sys::fork() }.map_err(io_err("fork to read", bundle.dir()))?;
+        let Some(child) = forked else {
+            drop(pipe_r);
+            let result = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                .and_then(|()| {
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                })
+                .and_then(|()| rootfs::mount(&record.rootfs, &dir))
+                .and_then(|()| read(&dir, fs::File::from(pipe_w)));
+            crate::sys::exit_now(i32::from(result.is_err()))
+        };
+        drop(pipe_w);
+        let copied = io::copy(&mut fs::File::from(pipe_r), out);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+        let ok = matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0)));
+        copied.map_err(io_err("copy the root file system of", bundle.dir()))?;
+        if !ok {
+            return Err(RuntimeError::Io {
+                action: "read the root file system of",
+                path: bundle.dir().to_path_buf(),
+                source: io::Error::other("the reader failed"),
+            });
+        }
+        Ok(())
     }
 
     /// Renames a container.

@@ -499,3 +499,45 @@ fn names_are_unique_and_containers_are_listed() {
     host.ok(&["rm", "one"]);
     assert!(!host.ok(&["ps", "-a"]).contains("one"));
 }
+
+#[test]
+fn images_in_use_by_a_container_are_not_removed() {
+    let host = Host::new();
+    host.ok(&["create", "--name", "user", "bb", "true"]);
+    let out = host.stack(&["rmi", "bb"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is using its referenced image") || err.contains("in use"), "{err}");
+    // Forced: the name goes, the image and its layers stay for the container.
+    host.ok(&["rmi", "-f", "bb"]);
+    host.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(host.ok(&["start", "-a", "user"]), "");
+    assert_eq!(host.inspect("user")["State"]["ExitCode"], 0);
+}
+
+#[test]
+fn commit_and_export_carry_a_containers_changes() {
+    let host = Host::new();
+    host.ok(&["run", "--name", "changed", "bb", "sh", "-c", "echo data > /root/file; rm /bin/yes; mkdir /opt"]);
+    let id = host.ok(&["commit", "-c", "CMD [\"cat\", \"/root/file\"]", "-m", "snapshot", "changed", "snap:1"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    let out = host.stack(&["run", "--rm", "snap:1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "data\n");
+    let (code, _, _) = host.run(&[], &["ls", "/bin/yes"]);
+    assert_eq!(code, 0, "bb itself is unchanged");
+    let out = host.stack(&["run", "--rm", "snap:1", "ls", "/bin/yes"]);
+    assert_ne!(out.status.code(), Some(0), "the deletion is a whiteout in the new layer");
+    assert!(host.ok(&["history", "snap:1"]).contains("snapshot"));
+
+    let tar = host.dir.path().join("export.tar");
+    host.ok(&["export", "-o", tar.to_str().unwrap(), "changed"]);
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    for entry in archive.entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.iter().any(|n| n.trim_end_matches('/') == "root/file"), "{names:?}");
+    assert!(names.iter().any(|n| n.trim_end_matches('/') == "opt"));
+    assert!(!names.iter().any(|n| n == "bin/yes"));
+    assert!(names.iter().any(|n| n == "bin/busybox"));
+}
