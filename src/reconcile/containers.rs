@@ -159,7 +159,7 @@ impl Containers {
         if !data.exists() {
             fs::create_dir_all(&data).map_err(io_err("create the volume", &data))?;
             if seed {
-                fs::write(dir.join(".unseeded"), b"").map_err(io_err("create the volume", &dir))?;
+                fs::write(dir.join(crate::runtime::shim::UNSEEDED), b"").map_err(io_err("create the volume", &dir))?;
             }
         }
         Ok(data)

@@ -551,7 +551,7 @@ impl Runtime {
         let path = self.bundle(id).state();
         let mut st: ContainerState = state::read_json(&path).map_err(io_err("read", &path))?;
         st.status = status;
-        state::write_json(&path, &st).map_err(io_err("write", &path))
+        state::write_state(&path, &st).map_err(io_err("write", &path))
     }
 
     /// Resource usage of a running container.

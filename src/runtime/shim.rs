@@ -73,6 +73,8 @@ pub fn main(args: &[String]) -> i32 {
     };
     let _ = writeln!(&ready, "ok {}", shim.pid);
     drop(ready);
+    // Give back what setting up took (the spec, the seccomp program).
+    crate::sys::trim_heap();
     shim.serve();
     0
 }
@@ -89,7 +91,7 @@ fn record_failure(bundle: &Bundle, message: &str) -> io::Result<()> {
     st.shim_pid = 0;
     st.error = message.to_string();
     st.exit_code = 127;
-    state::write_json(&bundle.state(), &st)
+    state::write_state(&bundle.state(), &st)
 }
 
 /// A client connected to the attach socket.
@@ -284,6 +286,12 @@ impl Shim {
             };
             let (out_r, out_w) = pipe().map_err(|e| fail(&cgroup, io_err("stdout pipe", e)))?;
             let (err_r, err_w) = pipe().map_err(|e| fail(&cgroup, io_err("stderr pipe", e)))?;
+            // A larger pipe means fewer wake-ups of this loop for a chatty
+            // container (the default is 64 KiB); the limit for root is
+            // /proc/sys/fs/pipe-max-size, so a failure only keeps the default.
+            for fd in [&out_r, &err_r] {
+                let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
+            }
             (
                 [in_r, out_w, err_w],
                 Output::Pipes {
@@ -304,6 +312,8 @@ impl Shim {
         // real root for its trusted xattrs and whiteouts).
         mount_rootfs(&record, &spec, &bundle.rootfs_dir())
             .map_err(|e| fail(&cgroup, format!("cannot mount the root file system: {e}")))?;
+        seed_volumes(&spec, &bundle.rootfs_dir())
+            .map_err(|e| fail(&cgroup, format!("cannot seed a volume: {e}")))?;
         init::prepare_mount_points(&spec, &bundle.rootfs_dir())
             .map_err(|e| fail(&cgroup, format!("cannot create the mount points: {e}")))?;
         let new_netns = flags & libc::CLONE_NEWNET as u64 != 0;
@@ -383,7 +393,7 @@ impl Shim {
         st.exit_code = 0;
         st.oom_killed = false;
         st.start_count += 1;
-        state::write_json(&bundle.state(), &st)
+        state::write_state(&bundle.state(), &st)
             .map_err(|e| kill_child(format!("cannot record the state: {e}")))?;
 
         let mut clients = Vec::new();
@@ -414,7 +424,7 @@ impl Shim {
     /// The event loop, until the container has exited and its output is
     /// drained.
     fn serve(&mut self) {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         let mut exited: Option<i32> = None;
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -674,7 +684,7 @@ impl Shim {
         st.exit_code = code;
         st.oom_killed = oom;
         st.finished_at = Some(now_rfc3339());
-        let _ = state::write_json(&self.bundle.state(), &st);
+        let _ = state::write_state(&self.bundle.state(), &st);
         let payload = attach::exit_payload(code, oom);
         for c in &mut self.clients {
             c.send(Kind::Exit, &payload);
@@ -730,6 +740,64 @@ fn mount_rootfs(record: &ContainerRecord, spec: &Spec, target: &Path) -> io::Res
         }
     }
     super::rootfs::mount(&record.rootfs, target)
+}
+
+/// The marker a new volume carries until it has been filled with what the
+/// image has at its mount point (Docker copies an image's files into a new,
+/// empty volume).
+pub const UNSEEDED: &str = ".unseeded";
+
+/// Fills every new volume (a bind source `…/_data` whose parent holds the
+/// [`UNSEEDED`] marker) with the image's files at its mount point, once.
+fn seed_volumes(spec: &Spec, root: &Path) -> io::Result<()> {
+    for m in spec.mounts().iter().flatten() {
+        let Some(source) = m.source() else { continue };
+        let Some(volume) = source.parent() else { continue };
+        let marker = volume.join(UNSEEDED);
+        if !marker.exists() {
+            continue;
+        }
+        let rel: PathBuf = m
+            .destination()
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        let from = root.join(rel);
+        // Only a real directory of the image is copied, never through a
+        // symlink the image planted.
+        if fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) && fs::read_dir(source)?.next().is_none() {
+            copy_tree(&from, source)?;
+        }
+        fs::remove_file(&marker)?;
+    }
+    Ok(())
+}
+
+/// Copies a directory tree, keeping modes, owners and symlinks.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(from)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let meta = fs::symlink_metadata(&src)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `/proc/PID/{uid_map,setgroups,gid_map}` from the spec's mappings.

@@ -154,13 +154,28 @@ impl ContainerState {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically.
+/// Writes `value` as JSON to `path` atomically and durably (fsync before the
+/// rename): for what must survive a crash, the spec and the record.
 pub fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    write_json_with(path, value, true)
+}
+
+/// Writes `value` as JSON to `path` atomically but without waiting for the
+/// disk: for the shim's state updates, which describe processes that a crash
+/// of the host ends anyway (a torn or stale state reads as "exited").
+pub fn write_state(path: &Path, value: &ContainerState) -> io::Result<()> {
+    write_json_with(path, value, false)
+}
+
+fn write_json_with(path: &Path, value: &impl Serialize, durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
-    tmp.write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
+    tmp.write_all(&bytes)?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -541,3 +541,23 @@ fn commit_and_export_carry_a_containers_changes() {
     assert!(!names.iter().any(|n| n == "bin/yes"));
     assert!(names.iter().any(|n| n == "bin/busybox"));
 }
+
+#[test]
+fn named_volumes_are_seeded_from_the_image_and_outlive_containers() {
+    let host = Host::new();
+    // /etc of the image lands in the new volume, and what a container writes stays.
+    let (code, out, err) = host.run(&["-v", "conf:/etc"], &["sh", "-c", "cat /etc/group | head -1; echo kept > /etc/new"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "root:x:0:\n");
+    let (_, out, _) = host.run(&["-v", "conf:/etc"], &["cat", "/etc/new"]);
+    assert_eq!(out, "kept\n");
+    // A bind mount shows the host directory; read-only binds refuse writes.
+    let dir = host.dir.path().join("shared");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("hello"), "from the host\n").unwrap();
+    let bind = format!("{}:/data:ro", dir.display());
+    let (_, out, _) = host.run(&["-v", &bind], &["cat", "/data/hello"]);
+    assert_eq!(out, "from the host\n");
+    let (code, _, _) = host.run(&["-v", &bind], &["touch", "/data/x"]);
+    assert_ne!(code, 0);
+}
