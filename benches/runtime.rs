@@ -50,12 +50,16 @@ fn make_image(dir: &Path, root: &Path) {
     for d in ["bin", "etc", "tmp"] {
         fs::create_dir_all(rootfs.join(d)).expect("image dirs");
     }
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (apt-get install busybox-static)");
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("busybox (apt-get install busybox-static)");
     for applet in ["sh", "true", "sleep", "yes", "head", "cat"] {
         symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
-    ok(root, &["import", rootfs.to_str().expect("utf-8 path"), "bb:latest"]);
+    ok(
+        root,
+        &["import", rootfs.to_str().expect("utf-8 path"), "bb:latest"],
+    );
 }
 
 fn docker_available() -> bool {
@@ -99,7 +103,10 @@ fn bench_start(root: &Path, dir: &Path) {
         }
     }
     let m = median(&mut ours);
-    println!("start: stack run --rm bb true: median {:.1} ms over {ROUNDS} runs", m.as_secs_f64() * 1e3);
+    println!(
+        "start: stack run --rm bb true: median {:.1} ms over {ROUNDS} runs",
+        m.as_secs_f64() * 1e3
+    );
     if docker {
         let d = median(&mut theirs);
         println!(
@@ -124,7 +131,20 @@ fn bench_logs(root: &Path, dir: &Path) {
     for round in 0..5 {
         let name = format!("chatty{round}");
         let t = Instant::now();
-        ok(root, &["run", "-d", "--name", &name, "-v", &mount, "bb", "cat", "/data/log.txt"]);
+        ok(
+            root,
+            &[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "-v",
+                &mount,
+                "bb",
+                "cat",
+                "/data/log.txt",
+            ],
+        );
         ok(root, &["wait", &name]);
         let elapsed = t.elapsed();
         rates.push(BYTES as f64 / elapsed.as_secs_f64() / 1e6);
@@ -155,11 +175,13 @@ fn bench_memory(root: &Path) {
     std::thread::sleep(Duration::from_millis(300));
     let mut pss = Vec::new();
     for name in &names {
-        let inspect: serde_json::Value = serde_json::from_str(&ok(root, &["inspect", name])).expect("json");
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(root, &["inspect", name])).expect("json");
         let id = inspect[0]["Id"].as_str().expect("id").to_string();
-        let state: serde_json::Value =
-            serde_json::from_slice(&fs::read(root.join("containers").join(&id).join("state.json")).expect("state"))
-                .expect("state json");
+        let state: serde_json::Value = serde_json::from_slice(
+            &fs::read(root.join("containers").join(&id).join("state.json")).expect("state"),
+        )
+        .expect("state json");
         let shim = state["shim_pid"].as_i64().expect("shim pid").to_string();
         pss.push(pss_kib(&shim));
     }
@@ -179,7 +201,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let dir = tempfile::tempdir().expect("temp dir");
     let root: PathBuf = dir.path().join("root");

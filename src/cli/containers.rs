@@ -243,9 +243,11 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             .parse()
             .map_err(|e| miette!("invalid volume {v:?}: {e}"))?;
         if let Some(src) = &m.source
-            && m.kind == crate::spec::mount::MountKind::Bind && !src.starts_with('/') {
-                m.source = Some(cwd.join(src).to_string_lossy().into_owned());
-            }
+            && m.kind == crate::spec::mount::MountKind::Bind
+            && !src.starts_with('/')
+        {
+            m.source = Some(cwd.join(src).to_string_lossy().into_owned());
+        }
         mounts.push(m);
     }
     for spec in &args.mounts {
@@ -557,12 +559,11 @@ enum AttachEnd {
 /// or the user detaches (Ctrl-P Ctrl-Q with a terminal).
 fn relay(stream: UnixStream, stdin: bool, tty: bool) -> io::Result<AttachEnd> {
     let _raw = (tty && io::stdin().is_terminal()).then(RawTerminal::enable);
-    if tty
-        && let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
-            let mut payload = size.ws_row.to_be_bytes().to_vec();
-            payload.extend_from_slice(&size.ws_col.to_be_bytes());
-            attach::write_frame(&mut &stream, Kind::Resize, &payload)?;
-        }
+    if tty && let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+        let mut payload = size.ws_row.to_be_bytes().to_vec();
+        payload.extend_from_slice(&size.ws_col.to_be_bytes());
+        attach::write_frame(&mut &stream, Kind::Resize, &payload)?;
+    }
     let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if stdin {
         let mut writer = stream.try_clone()?;
@@ -1095,7 +1096,10 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
     let bundle = c.runtime.bundle(&id);
     let tail = match args.tail.as_str() {
         "all" | "-1" => None,
-        n => Some(n.parse::<usize>().map_err(|_| miette!("invalid --tail {n:?}"))?),
+        n => Some(
+            n.parse::<usize>()
+                .map_err(|_| miette!("invalid --tail {n:?}"))?,
+        ),
     };
     let now = std::time::SystemTime::now();
     let time = |v: &Option<String>| -> miette::Result<Option<std::time::SystemTime>> {
@@ -1116,8 +1120,9 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
     if args.follow {
         // Follow until the shim has flushed the last line and exited.
         let st = c.runtime.state(&id).into_diagnostic()?;
-        let stop = rustix::process::Pid::from_raw(st.shim_pid)
-            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+        let stop = rustix::process::Pid::from_raw(st.shim_pid).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
         reader = reader.with_stop(match stop {
             Some(fd) => logs::Stop::WhenReadable(fd),
             None => logs::Stop::When(Box::new(|| true)),
@@ -1395,9 +1400,17 @@ pub fn commit(root: &Path, args: &CommitArgs) -> miette::Result<i32> {
         .transpose()
         .into_diagnostic()?;
     let paused = args.pause
-        && c.runtime.state(&id).is_ok_and(|s| s.status == Status::Running)
+        && c.runtime
+            .state(&id)
+            .is_ok_and(|s| s.status == Status::Running)
         && c.runtime.pause(&id).is_ok();
-    let result = c.commit(&id, reference.as_ref(), &changes, args.message.as_deref(), args.author.as_deref());
+    let result = c.commit(
+        &id,
+        reference.as_ref(),
+        &changes,
+        args.message.as_deref(),
+        args.author.as_deref(),
+    );
     if paused {
         let _ = c.runtime.resume(&id);
     }

@@ -11,9 +11,9 @@ use super::output::{age, human_size, table};
 use crate::image::archive::ArchiveFormat;
 use crate::image::changes::Change;
 use crate::image::images::{ImageSummary, Images, ImportSource, Removed};
-use crate::reconcile::containers::ContainerUsage;
 use crate::image::oci::Platform;
 use crate::image::reference::Reference;
+use crate::reconcile::containers::ContainerUsage;
 
 /// `stack image …`.
 #[derive(Debug, Subcommand)]
@@ -526,9 +526,7 @@ fn prune(root: &Path, args: &PruneArgs) -> miette::Result<()> {
         }
     }
     let usage = ContainerUsage::of(root).into_diagnostic()?;
-    let (removed, freed) = open(root)?
-        .prune(args.all, &usage)
-        .into_diagnostic()?;
+    let (removed, freed) = open(root)?.prune(args.all, &usage).into_diagnostic()?;
     if !removed.is_empty() {
         println!("Deleted Images:");
         for id in &removed {

@@ -400,9 +400,10 @@ pub fn resolv_conf(host: &str, dns: &[String], search: &[String], host_network: 
         match words.next() {
             Some("nameserver") => {
                 if let Some(ip) = words.next()
-                    && (host_network || !(ip.starts_with("127.") || ip == "::1")) {
-                        servers.push(ip.to_string());
-                    }
+                    && (host_network || !(ip.starts_with("127.") || ip == "::1"))
+                {
+                    servers.push(ip.to_string());
+                }
             }
             Some("search") | Some("domain") => searches.extend(words.map(str::to_string)),
             Some("options") => other.push(line.to_string()),
@@ -846,9 +847,10 @@ pub fn build(
         );
     }
     if let Some(profile) = &place.seccomp
-        && !req.privileged {
-            linux = linux.seccomp(profile.clone());
-        }
+        && !req.privileged
+    {
+        linux = linux.seccomp(profile.clone());
+    }
     let mut spec = SpecBuilder::default()
         .version("1.2.0")
         .root(

@@ -159,7 +159,8 @@ impl Containers {
         if !data.exists() {
             fs::create_dir_all(&data).map_err(io_err("create the volume", &data))?;
             if seed {
-                fs::write(dir.join(crate::runtime::shim::UNSEEDED), b"").map_err(io_err("create the volume", &dir))?;
+                fs::write(dir.join(crate::runtime::shim::UNSEEDED), b"")
+                    .map_err(io_err("create the volume", &dir))?;
             }
         }
         Ok(data)
@@ -264,16 +265,17 @@ impl Containers {
         let mut req = req.clone();
         req.mounts = mounts;
         if let NetMode::Container(other) = &req.network
-            && !other.starts_with("/proc/") {
-                let other_id = self.runtime.resolve(other)?;
-                let st = self.runtime.state(&other_id)?;
-                if st.status != Status::Running {
-                    return Err(ContainersError::Reference(format!(
-                        "cannot join the network of container {other}: it is not running"
-                    )));
-                }
-                req.network = NetMode::Container(format!("/proc/{}/ns/net", st.pid));
+            && !other.starts_with("/proc/")
+        {
+            let other_id = self.runtime.resolve(other)?;
+            let st = self.runtime.state(&other_id)?;
+            if st.status != Status::Running {
+                return Err(ContainersError::Reference(format!(
+                    "cannot join the network of container {other}: it is not running"
+                )));
             }
+            req.network = NetMode::Container(format!("/proc/{}/ns/net", st.pid));
+        }
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
         let place = Placement {
@@ -330,11 +332,11 @@ impl Containers {
                 .extra
                 .get("anonymous_volumes")
                 .and_then(Value::as_array)
-            {
-                for v in list.iter().filter_map(Value::as_str) {
-                    let _ = fs::remove_dir_all(self.volumes.join(v));
-                }
+        {
+            for v in list.iter().filter_map(Value::as_str) {
+                let _ = fs::remove_dir_all(self.volumes.join(v));
             }
+        }
         Ok(())
     }
 
@@ -485,7 +487,8 @@ pub struct ContainerUsage {
 impl ContainerUsage {
     /// The containers of a state root, read once.
     pub fn of(root: &Path) -> Result<Self, ContainersError> {
-        let exe = std::env::current_exe().map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
+        let exe = std::env::current_exe()
+            .map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
         let runtime = Runtime::open(root, &crate::runtime::default_run_dir(root), exe)?;
         let users = runtime
             .list()?

@@ -234,10 +234,13 @@ impl Runtime {
     /// Resolves a name, a full id or a unique id prefix to an id.
     pub fn resolve(&self, name_or_id: &str) -> Result<String, RuntimeError> {
         let name = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
-        if !name.is_empty() && !name.contains('/') && !name.starts_with('.')
-            && let Ok(target) = fs::read_link(self.containers.join("names").join(name)) {
-                return Ok(target.to_string_lossy().into_owned());
-            }
+        if !name.is_empty()
+            && !name.contains('/')
+            && !name.starts_with('.')
+            && let Ok(target) = fs::read_link(self.containers.join("names").join(name))
+        {
+            return Ok(target.to_string_lossy().into_owned());
+        }
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(RuntimeError::NotFound(name_or_id.to_string()));
         }

@@ -398,9 +398,10 @@ impl Shim {
 
         let mut clients = Vec::new();
         if let Some(stream) = attached
-            && let Ok(c) = Client::new(stream) {
-                clients.push(c);
-            }
+            && let Ok(c) = Client::new(stream)
+        {
+            clients.push(c);
+        }
         for fd in [&stdin].into_iter().flatten() {
             let _ = rustix::io::ioctl_fionbio(fd, true);
         }
@@ -649,9 +650,10 @@ impl Shim {
                         .get(..4)
                         .and_then(|b| b.try_into().ok())
                         .map(i32::from_be_bytes)
-                        && let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
-                            let _ = rustix::process::pidfd_send_signal(&self.pidfd, sig);
-                        }
+                        && let Some(sig) = rustix::process::Signal::from_named_raw(sig)
+                    {
+                        let _ = rustix::process::pidfd_send_signal(&self.pidfd, sig);
+                    }
                 }
                 Kind::Stdout | Kind::Stderr | Kind::Exit => {}
             }
@@ -752,7 +754,9 @@ pub const UNSEEDED: &str = ".unseeded";
 fn seed_volumes(spec: &Spec, root: &Path) -> io::Result<()> {
     for m in spec.mounts().iter().flatten() {
         let Some(source) = m.source() else { continue };
-        let Some(volume) = source.parent() else { continue };
+        let Some(volume) = source.parent() else {
+            continue;
+        };
         let marker = volume.join(UNSEEDED);
         if !marker.exists() {
             continue;
@@ -765,7 +769,9 @@ fn seed_volumes(spec: &Spec, root: &Path) -> io::Result<()> {
         let from = root.join(rel);
         // Only a real directory of the image is copied, never through a
         // symlink the image planted.
-        if fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) && fs::read_dir(source)?.next().is_none() {
+        if fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir())
+            && fs::read_dir(source)?.next().is_none()
+        {
             copy_tree(&from, source)?;
         }
         fs::remove_file(&marker)?;
