@@ -188,6 +188,9 @@ pub struct CreateArgs {
     /// Remove the container when it exits
     #[arg(long = "rm")]
     rm: bool,
+    /// OCI runtime: the built-in one (default), or runc, crun or another on PATH
+    #[arg(long = "runtime")]
+    runtime: Option<String>,
     /// Print help (`-h` is --hostname, as in Docker)
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -437,6 +440,7 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         dns_search: args.dns_search.clone(),
         extra_hosts,
         expose: args.expose.clone(),
+        runtime: args.runtime.clone(),
     })
 }
 

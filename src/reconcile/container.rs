@@ -203,6 +203,8 @@ pub struct RunRequest {
     pub dns_search: Vec<String>,
     /// `--add-host`.
     pub extra_hosts: Vec<ExtraHost>,
+    /// `--runtime`: an external OCI runtime instead of the built-in one.
+    pub runtime: Option<String>,
     /// `--expose` (and the image's EXPOSE), kept for `inspect` and `-P`.
     pub expose: Vec<String>,
 }
@@ -852,7 +854,7 @@ pub fn build(
         linux = linux.seccomp(profile.clone());
     }
     let mut spec = SpecBuilder::default()
-        .version("1.2.0")
+        .version("1.0.2")
         .root(
             RootBuilder::default()
                 .path(place.bundle.join("rootfs"))
@@ -899,6 +901,10 @@ pub fn build(
         auto_remove: req.auto_remove,
         labels: req.labels.clone(),
         cgroup: format!("stack/{}", place.id),
+        runtime: req
+            .runtime
+            .clone()
+            .filter(|r| r != "stack" && r != "builtin"),
         extra,
     };
     Ok((record, spec))

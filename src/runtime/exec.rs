@@ -70,6 +70,9 @@ impl Runtime {
             });
         }
         let record = self.record(id)?;
+        if let Some(runtime) = &record.runtime {
+            return self.exec_external(id, runtime, config, stdio);
+        }
         let spec = self.spec(id)?;
         let process = exec_process_spec(&spec, config);
         let seccomp_program = match (
@@ -161,6 +164,58 @@ impl Runtime {
                 })
             }
         }
+    }
+}
+
+impl Runtime {
+    /// `exec` through the external runtime the container runs with.
+    fn exec_external(
+        &self,
+        id: &str,
+        runtime: &str,
+        config: &ExecConfig,
+        stdio: ExecStdio,
+    ) -> Result<ExecChild, RuntimeError> {
+        let dir = self.bundle(id).dir().join("oci");
+        let mut cmd = std::process::Command::new(runtime);
+        cmd.arg("--root").arg(dir.join("state")).arg("exec");
+        if config.tty {
+            cmd.arg("--tty");
+        }
+        if let Some(user) = &config.user {
+            cmd.arg("--user").arg(user);
+        }
+        if let Some(cwd) = &config.workdir {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        for var in &config.env {
+            cmd.arg("--env").arg(var);
+        }
+        cmd.arg(id).args(&config.args);
+        let [stdin, stdout, stderr] = stdio.fds;
+        let child = cmd
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| RuntimeError::Io {
+                action: "run the runtime for exec in",
+                path: dir.clone(),
+                source,
+            })?;
+        let (error, _) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
+                RuntimeError::Io {
+                    action: "create a pipe for exec in",
+                    path: dir,
+                    source: e.into(),
+                }
+            })?;
+        Ok(ExecChild {
+            id: id.to_string(),
+            pid: i32::try_from(child.id()).unwrap_or(-1),
+            error,
+        })
     }
 }
 

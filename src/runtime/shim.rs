@@ -320,6 +320,21 @@ impl Shim {
         let cgroup_fd = cgroup
             .open_dir()
             .map_err(|e| fail(&cgroup, format!("cannot open the cgroup: {e}")))?;
+        if let Some(runtime) = &record.runtime {
+            drop((sync_r, sync_w, err_r, err_w));
+            let (pid, pidfd) =
+                spawn_external(runtime, bundle, &record, &spec, child_stdio, terminal).map_err(
+                    |e| {
+                        fail(
+                            &cgroup,
+                            format!("cannot run the container with {runtime}: {e}"),
+                        )
+                    },
+                )?;
+            return finish_start(
+                bundle, socket, attached, record, pid, pidfd, output, stdin, log, cgroup, listener,
+            );
+        }
         let rootfs_dir = bundle.rootfs_dir();
         // SAFETY: the shim is single-threaded, so the child may run the
         // init's setup with the full standard library.
@@ -383,43 +398,9 @@ impl Shim {
             return Err(fail(&cgroup, message));
         }
 
-        let mut st: ContainerState =
-            state::read_json(&bundle.state()).unwrap_or_else(|_| ContainerState::created());
-        st.status = Status::Running;
-        st.pid = pid;
-        st.shim_pid = std::process::id().cast_signed();
-        st.started_at = Some(now_rfc3339());
-        st.error.clear();
-        st.exit_code = 0;
-        st.oom_killed = false;
-        st.start_count += 1;
-        state::write_state(&bundle.state(), &st)
-            .map_err(|e| kill_child(format!("cannot record the state: {e}")))?;
-
-        let mut clients = Vec::new();
-        if let Some(stream) = attached
-            && let Ok(c) = Client::new(stream)
-        {
-            clients.push(c);
-        }
-        for fd in [&stdin].into_iter().flatten() {
-            let _ = rustix::io::ioctl_fionbio(fd, true);
-        }
-        Ok(Shim {
-            record,
-            bundle: bundle.clone(),
-            pid,
-            pidfd,
-            output,
-            stdin,
-            stdin_buf: Vec::new(),
-            stdin_closing: false,
-            log,
-            cgroup,
-            listener,
-            socket: socket.to_path_buf(),
-            clients,
-        })
+        finish_start(
+            bundle, socket, attached, record, pid, pidfd, output, stdin, log, cgroup, listener,
+        )
     }
 
     /// The event loop, until the container has exited and its output is
@@ -708,6 +689,127 @@ enum Role {
     Listener,
     StdinWritable,
     Client(usize),
+}
+
+/// Records the running state and builds the shim around a started container.
+#[allow(clippy::too_many_arguments)]
+fn finish_start(
+    bundle: &Bundle,
+    socket: &Path,
+    attached: Option<UnixStream>,
+    record: ContainerRecord,
+    pid: i32,
+    pidfd: OwnedFd,
+    output: Output,
+    stdin: Option<OwnedFd>,
+    log: LogWriter,
+    cgroup: Cgroup,
+    listener: UnixListener,
+) -> Result<Shim, String> {
+    let kill_child = |msg: String| -> String {
+        let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        let _ = cgroup.delete();
+        msg
+    };
+    let mut st: ContainerState =
+        state::read_json(&bundle.state()).unwrap_or_else(|_| ContainerState::created());
+    st.status = Status::Running;
+    st.pid = pid;
+    st.shim_pid = std::process::id().cast_signed();
+    st.started_at = Some(now_rfc3339());
+    st.error.clear();
+    st.exit_code = 0;
+    st.oom_killed = false;
+    st.start_count += 1;
+    state::write_state(&bundle.state(), &st)
+        .map_err(|e| kill_child(format!("cannot record the state: {e}")))?;
+
+    let mut clients = Vec::new();
+    if let Some(stream) = attached
+        && let Ok(c) = Client::new(stream)
+    {
+        clients.push(c);
+    }
+    for fd in [&stdin].into_iter().flatten() {
+        let _ = rustix::io::ioctl_fionbio(fd, true);
+    }
+    Ok(Shim {
+        record,
+        bundle: bundle.clone(),
+        pid,
+        pidfd,
+        output,
+        stdin,
+        stdin_buf: Vec::new(),
+        stdin_closing: false,
+        log,
+        cgroup,
+        listener,
+        socket: socket.to_path_buf(),
+        clients,
+    })
+}
+
+/// Starts the container with an external OCI runtime (`RUNTIME run`) in a
+/// bundle of its own whose spec has the user resolved to numbers (the OCI
+/// spec has no names). The runtime stays in the foreground, so its pid is the
+/// one this shim waits for, and it forwards signals to the container.
+fn spawn_external(
+    runtime: &str,
+    bundle: &Bundle,
+    record: &ContainerRecord,
+    spec: &Spec,
+    stdio: [OwnedFd; 3],
+    terminal: bool,
+) -> io::Result<(i32, OwnedFd)> {
+    if terminal {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a terminal (-t) is only supported by the built-in runtime",
+        ));
+    }
+    let mut spec = spec.clone();
+    if let Some(user) = &record.user {
+        let root = bundle.rootfs_dir();
+        let resolved =
+            super::user::resolve(user, &root.join("etc/passwd"), &root.join("etc/group"))?;
+        if let Some(mut process) = spec.process().clone() {
+            let mut u = process.user().clone();
+            u.set_uid(resolved.uid);
+            u.set_gid(resolved.gid);
+            let mut groups = u.additional_gids().clone().unwrap_or_default();
+            groups.extend(resolved.groups);
+            u.set_additional_gids(Some(groups));
+            process.set_user(u);
+            spec.set_process(Some(process));
+        }
+    }
+    let dir = bundle.dir().join("oci");
+    fs::create_dir_all(&dir)?;
+    state::write_json(&dir.join("config.json"), &spec)?;
+    let [stdin, stdout, stderr] = stdio;
+    let child = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(dir.join("state"))
+        .arg("run")
+        .arg("--bundle")
+        .arg(&dir)
+        .arg(&record.id)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()?;
+    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::other("pid 0"))
+        .and_then(|p| {
+            Ok(rustix::process::pidfd_open(
+                p,
+                rustix::process::PidfdFlags::empty(),
+            )?)
+        })?;
+    Ok((pid, pidfd))
 }
 
 /// Enters a private mount namespace and mounts the container's root there.

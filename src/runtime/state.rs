@@ -59,6 +59,10 @@ pub struct ContainerRecord {
     pub labels: BTreeMap<String, String>,
     /// The cgroup path below the hierarchy's root, e.g. `stack/<id>`.
     pub cgroup: String,
+    /// An external OCI runtime (`runc`, `crun`, a path) to execute the spec
+    /// with instead of the built-in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Settings the runtime does not interpret but keeps for `inspect` and
     /// the layers above (ports, restart policy, networks…).
     #[serde(default)]

@@ -594,3 +594,48 @@ fn named_volumes_are_seeded_from_the_image_and_outlive_containers() {
     let (code, _, _) = host.run(&["-v", &bind], &["touch", "/data/x"]);
     assert_ne!(code, 0);
 }
+
+#[test]
+fn an_external_oci_runtime_runs_the_same_spec() {
+    let host = Host::new();
+    assert!(
+        Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists(),
+        "runc is required for this test: apt-get install runc"
+    );
+    let (code, out, err) = host.run(
+        &["--runtime", "runc", "-u", "app"],
+        &[
+            "sh",
+            "-c",
+            "echo $$; id -u; grep CapEff /proc/self/status; exit 4",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(out, "1\n1000\nCapEff:\t0000000000000000\n");
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "outside",
+        "--runtime",
+        "runc",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(
+        host.ok(&[
+            "exec",
+            "outside",
+            "sh",
+            "-c",
+            "echo in; ps -o pid,comm | grep -c sleep"
+        ]),
+        "in\n1\n"
+    );
+    host.ok(&["stop", "-t", "1", "outside"]);
+    assert!(
+        host.ok(&["ps", "-a", "--filter", "status=exited"])
+            .contains("outside")
+    );
+}
