@@ -292,7 +292,7 @@ impl Runtime {
                 fs::create_dir(&dir).map_err(io_err("create", &dir))?;
             }
             state::write_json(&bundle.spec(), spec).map_err(io_err("write", &bundle.spec()))?;
-            state::write_json(&bundle.state(), &ContainerState::created())
+            state::write_state(&bundle.state(), &ContainerState::created())
                 .map_err(io_err("write", &bundle.state()))?;
             // The record last: a bundle without one is an unfinished create.
             state::write_json(&bundle.record(), record).map_err(io_err("write", &bundle.record()))
