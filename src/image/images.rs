@@ -500,21 +500,8 @@ impl Images {
                 (blob, size, media_type)
             }
             ImportSource::Dir(dir) => {
-                let temp = self.blobs.tmp_dir().join(temp_name("import"));
-                let file = std::fs::File::create(&temp).map_err(|source| ImageError::Read {
-                    path: temp.clone(),
-                    source,
-                })?;
-                let written = layer::tar_dir(dir, std::io::BufWriter::new(file));
-                let stored = written.map_err(ImageError::from).and_then(|_| {
-                    let file = std::fs::File::open(&temp).map_err(|source| ImageError::Read {
-                        path: temp.clone(),
-                        source,
-                    })?;
-                    Ok(self.blobs.put(BufReader::new(file), None, None)?)
-                });
-                let _ = std::fs::remove_file(&temp);
-                let (blob, size) = stored?;
+                let (blob, size) =
+                    self.put_tar("import", |out| layer::tar_dir(dir, out).map(|_| ()))?;
                 (blob, size, oci::MEDIA_OCI_LAYER)
             }
         };
@@ -572,6 +559,31 @@ impl Images {
         Ok(id)
     }
 
+    /// Stores the tar stream `write` produces as a blob, through a temp file
+    /// (the digest is only known at the end).
+    fn put_tar(
+        &self,
+        what: &str,
+        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> Result<(), LayerError>,
+    ) -> Result<(Digest, u64), ImageError> {
+        let temp = self.blobs.tmp_dir().join(temp_name(what));
+        let file = std::fs::File::create(&temp).map_err(|source| ImageError::Read {
+            path: temp.clone(),
+            source,
+        })?;
+        let stored = write(std::io::BufWriter::new(file))
+            .map_err(ImageError::from)
+            .and_then(|()| {
+                let file = std::fs::File::open(&temp).map_err(|source| ImageError::Read {
+                    path: temp.clone(),
+                    source,
+                })?;
+                Ok(self.blobs.put(BufReader::new(file), None, None)?)
+            });
+        let _ = std::fs::remove_file(&temp);
+        stored
+    }
+
     /// `stack commit`: a new image made of `parent` plus one layer holding the
     /// changes in a container's writable layer `upper` (overlay form:
     /// whiteouts and opaque directories become the tar's `.wh.` entries).
@@ -584,21 +596,7 @@ impl Images {
     ) -> Result<Digest, ImageError> {
         let base = self.catalog.get(parent)?;
         let mut config = self.config(parent)?;
-        let temp = self.blobs.tmp_dir().join(temp_name("commit"));
-        let file = std::fs::File::create(&temp).map_err(|source| ImageError::Read {
-            path: temp.clone(),
-            source,
-        })?;
-        let written = layer::diff(upper, std::io::BufWriter::new(file));
-        let stored = written.map_err(ImageError::from).and_then(|_| {
-            let file = std::fs::File::open(&temp).map_err(|source| ImageError::Read {
-                path: temp.clone(),
-                source,
-            })?;
-            Ok(self.blobs.put(BufReader::new(file), None, None)?)
-        });
-        let _ = std::fs::remove_file(&temp);
-        let (blob, size) = stored?;
+        let (blob, size) = self.put_tar("commit", |out| layer::diff(upper, out).map(|_| ()))?;
         let measured = layer::measure(BufReader::new(self.blobs.open_verified(&blob)?))?;
         let diff_id = measured.diff_id.clone();
         self.catalog.put_diff(

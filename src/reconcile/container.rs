@@ -27,24 +27,6 @@ use crate::spec::extra_host::{ExtraHost, HostIp};
 use crate::spec::mount::{MountKind, MountSpec};
 use crate::spec::ulimit::Ulimit;
 
-/// Docker's default capabilities (moby `oci/caps/defaults.go`).
-pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
-
 /// Paths hidden from containers (moby `oci/defaults.go`).
 pub const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
@@ -272,7 +254,10 @@ pub fn capabilities(req: &RunRequest) -> Result<Capabilities, ContainerError> {
     if req.privileged {
         return Ok(all);
     }
-    let mut set: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let mut set: Capabilities = crate::runtime::DEFAULT_CAPABILITIES
+        .into_iter()
+        .filter_map(crate::runtime::oci_capability)
+        .collect();
     let drops: Vec<Option<Capability>> = req
         .cap_drop
         .iter()

@@ -153,17 +153,33 @@ pub fn now_rfc3339() -> String {
     logs::rfc3339_nanos(std::time::SystemTime::now())
 }
 
+/// Docker's default capabilities (moby `oci/caps/defaults.go`): what a
+/// container that asks for nothing else gets.
+pub const DEFAULT_CAPABILITIES: [caps::Capability; 14] = [
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_NET_RAW,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_AUDIT_WRITE,
+];
+
+/// A capability in the OCI spec's type (`CAP_NET_ADMIN` → `NetAdmin`).
+pub fn oci_capability(cap: caps::Capability) -> Option<oci_spec::runtime::Capability> {
+    cap.to_string().strip_prefix("CAP_")?.parse().ok()
+}
+
 /// Every capability the kernel knows (what `--privileged` grants).
 pub fn all_capabilities() -> oci_spec::runtime::Capabilities {
-    caps::all()
-        .into_iter()
-        .filter_map(|c| {
-            let name = c.to_string();
-            name.strip_prefix("CAP_")?
-                .parse::<oci_spec::runtime::Capability>()
-                .ok()
-        })
-        .collect()
+    caps::all().into_iter().filter_map(oci_capability).collect()
 }
 
 /// Where shim sockets live for a state root: `$STACK_RUN_DIR`, else
@@ -613,19 +629,7 @@ impl Runtime {
         let forked = unsafe { crate::sys::fork() }.map_err(io_err("fork to read", bundle.dir()))?;
         let Some(child) = forked else {
             drop(pipe_r);
-            let result = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-                .map_err(|e| io::Error::from_raw_os_error(e as i32))
-                .and_then(|()| {
-                    nix::mount::mount(
-                        None::<&str>,
-                        "/",
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                        None::<&str>,
-                    )
-                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
-                })
-                .and_then(|()| rootfs::mount(&record.rootfs, &dir))
+            let result = rootfs::mount_private(&record.rootfs, &dir)
                 .and_then(|()| read(&dir, fs::File::from(pipe_w)));
             crate::sys::exit_now(i32::from(result.is_err()))
         };

@@ -85,6 +85,23 @@ pub fn mount(rootfs: &Rootfs, target: &Path) -> io::Result<()> {
     }
 }
 
+/// Moves the calling process into a mount namespace of its own, with every
+/// mount private (nothing propagates back to the host), and mounts `rootfs`
+/// at `target` there. The caller must be single-threaded.
+pub fn mount_private(rootfs: &Rootfs, target: &Path) -> io::Result<()> {
+    let nix_err = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err)?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_err)?;
+    mount(rootfs, target)
+}
+
 fn mount_new_api(rootfs: &Rootfs, target: &Path) -> io::Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for lower in rootfs.lowers.iter().rev() {

@@ -322,7 +322,7 @@ impl Shim {
             .map_err(|e| fail(&cgroup, format!("cannot open the cgroup: {e}")))?;
         if let Some(runtime) = &record.runtime {
             drop((sync_r, sync_w, err_r, err_w));
-            let (pid, pidfd) =
+            let (pid, pidfd, container_pid) =
                 spawn_external(runtime, bundle, &record, &spec, child_stdio, terminal).map_err(
                     |e| {
                         fail(
@@ -332,7 +332,17 @@ impl Shim {
                     },
                 )?;
             return finish_start(
-                bundle, socket, attached, record, pid, pidfd, output, stdin, log, cgroup, listener,
+                bundle,
+                socket,
+                attached,
+                record,
+                (pid, container_pid),
+                pidfd,
+                output,
+                stdin,
+                log,
+                cgroup,
+                listener,
             );
         }
         let rootfs_dir = bundle.rootfs_dir();
@@ -399,7 +409,17 @@ impl Shim {
         }
 
         finish_start(
-            bundle, socket, attached, record, pid, pidfd, output, stdin, log, cgroup, listener,
+            bundle,
+            socket,
+            attached,
+            record,
+            (pid, pid),
+            pidfd,
+            output,
+            stdin,
+            log,
+            cgroup,
+            listener,
         )
     }
 
@@ -698,7 +718,7 @@ fn finish_start(
     socket: &Path,
     attached: Option<UnixStream>,
     record: ContainerRecord,
-    pid: i32,
+    (pid, container_pid): (i32, i32),
     pidfd: OwnedFd,
     output: Output,
     stdin: Option<OwnedFd>,
@@ -715,7 +735,7 @@ fn finish_start(
     let mut st: ContainerState =
         state::read_json(&bundle.state()).unwrap_or_else(|_| ContainerState::created());
     st.status = Status::Running;
-    st.pid = pid;
+    st.pid = container_pid;
     st.shim_pid = std::process::id().cast_signed();
     st.started_at = Some(now_rfc3339());
     st.error.clear();
@@ -754,7 +774,9 @@ fn finish_start(
 /// Starts the container with an external OCI runtime (`RUNTIME run`) in a
 /// bundle of its own whose spec has the user resolved to numbers (the OCI
 /// spec has no names). The runtime stays in the foreground, so its pid is the
-/// one this shim waits for, and it forwards signals to the container.
+/// one this shim waits for, and it forwards signals to the container. Returns
+/// once the runtime has written the container's pid file (the container
+/// runs): the runtime's pid, a pidfd for it, and the container's pid.
 fn spawn_external(
     runtime: &str,
     bundle: &Bundle,
@@ -762,7 +784,7 @@ fn spawn_external(
     spec: &Spec,
     stdio: [OwnedFd; 3],
     terminal: bool,
-) -> io::Result<(i32, OwnedFd)> {
+) -> io::Result<(i32, OwnedFd, i32)> {
     if terminal {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -789,10 +811,14 @@ fn spawn_external(
     fs::create_dir_all(&dir)?;
     state::write_json(&dir.join("config.json"), &spec)?;
     let [stdin, stdout, stderr] = stdio;
+    let pid_file = dir.join("pid");
+    let _ = fs::remove_file(&pid_file);
     let child = std::process::Command::new(runtime)
         .arg("--root")
         .arg(dir.join("state"))
         .arg("run")
+        .arg("--pid-file")
+        .arg(&pid_file)
         .arg("--bundle")
         .arg(&dir)
         .arg(&record.id)
@@ -809,22 +835,36 @@ fn spawn_external(
                 rustix::process::PidfdFlags::empty(),
             )?)
         })?;
-    Ok((pid, pidfd))
+    // The pid file appears once the container runs; the runtime exiting
+    // first means it failed (its message is in the container's log).
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    loop {
+        if let Some(container_pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok((pid, pidfd, container_pid));
+        }
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
+        if rustix::event::poll(&mut fds, Some(&tick)).is_ok_and(|n| n > 0) {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            return Err(io::Error::other(format!(
+                "{runtime} exited before the container started"
+            )));
+        }
+    }
 }
 
 /// Enters a private mount namespace and mounts the container's root there.
 /// With a user namespace the writable layer is handed to the mapped root.
 fn mount_rootfs(record: &ContainerRecord, spec: &Spec, target: &Path) -> io::Result<()> {
     let nix_err = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err)?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(nix_err)?;
     let linux = spec.linux().clone().unwrap_or_default();
     if let (Some(uids), Some(gids)) = (linux.uid_mappings(), linux.gid_mappings()) {
         let host = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| {
@@ -843,7 +883,7 @@ fn mount_rootfs(record: &ContainerRecord, spec: &Spec, target: &Path) -> io::Res
             }
         }
     }
-    super::rootfs::mount(&record.rootfs, target)
+    super::rootfs::mount_private(&record.rootfs, target)
 }
 
 /// The marker a new volume carries until it has been filled with what the

@@ -25,22 +25,7 @@ use stack::runtime::seccomp::{self, KernelVersion, ProfileError, Program, Seccom
 const BUSYBOX: &str = "/bin/busybox";
 
 /// The capabilities Docker gives a container by default.
-const DOCKER_CAPS: &[Capability] = &[
-    Capability::CAP_CHOWN,
-    Capability::CAP_DAC_OVERRIDE,
-    Capability::CAP_FSETID,
-    Capability::CAP_FOWNER,
-    Capability::CAP_MKNOD,
-    Capability::CAP_NET_RAW,
-    Capability::CAP_SETGID,
-    Capability::CAP_SETUID,
-    Capability::CAP_SETFCAP,
-    Capability::CAP_SETPCAP,
-    Capability::CAP_NET_BIND_SERVICE,
-    Capability::CAP_SYS_CHROOT,
-    Capability::CAP_KILL,
-    Capability::CAP_AUDIT_WRITE,
-];
+const DOCKER_CAPS: &[Capability] = &stack::runtime::DEFAULT_CAPABILITIES;
 
 /// Fails with the reason when the host cannot run these tests.
 fn require_host() {

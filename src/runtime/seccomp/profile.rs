@@ -441,22 +441,7 @@ mod tests {
     const KERNEL: KernelVersion = KernelVersion::new(6, 8);
 
     /// The capabilities Docker gives a container by default.
-    const DOCKER_CAPS: &[Capability] = &[
-        Capability::CAP_CHOWN,
-        Capability::CAP_DAC_OVERRIDE,
-        Capability::CAP_FSETID,
-        Capability::CAP_FOWNER,
-        Capability::CAP_MKNOD,
-        Capability::CAP_NET_RAW,
-        Capability::CAP_SETGID,
-        Capability::CAP_SETUID,
-        Capability::CAP_SETFCAP,
-        Capability::CAP_SETPCAP,
-        Capability::CAP_NET_BIND_SERVICE,
-        Capability::CAP_SYS_CHROOT,
-        Capability::CAP_KILL,
-        Capability::CAP_AUDIT_WRITE,
-    ];
+    const DOCKER_CAPS: &[Capability] = &crate::runtime::DEFAULT_CAPABILITIES;
 
     /// Every rule of a resolved profile that names `name`.
     fn rules_for<'s>(seccomp: &'s LinuxSeccomp, name: &str) -> Vec<&'s LinuxSyscall> {
