@@ -1421,3 +1421,41 @@ pub fn commit(root: &Path, args: &CommitArgs) -> miette::Result<i32> {
     println!("{}", result.into_diagnostic()?);
     Ok(0)
 }
+
+/// `stack attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    /// The container
+    container: String,
+}
+
+/// `stack attach`: the running container's output (and its stdin, when it
+/// was started with `-i`) on this terminal until it exits or Ctrl-P Ctrl-Q.
+pub fn attach(root: &Path, args: &AttachArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let st = c.runtime.state(&id).into_diagnostic()?;
+    if st.status != Status::Running {
+        return Err(miette!(
+            "you cannot attach to a stopped container, start it first"
+        ));
+    }
+    let record = c.runtime.record(&id).into_diagnostic()?;
+    let tty = c
+        .runtime
+        .spec(&id)
+        .into_diagnostic()?
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let stream = c.runtime.attach(&id).into_diagnostic()?;
+    match relay(stream, record.stdin_open && !args.no_stdin, tty).into_diagnostic()? {
+        AttachEnd::Exited(code) => Ok(code),
+        AttachEnd::Detached => Ok(0),
+        AttachEnd::Lost => Ok(c.runtime.wait(&id, None).into_diagnostic()?.exit_code),
+    }
+}

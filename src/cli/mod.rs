@@ -161,6 +161,8 @@ enum Command {
     Rename(containers::RenameArgs),
     /// Show containers' resource usage
     Stats(containers::StatsArgs),
+    /// Attach this terminal to a running container's stdio
+    Attach(containers::AttachArgs),
     /// Write a container's file system as a tar archive
     Export(containers::ExportArgs),
     /// Make an image from a container's changes
@@ -271,6 +273,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Unpause(args) => Ok(containers::pause(&root, &args, false)?),
         Command::Rename(args) => Ok(containers::rename(&root, &args)?),
         Command::Stats(args) => Ok(containers::stats(&root, &args)?),
+        Command::Attach(args) => Ok(containers::attach(&root, &args)?),
         Command::Export(args) => Ok(containers::export(&root, &args)?),
         Command::Commit(args) => Ok(containers::commit(&root, &args)?),
         Command::Validate { project, strict } => {

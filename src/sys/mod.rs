@@ -202,3 +202,117 @@ pub fn trim_heap() {
     // touches no memory the program owns.
     unsafe { libc::malloc_trim(0) };
 }
+
+/// A classic eBPF instruction as the kernel reads it (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BpfInsn {
+    /// Opcode.
+    pub code: u8,
+    /// Destination register (low nibble) and source register (high nibble).
+    pub regs: u8,
+    /// Offset.
+    pub off: i16,
+    /// Immediate.
+    pub imm: i32,
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD`; the rest of
+/// the kernel's union is zero, which the padding provides.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    padding: [u8; 80],
+}
+
+/// The fields of `union bpf_attr` for `BPF_PROG_ATTACH`.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    padding: [u8; 112],
+}
+
+/// Loads a cgroup device program and attaches it to the cgroup v2 directory
+/// `cgroup` (the cgroup keeps it after the returned fd is closed).
+pub fn attach_device_filter(cgroup: BorrowedFd<'_>, program: &[BpfInsn]) -> io::Result<OwnedFd> {
+    let license = b"Apache-2.0\0";
+    let mut log = vec![0u8; 64 * 1024];
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(program.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        insns: program.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: u32::try_from(log.len()).unwrap_or(0),
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        padding: [0; 80],
+    };
+    // SAFETY: `attr` is a valid, fully initialised prefix of bpf_attr for
+    // BPF_PROG_LOAD whose pointers (program, license, log) outlive the call;
+    // its size is passed so the kernel reads no further.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        let text = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
+            .into_owned();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("loading the device filter: {err} {text}")
+                .trim()
+                .to_string(),
+        ));
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf returned a bad fd"))?;
+    // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attach = ProgAttachAttr {
+        target_fd: u32::try_from(cgroup.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        attach_bpf_fd: u32::try_from(prog.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        padding: [0; 112],
+    };
+    // SAFETY: `attach` is a valid bpf_attr for BPF_PROG_ATTACH; the fds it
+    // names are open for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            std::ptr::from_ref(&attach),
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(prog)
+}

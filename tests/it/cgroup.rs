@@ -442,3 +442,55 @@ fn cgroup2_mount_handles_membership_freezing_and_signals() {
     t.cgroup.delete().unwrap();
     assert!(!root.join(t.cgroup.path()).exists());
 }
+
+#[test]
+fn cgroup2_device_rules_are_enforced_by_an_ebpf_program() {
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder};
+    require_root();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = CgroupMounts::parse(&mountinfo)
+        .v2
+        .expect("this test needs a cgroup2 mount (every kernel since 4.5 has one)");
+    let hierarchy = Hierarchy::v2(&root).unwrap().restrict_controllers(&[]);
+    assert!(hierarchy.can_filter_devices());
+    let t = TestCgroup::new(&hierarchy);
+    let rule = |allow: bool,
+                typ: LinuxDeviceType,
+                major: Option<i64>,
+                minor: Option<i64>,
+                access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().unwrap()
+    };
+    // Docker's shape: deny everything, then allow what is needed. Here only
+    // /dev/null (1:3), not /dev/zero (1:5).
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![
+            rule(false, LinuxDeviceType::A, None, None, "rwm"),
+            rule(true, LinuxDeviceType::C, Some(1), Some(3), "rwm"),
+        ])
+        .build()
+        .unwrap();
+    t.cgroup.apply(&resources).unwrap();
+    let mut proc = Proc::shell(
+        "read x; busybox cat /dev/null; busybox head -c 1 /dev/zero >/dev/null; exit 0",
+    );
+    t.cgroup.add_process(proc.pid()).unwrap();
+    proc.go();
+    let status = proc.wait(Duration::from_secs(10));
+    let err = proc.stderr();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "opening /dev/zero must fail: {err}"
+    );
+}

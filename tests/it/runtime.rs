@@ -639,3 +639,40 @@ fn an_external_oci_runtime_runs_the_same_spec() {
             .contains("outside")
     );
 }
+
+#[test]
+fn attach_feeds_stdin_and_streams_output_until_the_exit() {
+    use std::io::Write;
+    let host = Host::new();
+    host.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "echoer",
+        "bb",
+        "sh",
+        "-c",
+        "while read l; do echo got $l; done; exit 5",
+    ]);
+    let mut attach = host
+        .cmd(&["attach", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    attach
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got one\ngot two\n");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the container's exit code comes back"
+    );
+    assert_eq!(host.ok(&["logs", "echoer"]), "got one\ngot two\n");
+}

@@ -32,13 +32,12 @@
 //!   v1 mode that mount is not used;
 //! - the systemd driver: cgroups are managed as files ("cgroupfs", as Docker's
 //!   `--exec-opt native.cgroupdriver=cgroupfs`);
-//! - v2 device rules, which need an eBPF `BPF_PROG_TYPE_CGROUP_DEVICE` program
-//!   attached to the cgroup. Loading one takes the `bpf(2)` syscall and
-//!   `unsafe` code, which belong outside this module; until then v2 device
-//!   rules are skipped with a debug log and [`Hierarchy::can_filter_devices`]
-//!   says so, so the runtime can rely on a minimal `/dev` and drop
-//!   `CAP_MKNOD` instead.
+//!
+//! v2 has no device files: device rules become an eBPF
+//! `BPF_PROG_TYPE_CGROUP_DEVICE` program (`devices.rs`) attached to the
+//! cgroup (`crate::sys::attach_device_filter`).
 
+mod devices;
 mod mountinfo;
 mod plan;
 mod stats;
@@ -90,6 +89,15 @@ pub enum CgroupError {
     /// No cgroup file system is mounted.
     #[error("no cgroup file system is mounted")]
     NotMounted,
+    /// The device rules could not be attached as an eBPF program (v2).
+    #[error("cannot apply the device rules to {}", path.display())]
+    DeviceFilter {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A cgroup path is not a plain relative path.
     #[error("invalid cgroup path {path:?}: it must be relative, not empty and without `..`")]
     InvalidPath {
@@ -381,7 +389,7 @@ impl Hierarchy {
     pub fn can_filter_devices(&self) -> bool {
         match &self.kind {
             HierarchyKind::V1 { mounts } => mounts.iter().any(|m| m.has_controller("devices")),
-            HierarchyKind::V2 { .. } => false,
+            HierarchyKind::V2 { .. } => true,
         }
     }
 
@@ -481,7 +489,35 @@ impl Cgroup {
                 v2::plan(resources, &has_file)?
             }
         };
-        self.execute(&writes)
+        self.execute(&writes)?;
+        if let (CgroupKind::V2(dir), Some(rules)) = (&self.kind, resources.devices())
+            && !rules.is_empty()
+        {
+            let program: Vec<crate::sys::BpfInsn> = devices::program(rules)
+                .map_err(|e| CgroupError::DeviceFilter {
+                    path: dir.path.clone(),
+                    source: std::io::Error::other(e),
+                })?
+                .into_iter()
+                .map(|i| crate::sys::BpfInsn {
+                    code: i.code,
+                    regs: i.regs,
+                    off: i.off,
+                    imm: i.imm,
+                })
+                .collect();
+            let fd = self.open_dir()?.ok_or_else(|| CgroupError::DeviceFilter {
+                path: dir.path.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+            crate::sys::attach_device_filter(std::os::fd::AsFd::as_fd(&fd), &program).map_err(
+                |source| CgroupError::DeviceFilter {
+                    path: dir.path.clone(),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Moves the process `pid` (all its threads) into this cgroup, in
@@ -941,7 +977,7 @@ mod tests {
         .unwrap();
         assert_eq!(v2.version(), CgroupVersion::V2);
         assert_eq!(v2.controllers(), ["cpu", "memory", "pids"]);
-        assert!(!v2.can_filter_devices());
+        assert!(v2.can_filter_devices());
         assert_eq!(v2.driver().as_str(), "cgroupfs");
 
         let v1 = Hierarchy::from_mounts(CgroupMounts {

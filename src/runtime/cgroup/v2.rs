@@ -166,9 +166,8 @@ pub(super) fn plan(
     if let Some(rdma) = resources.rdma() {
         writes.extend(rdma_lines(rdma)?);
     }
-    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        debug!("device rules not applied: cgroup v2 needs an eBPF program for them");
-    }
+    // Device rules are not files on v2: `Cgroup::apply` attaches them as an
+    // eBPF program.
     if let Some(unified) = resources.unified() {
         let mut entries: Vec<_> = unified.iter().collect();
         entries.sort();
