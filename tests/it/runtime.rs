@@ -676,3 +676,52 @@ fn attach_feeds_stdin_and_streams_output_until_the_exit() {
     );
     assert_eq!(host.ok(&["logs", "echoer"]), "got one\ngot two\n");
 }
+
+#[test]
+fn pause_freezes_every_process_and_unpause_thaws_them() {
+    let host = Host::new();
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "bb",
+        "sh",
+        "-c",
+        "while :; do echo tick; sleep 0.05; done",
+    ]);
+    host.ok(&["pause", "ticker"]);
+    assert!(host.ok(&["ps"]).contains("(Paused)"));
+    let id = host.inspect("ticker")["Id"].as_str().unwrap().to_string();
+    let freezer = Path::new("/sys/fs/cgroup/freezer/stack")
+        .join(&id)
+        .join("freezer.state");
+    if freezer.exists() {
+        assert_eq!(fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
+    }
+    let before = host.ok(&["logs", "ticker"]).lines().count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        host.ok(&["logs", "ticker"]).lines().count(),
+        before,
+        "a frozen container writes nothing"
+    );
+    let out = host.stack(&["exec", "ticker", "true"]);
+    assert!(
+        !out.status.success(),
+        "exec into a paused container is refused"
+    );
+    host.ok(&["unpause", "ticker"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(host.ok(&["logs", "ticker"]).lines().count() > before);
+    let stats = host.ok(&["stats", "ticker"]);
+    let row = stats
+        .lines()
+        .find(|l| l.contains("ticker"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row.contains("B / unlimited"),
+        "memory use is shown: {stats}"
+    );
+}
