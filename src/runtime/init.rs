@@ -8,7 +8,7 @@
 //! exits; an `execve` that succeeds closes the pipe (it is close-on-exec), which
 //! is how the shim learns the program runs.
 //!
-//! Order, as runc does it: wait for the shim (uid/gid maps, cgroup), mounts
+//! Order, as runc does it: wait for the shim (uid/gid maps), mounts
 //! (private propagation, overlay root, the spec's mounts, device nodes),
 //! `pivot_root`, masked and read-only paths, hostname, sysctls, rlimits, the
 //! session and terminal, user and groups, capabilities, `no_new_privs`,
@@ -111,18 +111,13 @@ pub(crate) enum Never {}
 
 fn setup(plan: &InitPlan<'_>, fds: InitFds) -> Result<Never, StepError> {
     let spec = plan.spec;
-    // Wait for the shim: maps written, cgroup joined.
-    let mut byte = [0u8; 1];
-    let n = step(
-        fs::File::from(fds.sync).read(&mut byte),
-        "wait for the shim",
-    )?;
-    if n != 1 {
-        return Err(StepError {
-            step: "wait for the shim".into(),
-            source: io::Error::from(io::ErrorKind::UnexpectedEof),
-        });
-    }
+    // The shim sends two bytes: `m` once the uid/gid maps are written, `g`
+    // once this process is in its cgroup. Moving a process between v1
+    // cgroups waits for an RCU grace period (about 10 ms), so the set-up
+    // below runs meanwhile and only the cgroup namespace and the exec wait
+    // for `g`.
+    let mut sync = fs::File::from(fds.sync);
+    wait_for_shim(&mut sync, b'm')?;
     let namespaces = spec
         .linux()
         .as_ref()
@@ -159,11 +154,18 @@ fn setup(plan: &InitPlan<'_>, fds: InitFds) -> Result<Never, StepError> {
             )?;
         }
     }
-    if wants(LinuxNamespaceType::Cgroup) {
-        step(
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_err),
-            "create the cgroup namespace",
-        )?;
+    // A cgroup file system mounted in the container must see the
+    // container's own cgroup as its root, so that mount waits for the cgroup.
+    let mounts_cgroup = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .any(|m| m.typ().as_deref() == Some("cgroup"))
+        && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mut joined = false;
+    if mounts_cgroup {
+        join_cgroup(&mut sync, wants(LinuxNamespaceType::Cgroup))?;
+        joined = true;
     }
     if plan.new_netns {
         step(crate::sys::loopback_up(), "bring up the loopback interface")?;
@@ -282,7 +284,37 @@ fn setup(plan: &InitPlan<'_>, fds: InitFds) -> Result<Never, StepError> {
         )?;
     }
 
+    if !joined {
+        join_cgroup(&mut sync, wants(LinuxNamespaceType::Cgroup))?;
+    }
+    drop(sync);
     exec_process(&process, plan.user, plan.seccomp, plan.init)
+}
+
+/// Reads the shim's next sync byte, which must be `expected`.
+fn wait_for_shim(sync: &mut fs::File, expected: u8) -> Result<(), StepError> {
+    let mut byte = [0u8; 1];
+    let n = step(sync.read(&mut byte), "wait for the shim")?;
+    if n != 1 || byte[0] != expected {
+        return Err(StepError {
+            step: "wait for the shim".into(),
+            source: io::Error::from(io::ErrorKind::UnexpectedEof),
+        });
+    }
+    Ok(())
+}
+
+/// Waits until the shim has put this process in its cgroup, then creates the
+/// cgroup namespace (rooted there) when the spec asks for one.
+fn join_cgroup(sync: &mut fs::File, new_namespace: bool) -> Result<(), StepError> {
+    wait_for_shim(sync, b'g')?;
+    if new_namespace {
+        step(
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_err),
+            "create the cgroup namespace",
+        )?;
+    }
+    Ok(())
 }
 
 /// Becomes the container's process: user and groups, capabilities, working

@@ -392,14 +392,19 @@ impl Shim {
             write_id_maps(pid, &spec)
                 .map_err(|e| kill_child(format!("cannot write the user namespace maps: {e}")))?;
         }
+        // Two sync bytes (see the init): maps written, then cgroup joined.
+        // With CLONE_INTO_CGROUP (v2) the child was born in its cgroup.
+        // A child that failed early has closed its end; its reason is on the
+        // error pipe read below, so failed writes here are not errors.
+        let mut sync = fs::File::from(sync_w);
+        let _ = sync.write_all(b"m");
         if cgroup_fd.is_none() {
             cgroup.add_process(pid.cast_unsigned()).map_err(|e| {
                 kill_child(format!("cannot move the container into its cgroup: {e}"))
             })?;
         }
-        fs::File::from(sync_w)
-            .write_all(b"g")
-            .map_err(|e| kill_child(format!("cannot start the container's init: {e}")))?;
+        let _ = sync.write_all(b"g");
+        drop(sync);
         let mut message = String::new();
         let _ = fs::File::from(err_r).read_to_string(&mut message);
         if !message.is_empty() {
