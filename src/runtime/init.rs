@@ -473,6 +473,11 @@ pub(crate) fn exec_process(
         }
     }
     step(reset_signals(), "reset signal handling")?;
+    // Only stdio crosses into the program (runc closes the rest as well).
+    step(
+        crate::sys::cloexec_from(3),
+        "mark inherited files close-on-exec",
+    )?;
     if let (true, Some(program)) = (late_seccomp, seccomp) {
         step(
             super::seccomp::apply(program).map_err(io::Error::other),

@@ -50,6 +50,11 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     let attached = crate::sys::take_inherited_fd(ATTACH_FD).map(UnixStream::from);
+    // Nothing else the starter had open may reach the container.
+    if let Err(e) = crate::sys::cloexec_from(5) {
+        let _ = writeln!(&ready, "err cannot mark inherited files close-on-exec: {e}");
+        return 1;
+    }
     // Detach: the starter waits for this first process only.
     // SAFETY: the shim is single-threaded here (nothing has spawned threads).
     match unsafe { crate::sys::fork() } {

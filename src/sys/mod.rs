@@ -316,3 +316,24 @@ pub fn attach_device_filter(cgroup: BorrowedFd<'_>, program: &[BpfInsn]) -> io::
     }
     Ok(prog)
 }
+
+/// Marks every fd from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`), so nothing this process inherited by accident (a
+/// build tool's jobserver pipe, a caller's sockets) reaches a program it
+/// execs.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds;
+    // it closes nothing and touches no memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -725,3 +725,30 @@ fn pause_freezes_every_process_and_unpause_thaws_them() {
         "memory use is shown: {stats}"
     );
 }
+
+#[test]
+fn only_stdio_reaches_the_container() {
+    let host = Host::new();
+    // The caller holds fd 7 open without close-on-exec; it must not leak
+    // through the CLI and the shim into the container.
+    let script = format!(
+        "exec 7</dev/null; {} --root {} run --rm bb ls /proc/self/fd",
+        env!("CARGO_BIN_EXE_stack"),
+        host.root().display()
+    );
+    let out = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0, 1, 2 and the directory ls itself is reading.
+    let fds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{fds:?}");
+}
