@@ -12,3 +12,15 @@ pub mod runtime;
 pub mod spec;
 pub mod sys;
 pub mod words;
+
+/// An error and its causes, joined: "outer: inner: innermost".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -191,6 +191,10 @@ pub fn main() -> ExitCode {
         let code = crate::runtime::shim::main(args.get(2..).unwrap_or_default());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if args.get(1).map(String::as_str) == Some("__exec") {
+        let code = crate::runtime::exec::helper_main(args.get(2..).unwrap_or_default());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -18,7 +18,7 @@ use super::init::{self, Never};
 use super::{Runtime, RuntimeError, Status, cgroup, seccomp};
 
 /// What to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExecConfig {
     /// The command and its arguments.
     pub args: Vec<String>,
@@ -39,6 +39,72 @@ pub struct ExecConfig {
 pub struct ExecStdio {
     /// stdin, stdout, stderr.
     pub fds: [OwnedFd; 3],
+}
+
+/// The command that runs `config` in container `id` through this program's
+/// `__exec` mode: a fresh single-threaded process, which is what joining the
+/// container's namespaces needs. A multi-threaded caller (the daemon) sets
+/// its stdio and spawns it; its exit status is the exec'd process's (or 126
+/// with a message on stderr when the exec could not start).
+pub fn helper_command(runtime: &Runtime, id: &str, config: &ExecConfig) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&runtime.exe);
+    cmd.arg("__exec")
+        .arg(runtime.containers.parent().unwrap_or(&runtime.containers))
+        .arg(&runtime.run_dir)
+        .arg(id)
+        .arg(serde_json::to_string(config).unwrap_or_default());
+    cmd
+}
+
+/// The `__exec` mode: `stack __exec ROOT RUN_DIR ID CONFIG_JSON` runs the
+/// configured process in the container with this process's stdio and
+/// returns its exit code.
+pub fn helper_main(args: &[String]) -> i32 {
+    let [root, run_dir, id, config] = args else {
+        eprintln!("usage: stack __exec ROOT RUN_DIR ID CONFIG");
+        return 125;
+    };
+    let config: ExecConfig = match serde_json::from_str(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stack __exec: bad configuration: {e}");
+            return 125;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("stack __exec: cannot find this program: {e}");
+            return 125;
+        }
+    };
+    let outcome = Runtime::open(
+        std::path::Path::new(root),
+        std::path::Path::new(run_dir),
+        exe,
+    )
+    .and_then(|runtime| {
+        let stdio = |fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned().map_err(|source| RuntimeError::Io {
+                action: "duplicate stdio for exec in",
+                path: runtime.bundle(id).dir().to_path_buf(),
+                source,
+            })
+        };
+        let fds = [
+            stdio(std::io::stdin().as_fd())?,
+            stdio(std::io::stdout().as_fd())?,
+            stdio(std::io::stderr().as_fd())?,
+        ];
+        runtime.exec(id, &config, ExecStdio { fds })
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", crate::error_chain(&e));
+            126
+        }
+    }
 }
 
 impl Runtime {

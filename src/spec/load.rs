@@ -259,7 +259,7 @@ fn variables(
             let source = sources.file(id).map(|f| Arc::clone(&f.text));
             let mut p = Problem::error(
                 ProblemKind::InvalidValue,
-                format!("invalid env file: {}", error_chain(&e)),
+                format!("invalid env file: {}", crate::error_chain(&e)),
             );
             if let Some(source) = source {
                 p = p.at(&source, Span::from_range(e.range()), e.to_string());
@@ -360,18 +360,6 @@ fn interpolate_tree(
     });
 }
 
-/// An error and its causes, joined: "outer: inner: innermost".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn short_label(e: &InterpolateError) -> &'static str {
     match e {
         InterpolateError::MissingRequired { .. } => "required here",
@@ -412,7 +400,7 @@ fn check_env_files(spec: &StackSpec, sources: &mut Sources, vars: &Vars, problem
                         let id = sources.add(&env_file.value, name, text);
                         let mut p = Problem::error(
                             ProblemKind::InvalidValue,
-                            format!("invalid env file: {}", error_chain(&e)),
+                            format!("invalid env file: {}", crate::error_chain(&e)),
                         );
                         if let Some(file) = sources.file(id) {
                             p = p.at(&file.text, Span::from_range(e.range()), e.to_string());

@@ -76,7 +76,10 @@ impl Host {
     }
 
     fn stack(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+        crate::output_within(
+            self.cmd(args).stdin(Stdio::null()),
+            Duration::from_secs(120),
+        )
     }
 
     /// Runs `stack run --rm ARGS bb CMD…` and returns (exit code, stdout, stderr).
