@@ -13,6 +13,7 @@ use miette::IntoDiagnostic;
 use crate::spec::{self, LoadOptions, SpecError};
 
 mod containers;
+mod daemon;
 mod images;
 mod output;
 mod registry;
@@ -62,6 +63,8 @@ pub struct Cli {
     root: PathBuf,
     #[command(flatten)]
     registry: registry::RegistryArgs,
+    #[command(flatten)]
+    client: daemon::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,6 +170,12 @@ enum Command {
     Export(containers::ExportArgs),
     /// Make an image from a container's changes
     Commit(containers::CommitArgs),
+    /// Run the daemon: the REST API on a unix socket, container supervision
+    Daemon(daemon::DaemonArgs),
+    /// Show how the daemon runs and what it holds
+    Info,
+    /// Show the client's and the daemon's versions
+    Version,
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -189,6 +198,10 @@ pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__shim") {
         let code = crate::runtime::shim::main(args.get(2..).unwrap_or_default());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if args.get(1).map(String::as_str) == Some("__export") {
+        let code = crate::runtime::export_helper_main(args.get(2..).unwrap_or_default());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if args.get(1).map(String::as_str) == Some("__exec") {
@@ -258,7 +271,11 @@ impl From<miette::Report> for Failure {
 
 fn run(cli: Cli) -> Result<i32, Failure> {
     let root = cli.root.clone();
+    daemon::configure(&root, &cli.client);
     match cli.command {
+        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &args)?),
+        Command::Info => Ok(daemon::info(&root)?),
+        Command::Version => Ok(daemon::version(&root)?),
         Command::Run(args) => Ok(containers::run(&root, &args)?),
         Command::Create(args) => containers::create(&root, &args)
             .map(|()| 0)

@@ -182,6 +182,63 @@ pub fn all_capabilities() -> oci_spec::runtime::Capabilities {
     caps::all().into_iter().filter_map(oci_capability).collect()
 }
 
+/// A signal by name (`TERM`, `SIGTERM`, any case) or number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// The command that writes container `id`'s root file system as a tar
+/// stream to its stdout (`stack __export`): reading it mounts it in a
+/// private mount namespace, which needs a single-threaded process.
+pub fn export_helper_command(runtime: &Runtime, id: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&runtime.exe);
+    cmd.arg("__export")
+        .arg(runtime.containers.parent().unwrap_or(&runtime.containers))
+        .arg(&runtime.run_dir)
+        .arg(id);
+    cmd
+}
+
+/// The `__export` mode: `stack __export ROOT RUN_DIR ID`.
+pub fn export_helper_main(args: &[String]) -> i32 {
+    let [root, run_dir, id] = args else {
+        eprintln!("usage: stack __export ROOT RUN_DIR ID");
+        return 125;
+    };
+    let outcome = std::env::current_exe()
+        .map_err(|source| RuntimeError::Io {
+            action: "find",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })
+        .and_then(|exe| Runtime::open(Path::new(root), Path::new(run_dir), exe))
+        .and_then(|runtime| {
+            runtime.read_rootfs(id, &mut io::stdout().lock(), |dir, pipe| {
+                crate::image::layer::tar_dir(dir, io::BufWriter::new(pipe))
+                    .map(|_| ())
+                    .map_err(io::Error::other)
+            })
+        });
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}", crate::error_chain(&e));
+            1
+        }
+    }
+}
+
 /// Where shim sockets live for a state root: `$STACK_RUN_DIR`, else
 /// `/run/stack` for the default root and `<root>/run` for any other, so
 /// instances with different roots never meet.

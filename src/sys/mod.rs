@@ -337,3 +337,17 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Closes every fd from `first` up. Only for the start of a long-running
+/// process (the daemon), before it opens anything of its own: an fd it
+/// inherited by accident (a caller's pipe) would otherwise stay open for its
+/// whole life and keep that caller waiting for an end of file.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: called before this process holds any fd of its own above
+    // `first`, so no owner is left with a closed descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

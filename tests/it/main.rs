@@ -61,3 +61,28 @@ pub fn output_within(
         stderr: err_reader.join().unwrap_or_default(),
     }
 }
+
+/// Stops the daemon of state root `root` (if one runs): SIGTERM, then waits
+/// for its pid file lock to go.
+pub fn stop_daemon(root: &std::path::Path) {
+    let pidfile = root.join("run/stack.pid");
+    let Ok(text) = std::fs::read_to_string(&pidfile) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -120,6 +120,7 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        crate::stop_daemon(&self.root());
     }
 }
 

@@ -1,0 +1,258 @@
+//! `stack daemon`, `stack info`, `stack version`, and how every other verb
+//! reaches the daemon: [`client`] connects to it, starting one in the
+//! background when none answers (unless `--no-autostart`).
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use miette::{IntoDiagnostic, miette};
+use serde_json::Value;
+
+use crate::api::Endpoint;
+use crate::api::client::{Client, ClientError};
+
+/// How the command line reaches the daemon (global flags).
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon to talk to: unix:///PATH or tcp://HOST:PORT (default: the
+    /// socket of the state root's daemon)
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        env = "STACK_HOST",
+        value_name = "ENDPOINT"
+    )]
+    host: Option<String>,
+    /// Fail instead of starting a daemon when none answers
+    #[arg(long = "no-autostart", global = true, env = "STACK_NO_AUTOSTART")]
+    no_autostart: bool,
+}
+
+#[derive(Debug)]
+struct Settings {
+    root: PathBuf,
+    args: ClientArgs,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Records the global flags for [`client`]; called once by `cli::run`.
+pub fn configure(root: &Path, args: &ClientArgs) {
+    let _ = SETTINGS.set(Settings {
+        root: root.to_path_buf(),
+        args: args.clone(),
+    });
+}
+
+/// Turns a client error into a diagnostic, the way Docker words them.
+pub fn api_error(e: ClientError) -> miette::Report {
+    match e {
+        ClientError::Api { message, .. } => miette!("{message}"),
+        other => miette!("{}", crate::error_chain(&other)),
+    }
+}
+
+/// A client of the daemon for the state root the command line names.
+pub fn client(root: &Path) -> miette::Result<Client> {
+    let (root, args) = match SETTINGS.get() {
+        Some(s) => (s.root.clone(), s.args.clone()),
+        None => (
+            root.to_path_buf(),
+            ClientArgs {
+                host: None,
+                no_autostart: false,
+            },
+        ),
+    };
+    let endpoint = match &args.host {
+        Some(h) => Endpoint::parse(h).map_err(|e| miette!("-H: {e}"))?,
+        None => Endpoint::Unix(crate::daemon::default_socket(&root)),
+    };
+    let client = Client::new(endpoint.clone(), None).map_err(api_error)?;
+    let Endpoint::Unix(socket) = &endpoint else {
+        return Ok(client);
+    };
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Ok(client);
+    }
+    if args.no_autostart || args.host.is_some() {
+        return Err(miette!(
+            "cannot connect to the stack daemon at {endpoint}: is it running? (start it with `stack daemon`)"
+        ));
+    }
+    autostart(&root, socket)?;
+    Ok(client)
+}
+
+/// Starts `stack --root ROOT daemon` in the background, its output going to
+/// `daemon.log` next to its socket, and waits until it accepts connections.
+fn autostart(root: &Path, socket: &Path) -> miette::Result<()> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).into_diagnostic()?;
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .into_diagnostic()?;
+    let log_err = log.try_clone().into_diagnostic()?;
+    let mut child = std::process::Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("daemon")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        // Its own process group: a Ctrl-C meant for this command does not
+        // reach the daemon.
+        .process_group(0)
+        .spawn()
+        .into_diagnostic()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Lost a race with another starting daemon: use that one.
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            if !status.success() {
+                let mut text = String::new();
+                let _ =
+                    std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut text));
+                let last: Vec<&str> = text.lines().rev().take(5).collect();
+                let last: Vec<&str> = last.into_iter().rev().collect();
+                return Err(miette!(
+                    "the stack daemon could not start ({status}); {}:\n{}",
+                    log_path.display(),
+                    last.join("\n")
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(miette!(
+                "the stack daemon did not answer on {} within 15 s; see {}",
+                socket.display(),
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `stack daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The pid file (default: stack.pid in the run directory)
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// The group that may use the API socket (default: root's)
+    #[arg(short = 'G', long = "group", value_name = "GROUP")]
+    group: Option<String>,
+    /// Debug logging
+    #[arg(short = 'D', long = "debug")]
+    debug: bool,
+}
+
+/// Runs the daemon in the foreground.
+pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miette::Result<i32> {
+    // Nothing the daemon inherited besides stdio may stay open in it.
+    let _ = crate::sys::close_from(3);
+    let mut options = crate::daemon::Options::for_root(root);
+    let mut hosts = Vec::new();
+    for h in client_args.host.iter() {
+        hosts.push(Endpoint::parse(h).map_err(|e| miette!("-H: {e}"))?);
+    }
+    if !hosts.is_empty() {
+        options.hosts = hosts;
+    }
+    if let Some(p) = &args.pidfile {
+        options.pidfile = p.clone();
+    }
+    options.group = args.group.clone();
+    options.debug = args.debug;
+    crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
+    Ok(0)
+}
+
+/// `stack info`.
+pub fn info(root: &Path) -> miette::Result<i32> {
+    let c = client(root)?;
+    let info: Value = c.get("/info").send_json().map_err(api_error)?;
+    let s = |k: &str| match &info[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    println!("Client:");
+    println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
+    println!(" API version: {}", crate::api::VERSION);
+    println!();
+    println!("Server:");
+    println!(" Containers: {}", s("Containers"));
+    println!("  Running: {}", s("ContainersRunning"));
+    println!("  Paused: {}", s("ContainersPaused"));
+    println!("  Stopped: {}", s("ContainersStopped"));
+    println!(" Images: {}", s("Images"));
+    println!(" Server Version: {}", s("ServerVersion"));
+    println!(" API Version: {}", s("ApiVersion"));
+    println!(" Storage Driver: {}", s("Driver"));
+    println!(" Cgroup Driver: {}", s("CgroupDriver"));
+    println!(" Cgroup Version: {}", s("CgroupVersion"));
+    let runtimes: Vec<String> = info["Runtimes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(" Runtimes: {}", runtimes.join(" "));
+    println!(" Default Runtime: {}", s("DefaultRuntime"));
+    println!(" Kernel Version: {}", s("KernelVersion"));
+    println!(" Operating System: {}", s("OperatingSystem"));
+    println!(" Architecture: {}", s("Architecture"));
+    println!(" CPUs: {}", s("NCPU"));
+    println!(" Name: {}", s("Name"));
+    println!(" Stack Root Dir: {}", s("DockerRootDir"));
+    println!(" Debug Mode: {}", s("Debug"));
+    Ok(0)
+}
+
+/// `stack version`.
+pub fn version(root: &Path) -> miette::Result<i32> {
+    println!("Client:");
+    println!(" Version:     {}", env!("CARGO_PKG_VERSION"));
+    println!(" API version: {}", crate::api::VERSION);
+    println!(
+        " OS/Arch:     {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    let c = client(root)?;
+    let v: Value = c.get("/version").send_json().map_err(api_error)?;
+    println!();
+    println!("Server:");
+    for (label, key) in [
+        ("Version", "Version"),
+        ("API version", "ApiVersion"),
+        ("Kernel", "KernelVersion"),
+    ] {
+        println!(" {label:<12} {}", v[key].as_str().unwrap_or_default());
+    }
+    println!(
+        " {:<12} {}/{}",
+        "OS/Arch",
+        v["Os"].as_str().unwrap_or_default(),
+        v["Arch"].as_str().unwrap_or_default()
+    );
+    Ok(0)
+}
