@@ -112,6 +112,15 @@ impl Daemon {
     /// Opens the state root.
     pub fn open(options: Options) -> Result<Daemon, DaemonError> {
         let containers = Arc::new(Containers::open(&options.root, &options.run_dir)?);
+        let swept = containers
+            .runtime
+            .sweep_unfinished()
+            .map_err(ContainersError::from)?;
+        if swept > 0 {
+            tracing::warn!(
+                "removed {swept} leftovers of containers created or removed when the daemon stopped"
+            );
+        }
         Ok(Daemon {
             containers,
             root: options.root.clone(),

@@ -79,6 +79,7 @@ pub enum SeccompChoice {
 
 /// Resource limits (`-m`, `--cpus`, …). `None` is "not set".
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// Memory limit in bytes.
     pub memory: Option<i64>,
@@ -107,7 +108,9 @@ pub struct Resources {
 }
 
 /// What `docker run` asks for, resolved (paths absolute, values parsed).
+/// Every field has a default, so an API request names only what it sets.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunRequest {
     /// The image as named.
     pub image: String,

@@ -342,6 +342,33 @@ impl Runtime {
         Ok(ids)
     }
 
+    /// Removes what creates and removes cut short by a crash left behind:
+    /// bundles without a record and name claims that lead to none. Only for
+    /// a moment when no create runs (the daemon's start, under its lock);
+    /// returns how many leftovers it removed.
+    pub fn sweep_unfinished(&self) -> Result<usize, RuntimeError> {
+        let mut swept = 0;
+        for id in self.ids()? {
+            let bundle = self.bundle(&id);
+            if !bundle.record().exists() {
+                fs::remove_dir_all(bundle.dir()).map_err(io_err("remove", bundle.dir()))?;
+                swept += 1;
+            }
+        }
+        let names = self.containers.join("names");
+        for entry in fs::read_dir(&names).map_err(io_err("list", &names))? {
+            let entry = entry.map_err(io_err("list", &names))?;
+            let claim = entry.path();
+            let complete = fs::read_link(&claim)
+                .is_ok_and(|id| self.containers.join(id).join("container.json").exists());
+            if !complete {
+                fs::remove_file(&claim).map_err(io_err("remove", &claim))?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Creates a container: claims its name, writes its bundle. Nothing runs.
     pub fn create(&self, record: &ContainerRecord, spec: &Spec) -> Result<(), RuntimeError> {
         let names = self.containers.join("names");

@@ -1,0 +1,299 @@
+//! The daemon: live restore after SIGKILL, name races, the socket's access
+//! rules, API errors, autostart, and sweeping what a crash cut short.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::runtime::Host;
+
+fn socket(host: &Host) -> PathBuf {
+    host.root().join("run/stack.sock")
+}
+
+fn daemon_pid(host: &Host) -> i32 {
+    fs::read_to_string(host.root().join("run/stack.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// One raw HTTP/1.1 exchange on the daemon's socket: (status, body).
+fn http(host: &Host, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    host.ok(&["version"]);
+    let mut s = UnixStream::connect(socket(host)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: stack\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A body the daemon refuses early may not be read whole.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_finds_every_container_again() {
+    let host = Host::new();
+    for i in 0..10 {
+        host.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("c{i}"),
+            "bb",
+            "sh",
+            "-c",
+            &format!("echo started {i}; exec sleep 1000"),
+        ]);
+    }
+    let pid = daemon_pid(&host);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the daemon is gone", || !alive(pid));
+    // The next command starts a new daemon, which finds them all running.
+    let ps = host.ok(&["ps", "--format", "json"]);
+    assert_ne!(daemon_pid(&host), pid, "a new daemon answers");
+    for i in 0..10 {
+        assert!(ps.contains(&format!("\"c{i}\"")), "c{i} is listed: {ps}");
+        assert_eq!(host.inspect(&format!("c{i}"))["State"]["Status"], "running");
+    }
+    assert_eq!(ps.lines().count(), 10, "{ps}");
+    // They still work: exec, logs, stop with an exit code.
+    assert_eq!(host.ok(&["exec", "c3", "echo", "hi"]), "hi\n");
+    assert_eq!(host.ok(&["logs", "c3"]), "started 3\n");
+    host.ok(&["kill", "c3"]);
+    assert_eq!(host.ok(&["wait", "c3"]).trim(), "137");
+}
+
+#[test]
+fn concurrent_creates_with_one_name_give_one_container() {
+    let host = Host::new();
+    host.ok(&["version"]);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            host.cmd(&["create", "--name", "only", "bb", "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut won = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            won += 1;
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("already in use"), "{err}");
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+}
+
+#[test]
+fn the_socket_admits_root_and_its_group_and_no_one_else() {
+    let host = Host::new();
+    host.ok(&["version"]);
+    let sock = socket(&host);
+    let mode = fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // Another user is refused.
+    let mut nobody = Command::new("setpriv");
+    nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_stack"))
+        .arg("--root")
+        .arg(host.root())
+        .args(["--no-autostart", "-H"])
+        .arg(format!("unix://{}", sock.display()))
+        .arg("ps")
+        .stdin(Stdio::null());
+    let out = crate::output_within(&mut nobody, Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    // Restarted with -G, the group's members get in.
+    crate::stop_daemon(&host.root());
+    let mut daemon = host
+        .cmd(&["daemon", "-G", "65534"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the daemon listens", || UnixStream::connect(&sock).is_ok());
+    let mut member = Command::new("setpriv");
+    member
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_stack"))
+        .arg("--root")
+        .arg(host.root())
+        .args(["--no-autostart", "-H"])
+        .arg(format!("unix://{}", sock.display()))
+        .args(["ps", "-a"])
+        .stdin(Stdio::null());
+    let out = crate::output_within(&mut member, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONTAINER ID"));
+    crate::stop_daemon(&host.root());
+    let _ = daemon.wait();
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_daemon_goes_on() {
+    let host = Host::new();
+    let (status, body) = http(&host, "POST", "/v1.0/containers/create", br#"{"image": 5}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("image"), "the field is named: {body}");
+    let (status, body) = http(&host, "POST", "/v1.0/containers/create", b"{not json");
+    assert_eq!(status, 400, "{body}");
+    let big = vec![b' '; 5 << 20];
+    let (status, _) = http(&host, "POST", "/v1.0/containers/create", &big);
+    assert_eq!(status, 413);
+    let (status, body) = http(&host, "GET", "/v1.0/containers/nosuch/json", b"");
+    assert_eq!(status, 404);
+    assert!(body.contains("no such container: nosuch"), "{body}");
+    let (status, _) = http(&host, "GET", "/v1.0/nowhere", b"");
+    assert_eq!(status, 404);
+    host.ok(&["create", "--name", "ww", "bb", "true"]);
+    let (status, body) = http(
+        &host,
+        "POST",
+        "/v1.0/containers/ww/wait?condition=soon",
+        b"",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(&host, "POST", "/v1.0/containers/ww/kill?signal=NOPE", b"");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(&host, "POST", "/v1.0/containers/ww/kill", b"");
+    assert_eq!(status, 409, "killing a created container conflicts: {body}");
+    let (status, body) = http(
+        &host,
+        "POST",
+        "/v1.0/containers/create",
+        br#"{"image": "nosuchimage"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    // Unversioned paths are served too.
+    let (status, body) = http(&host, "GET", "/_ping", b"");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    assert!(host.ok(&["ps", "-a"]).contains(" ww\n"));
+}
+
+#[test]
+fn clients_that_vanish_mid_stream_leave_the_daemon_serving() {
+    let host = Host::new();
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "bb",
+        "sh",
+        "-c",
+        "while :; do echo line; sleep 0.01; done",
+    ]);
+    for args in [
+        vec!["logs", "-f", "chatty"],
+        vec!["exec", "chatty", "sleep", "1000"],
+        vec!["attach", "chatty"],
+    ] {
+        let mut child = host
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        if args[0] != "exec" {
+            child
+                .stdout
+                .as_mut()
+                .unwrap()
+                .read_exact(&mut first)
+                .unwrap();
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    assert!(host.ok(&["ps"]).contains("chatty"));
+    assert_eq!(host.ok(&["exec", "chatty", "echo", "still"]), "still\n");
+}
+
+#[test]
+fn without_a_daemon_the_cli_starts_one_unless_told_not_to() {
+    let host = Host::new();
+    crate::stop_daemon(&host.root());
+    let out = host.stack(&["--no-autostart", "ps"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to the stack daemon"), "{err}");
+    assert!(!socket(&host).exists());
+    let info = host.ok(&["info"]);
+    assert!(info.contains("Storage Driver: overlay"), "{info}");
+    assert!(info.contains("Cgroup Version: "), "{info}");
+    assert!(alive(daemon_pid(&host)));
+    // A second daemon on the same root refuses to start.
+    let out = host.stack(&["daemon"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another stack daemon"), "{err}");
+}
+
+#[test]
+fn a_create_cut_short_by_a_crash_leaves_no_claimed_name() {
+    let host = Host::new();
+    crate::stop_daemon(&host.root());
+    // What a daemon killed in the middle of a create leaves: the name
+    // claimed, the bundle begun, no record.
+    let containers = host.root().join("containers");
+    let id = "ab".repeat(32);
+    fs::create_dir_all(containers.join(&id).join("upper")).unwrap();
+    fs::create_dir_all(containers.join("names")).unwrap();
+    std::os::unix::fs::symlink(&id, containers.join("names/half")).unwrap();
+    host.ok(&["create", "--name", "half", "bb", "true"]);
+    assert!(!containers.join(&id).exists());
+    assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+}
