@@ -371,6 +371,7 @@ async fn create(
     if let Some(name) = q.get("name").filter(|n| !n.is_empty()) {
         request.name = Some(name.clone());
     }
+    d.apply_defaults(&mut request);
     let created = blocking(move || {
         let id = d.containers.create(&request)?;
         Ok(Created {

@@ -159,7 +159,15 @@ pub struct DaemonArgs {
     group: Option<String>,
     /// Debug logging
     #[arg(short = 'D', long = "debug")]
-    debug: bool,
+    pub debug: bool,
+    /// Ulimit for containers that set none of that name: NAME=SOFT[:HARD]
+    /// (repeatable)
+    #[arg(long = "default-ulimit", value_name = "ULIMIT")]
+    default_ulimits: Vec<String>,
+    /// Default log options for containers: max-size=SIZE, max-file=N
+    /// (repeatable)
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
 }
 
 /// Runs the daemon in the foreground.
@@ -179,6 +187,35 @@ pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miett
     }
     options.group = args.group.clone();
     options.debug = args.debug;
+    for u in &args.default_ulimits {
+        let ulimit = u
+            .parse::<crate::spec::ulimit::Ulimit>()
+            .map_err(|e| miette!("--default-ulimit {u:?}: {e}"))?;
+        options.default_ulimits.push(ulimit);
+    }
+    for o in &args.log_opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                let bytes = v
+                    .parse::<crate::spec::size::ByteSize>()
+                    .map_err(|e| miette!("--log-opt {o:?}: {e}"))?;
+                options.log_max_size = Some(bytes.0);
+            }
+            Some(("max-file", v)) => {
+                options.log_max_files = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| miette!("--log-opt {o:?}: expected a positive count"))?,
+                );
+            }
+            _ => {
+                return Err(miette!(
+                    "--log-opt {o:?}: the json-file driver takes max-size=SIZE and max-file=N"
+                ));
+            }
+        }
+    }
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

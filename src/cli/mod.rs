@@ -220,7 +220,7 @@ pub fn main() -> ExitCode {
             return code.into();
         }
     };
-    init_tracing();
+    init_tracing(matches!(&cli.command, Command::Daemon(args) if args.debug));
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(failure) => {
@@ -230,9 +230,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_tracing(debug: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if debug { "stack=debug,info" } else { "warn" })
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

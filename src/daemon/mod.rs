@@ -34,6 +34,13 @@ pub struct Options {
     pub group: Option<String>,
     /// Debug logging.
     pub debug: bool,
+    /// Ulimits for containers that do not set them (`--default-ulimit`).
+    pub default_ulimits: Vec<crate::spec::ulimit::Ulimit>,
+    /// Log rotation for containers that do not set it (`--log-opt
+    /// max-size=…`, `max-file=…`): the largest file size in bytes.
+    pub log_max_size: Option<u64>,
+    /// Log rotation default: how many files to keep.
+    pub log_max_files: Option<u32>,
 }
 
 impl Options {
@@ -47,6 +54,9 @@ impl Options {
             run_dir,
             group: None,
             debug: false,
+            default_ulimits: Vec::new(),
+            log_max_size: None,
+            log_max_files: None,
         }
     }
 }
@@ -127,6 +137,23 @@ impl Daemon {
             options,
             started: SystemTime::now(),
         })
+    }
+}
+
+impl Daemon {
+    /// Fills in what a request leaves to the daemon's defaults.
+    pub fn apply_defaults(&self, req: &mut crate::reconcile::container::RunRequest) {
+        for default in &self.options.default_ulimits {
+            if !req.ulimits.iter().any(|u| u.name == default.name) {
+                req.ulimits.push(default.clone());
+            }
+        }
+        if req.log_max_size.is_none() {
+            req.log_max_size = self.options.log_max_size;
+        }
+        if req.log_max_files.is_none() {
+            req.log_max_files = self.options.log_max_files;
+        }
     }
 }
 
@@ -325,9 +352,15 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         .map_err(io_err("handle signals for", &daemon.root))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io_err("handle signals for", &daemon.root))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // A daemon started from a terminal outlives it.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io_err("handle signals for", &daemon.root))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {}
+        }
     }
     sd_notify("STOPPING=1");
     let _ = stop_tx.send(true);

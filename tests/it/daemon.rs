@@ -297,3 +297,58 @@ fn a_create_cut_short_by_a_crash_leaves_no_claimed_name() {
     assert!(!containers.join(&id).exists());
     assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 1);
 }
+
+#[test]
+fn the_daemon_tells_systemd_its_state_and_applies_its_defaults() {
+    let host = Host::new();
+    crate::stop_daemon(&host.root());
+    let notify_path = host.root().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut daemon = host
+        .cmd(&[
+            "daemon",
+            "--default-ulimit",
+            "nofile=512:512",
+            "--log-opt",
+            "max-size=1m",
+            "--log-opt",
+            "max-file=2",
+        ])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means the socket answers.
+    UnixStream::connect(socket(&host)).unwrap();
+    let (code, out, err) = host.run(&[], &["sh", "-c", "ulimit -n"]);
+    assert_eq!((code, out.trim()), (0, "512"), "{err}");
+    let (code, out, _) = host.run(&["--ulimit", "nofile=256:256"], &["sh", "-c", "ulimit -n"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "256"),
+        "the container's own setting wins"
+    );
+    host.ok(&["run", "-d", "--name", "keeps", "bb", "sleep", "1000"]);
+    let log = &host.inspect("keeps")["HostConfig"]["LogConfig"]["Config"];
+    assert_eq!(log["max-size"], "1048576");
+    assert_eq!(log["max-file"], "2");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(daemon.wait().unwrap().success());
+    assert!(!socket(&host).exists(), "the socket is removed");
+    // The container outlives the daemon; the next one finds it running.
+    assert_eq!(host.inspect("keeps")["State"]["Status"], "running");
+}
