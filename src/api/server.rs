@@ -154,13 +154,19 @@ async fn json_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
                 format!("the request body is larger than {MAX_JSON_BODY} bytes"),
             )
         })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    decode(&bytes).map_err(ApiError::bad_request)
+}
+
+/// Decodes a JSON request body; the error names the field that is wrong
+/// (`invalid request body at resources.memory: …`).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
-            ApiError::bad_request(format!("invalid request body: {}", e.inner()))
+            format!("invalid request body: {}", e.inner())
         } else {
-            ApiError::bad_request(format!("invalid request body at {path}: {}", e.inner()))
+            format!("invalid request body at {path}: {}", e.inner())
         }
     })
 }
