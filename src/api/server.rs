@@ -226,6 +226,16 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         })
 }
 
+/// HTTP/1.1 connections that close when a client sends no complete request
+/// head within 30 s, so idle connections cannot pile up.
+fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+}
+
 /// Serves `router` on a unix listener until `stop` turns true, refusing
 /// peers that are neither root nor in the socket's group.
 pub async fn serve_unix(
@@ -246,7 +256,7 @@ pub async fn serve_unix(
         }
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
+            let _ = http1_builder()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
@@ -260,7 +270,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(router);
-    let _ = hyper::server::conn::http1::Builder::new()
+    let _ = http1_builder()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;

@@ -50,6 +50,12 @@ pub struct CreateArgs {
     /// Mount the volumes of another container: NAME[:ro|:rw]
     #[arg(long = "volumes-from", value_name = "CONTAINER")]
     volumes_from: Vec<String>,
+    /// Write the container id to this file (which must not exist)
+    #[arg(long = "cidfile", value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Link to another container: NAME[:ALIAS] (needs a bridge network)
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    link: Vec<String>,
     /// Publish a port (needs a bridge network)
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
@@ -255,6 +261,19 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
     }
     for t in &args.tmpfs {
         mounts.push(parse_tmpfs(t).map_err(|e| miette!("invalid tmpfs {t:?}: {e}"))?);
+    }
+    for link in &args.link {
+        let (name, alias) = link
+            .split_once(':')
+            .unwrap_or((link.as_str(), link.as_str()));
+        if name.is_empty() || alias.is_empty() {
+            return Err(miette!("invalid --link {link:?}: expected NAME[:ALIAS]"));
+        }
+    }
+    if !args.link.is_empty() {
+        return Err(miette!(
+            "--link needs a bridge network, which this version does not create yet"
+        ));
     }
     if !args.publish.is_empty() || args.publish_all {
         return Err(miette!(
@@ -503,9 +522,53 @@ fn signal_number(name: &str) -> miette::Result<i32> {
 pub fn create(root: &Path, args: &CreateArgs) -> miette::Result<()> {
     let req = request(args)?;
     let c = client(root)?;
+    let cidfile = CidFile::claim(args.cidfile.as_deref())?;
     let created = create_container(&c, &req)?;
+    cidfile.write(&created.id)?;
     println!("{}", created.id);
     Ok(())
+}
+
+/// `--cidfile`: created before the container (so an existing file stops
+/// the create, as in Docker), filled with the id after, removed when the
+/// create fails.
+struct CidFile(Option<(PathBuf, std::fs::File)>);
+
+impl CidFile {
+    fn claim(path: Option<&Path>) -> miette::Result<CidFile> {
+        let Some(path) = path else {
+            return Ok(CidFile(None));
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(file) => Ok(CidFile(Some((path.to_path_buf(), file)))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(miette!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                path.display()
+            )),
+            Err(e) => Err(miette!("cannot create the cidfile {}: {e}", path.display())),
+        }
+    }
+
+    fn write(mut self, id: &str) -> miette::Result<()> {
+        if let Some((path, mut file)) = self.0.take() {
+            file.write_all(id.as_bytes())
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write the cidfile {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if let Some((path, _)) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Creates a container through the API.
@@ -646,7 +709,9 @@ fn relay(stream: UnixStream, stdin: bool, tty: bool) -> io::Result<AttachEnd> {
 pub fn run(root: &Path, args: &RunArgs) -> miette::Result<i32> {
     let req = request(&args.create)?;
     let c = client(root)?;
+    let cidfile = CidFile::claim(args.create.cidfile.as_deref())?;
     let id = create_container(&c, &req)?.id;
+    cidfile.write(&id)?;
     let path = format!("/containers/{}/start", segment(&id));
     if args.detach {
         if let Err(e) = c.post(&path).ok() {

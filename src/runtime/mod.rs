@@ -37,13 +37,15 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// No container has this name or id (prefix).
-    #[error("no such container: {0}")]
+    #[error("No such container: {0}")]
     NotFound(String),
     /// An id prefix matches several containers.
     #[error("container id prefix {0} is ambiguous")]
     Ambiguous(String),
     /// The name is taken.
-    #[error("the container name \"/{name}\" is already in use by container \"{id}\"")]
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
     NameInUse {
         /// The name.
         name: String,

@@ -193,7 +193,7 @@ fn bad_requests_get_clear_errors_and_the_daemon_goes_on() {
     assert_eq!(status, 413);
     let (status, body) = http(&host, "GET", "/v1.0/containers/nosuch/json", b"");
     assert_eq!(status, 404);
-    assert!(body.contains("no such container: nosuch"), "{body}");
+    assert!(body.contains("No such container: nosuch"), "{body}");
     let (status, _) = http(&host, "GET", "/v1.0/nowhere", b"");
     assert_eq!(status, 404);
     host.ok(&["create", "--name", "ww", "bb", "true"]);
@@ -351,4 +351,78 @@ fn the_daemon_tells_systemd_its_state_and_applies_its_defaults() {
     assert!(!socket(&host).exists(), "the socket is removed");
     // The container outlives the daemon; the next one finds it running.
     assert_eq!(host.inspect("keeps")["State"]["Status"], "running");
+}
+
+#[test]
+fn cidfile_gets_the_id_and_an_existing_one_stops_the_create() {
+    let host = Host::new();
+    let cidfile = host.root().join("cid");
+    let id = host.ok(&[
+        "run",
+        "-d",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
+        "bb",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(fs::read_to_string(&cidfile).unwrap(), id.trim());
+    let out = host.stack(&[
+        "create",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
+        "bb",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container ID file found"), "{err}");
+    assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+    // A create that fails leaves no cidfile behind.
+    let other = host.root().join("cid2");
+    let out = host.stack(&[
+        "create",
+        "--cidfile",
+        other.to_str().unwrap(),
+        "nosuchimage",
+    ]);
+    assert!(!out.status.success());
+    assert!(!other.exists());
+}
+
+#[test]
+fn a_flood_of_requests_and_idle_connections_do_not_wedge_the_daemon() {
+    let host = Host::new();
+    host.ok(&["run", "-d", "--name", "up", "bb", "sleep", "1000"]);
+    // Connections that never send a request.
+    let idle: Vec<UnixStream> = (0..50)
+        .map(|_| UnixStream::connect(socket(&host)).unwrap())
+        .collect();
+    let sock = socket(&host);
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for _ in 0..25 {
+                    let mut s = UnixStream::connect(&sock).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    s.write_all(
+                        b"GET /v1.0/containers/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    )
+                    .unwrap();
+                    let mut answer = String::new();
+                    let _ = s.read_to_string(&mut answer);
+                    if answer.starts_with("HTTP/1.1 200") && answer.contains("\"up\"") {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let total: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(total, 16 * 25);
+    drop(idle);
+    assert_eq!(host.ok(&["exec", "up", "echo", "fine"]), "fine\n");
 }
