@@ -327,9 +327,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             }
         }
     }
-    crate::spec::restart::parse_restart(&args.restart)
+    let (restart, retries) = crate::spec::restart::parse_restart(&args.restart)
         .map_err(|e| miette!("invalid --restart: {e}"))?;
-    labels.insert("stack.restart".into(), args.restart.clone());
     let userns = match args.userns.as_deref() {
         None | Some("host") | Some("") => None,
         Some(v) => {
@@ -441,6 +440,10 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         extra_hosts,
         expose: args.expose.clone(),
         runtime: args.runtime.clone(),
+        restart: crate::reconcile::container::RestartPolicy {
+            name: restart,
+            maximum_retry_count: retries.unwrap_or(0),
+        },
     })
 }
 
