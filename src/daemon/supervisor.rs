@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedMutexGuard, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::events::{Event, Events};
 use crate::reconcile::container::RestartPolicy;
@@ -308,6 +308,8 @@ pub struct Supervisor {
     events: Events,
     backoff: BackoffConfig,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Serializes changes of `supervise.json` files.
+    files: Mutex<()>,
     handle: tokio::runtime::Handle,
     me: Weak<Supervisor>,
 }
@@ -325,6 +327,7 @@ impl Supervisor {
             events,
             backoff,
             entries: Mutex::new(HashMap::new()),
+            files: Mutex::new(()),
             handle: tokio::runtime::Handle::current(),
             me: me.clone(),
         })
@@ -352,12 +355,18 @@ impl Supervisor {
     }
 
     /// Changes the container's `supervise.json`, writing it only when it
-    /// changed (or did not exist).
+    /// changed (or did not exist). Read, change and write happen under one
+    /// lock: steps that run outside the container's lock (reporting an
+    /// exit) must not write back a flag the user's stop just changed.
     fn update(
         &self,
         id: &str,
         change: impl FnOnce(&mut SuperviseRecord),
     ) -> Result<SuperviseRecord, SupervisorError> {
+        let _files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.load(id);
         let mut new = old.unwrap_or_default();
         change(&mut new);
@@ -502,7 +511,7 @@ impl Supervisor {
         // The file marks the container as watched, so a daemon started
         // later reports an exit this one missed.
         if self.load(id).is_none()
-            && let Err(e) = self.update(id, |r| r.reported_run = run - 1)
+            && let Err(e) = self.update(id, |r| r.reported_run = r.reported_run.max(run - 1))
         {
             warn!(container = id, error = %crate::error_chain(&e), "cannot write the supervisor record");
         }
@@ -511,7 +520,11 @@ impl Supervisor {
         self.handle.spawn(async move {
             me.wait_for_exit(&id).await;
             if let Err(e) = me.settle(&id, Some(run), Trigger::Exit).await {
-                warn!(container = %id, error = %crate::error_chain(&e), "cannot apply the restart policy");
+                // The run is given up (as moby gives up a failed restart):
+                // the container stays as it is until someone acts.
+                error!(container = %id, error = %crate::error_chain(&e), "cannot handle the container's exit");
+                me.mark_reported(&id, run);
+                me.mark_settled(&id, run);
             }
         });
     }
@@ -705,7 +718,10 @@ impl Supervisor {
                 });
             }
             Decision::Restart => {
-                self.restart_after_exit(id, &record, &state, trigger, guard)
+                // A restart despite a user stop is the boot start of an
+                // `always` container: the user's stop is over.
+                let clear_stop = facts.stopped_by_user;
+                self.restart_after_exit(id, &record, &state, trigger, clear_stop, guard)
                     .await?
             }
         };
@@ -724,15 +740,16 @@ impl Supervisor {
         record: &ContainerRecord,
         state: &ContainerState,
         trigger: Trigger,
+        clear_stop: bool,
         guard: OwnedMutexGuard<()>,
     ) -> Result<Outcome, SupervisorError> {
         // Counted when decided, as moby counts it (a restart called off
         // still counts towards on-failure's limit).
         self.update(id, |r| {
             r.restart_count = r.restart_count.saturating_add(1);
-            // Only the boot start of a user-stopped `always` container gets
-            // here with the flag set: the user's stop is over.
-            r.stopped_by_user = false;
+            if clear_stop {
+                r.stopped_by_user = false;
+            }
         })?;
         let ran = ran_for(state).unwrap_or_default();
         let (delay, mut epoch) = self.with_entry(id, |e| {
