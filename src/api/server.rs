@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::{Created, ErrorBody, Listed, MAX_JSON_BODY, Usage, Waited};
 use crate::daemon::Daemon;
+use crate::daemon::events::{Event, EventFilter};
 use crate::image::images::ImageError;
 use crate::reconcile::container::RunRequest;
 use crate::reconcile::containers::ContainersError;
@@ -124,6 +125,17 @@ impl From<ContainersError> for ApiError {
     }
 }
 
+impl From<crate::daemon::supervisor::SupervisorError> for ApiError {
+    fn from(e: crate::daemon::supervisor::SupervisorError) -> ApiError {
+        use crate::daemon::supervisor::SupervisorError as E;
+        match e {
+            E::Runtime(r) => r.into(),
+            E::Containers(c) => c.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> ApiError {
         ApiError::new(image_status(&e), crate::error_chain(&e))
@@ -217,6 +229,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/containers/{id}/export", get(export))
         .route("/containers/{id}", delete(remove))
         .route("/commit", post(commit))
+        .route("/events", get(events))
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())
@@ -341,7 +354,7 @@ async fn list(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Respo
                 .unwrap_or_default();
             let size = size.then(|| dir_size(&record.rootfs.upper));
             rows.push(Listed {
-                restart_count: state.start_count.saturating_sub(1),
+                restart_count: d.supervisor.restart_count(&record.id),
                 health: None,
                 record,
                 state,
@@ -374,6 +387,13 @@ fn dir_size(dir: &std::path::Path) -> u64 {
     total
 }
 
+/// Emits a container event for `id` (nothing when it is gone).
+fn emit(d: &Daemon, id: &str, action: &str) {
+    if let Ok(record) = d.containers.runtime.record(id) {
+        d.events.emit(Event::container(action, &record));
+    }
+}
+
 fn resolve(d: &Daemon, name: &str) -> ApiResult<String> {
     Ok(d.containers.runtime.resolve(name)?)
 }
@@ -390,6 +410,9 @@ async fn create(
     d.apply_defaults(&mut request);
     let created = blocking(move || {
         let id = d.containers.create(&request)?;
+        if let Ok(record) = d.containers.runtime.record(&id) {
+            d.events.emit(Event::container("create", &record));
+        }
         Ok(Created {
             id,
             warnings: Vec::new(),
@@ -402,7 +425,9 @@ async fn create(
 async fn inspect(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
     let value = blocking(move || {
         let id = resolve(&d, &name)?;
-        Ok(d.containers.inspect(&id)?)
+        let mut value = d.containers.inspect(&id)?;
+        value["RestartCount"] = json!(d.supervisor.restart_count(&id));
+        Ok(value)
     })
     .await?;
     Ok(json_response(&value))
@@ -454,20 +479,19 @@ async fn start(
     req: Request,
 ) -> ApiResult<Response> {
     let attach = wants_upgrade(&req);
-    let ours = blocking(move || {
-        let id = resolve(&d, &name)?;
-        if attach {
-            let (ours, theirs) = StdUnixStream::pair().map_err(|e| ApiError::internal(&e))?;
-            d.containers
-                .runtime
-                .start(&id, Some(OwnedFd::from(theirs)))?;
-            Ok(Some(ours))
-        } else {
-            d.containers.runtime.start(&id, None)?;
-            Ok(None)
+    let (id, _) = resolve_record(&d, name).await?;
+    let ours = if attach {
+        let (ours, theirs) = StdUnixStream::pair().map_err(|e| ApiError::internal(&e))?;
+        d.supervisor.start(&id, Some(OwnedFd::from(theirs))).await?;
+        Some(ours)
+    } else {
+        let st = d.containers.runtime.state(&id)?;
+        if matches!(st.status, Status::Running | Status::Paused) {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
-    })
-    .await?;
+        d.supervisor.start(&id, None).await?;
+        None
+    };
     Ok(match ours {
         Some(ours) => switch_protocols(req, move |up| splice(up, ours)),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -521,24 +545,36 @@ fn signal_param(q: &BTreeMap<String, String>, default: &str) -> ApiResult<i32> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid signal {name:?}")))
 }
 
+/// The container and its record, resolved on the blocking pool.
+async fn resolve_record(
+    d: &Arc<Daemon>,
+    name: String,
+) -> ApiResult<(String, crate::runtime::ContainerRecord)> {
+    let d = d.clone();
+    blocking(move || {
+        let id = resolve(&d, &name)?;
+        let record = d.containers.runtime.record(&id)?;
+        Ok((id, record))
+    })
+    .await
+}
+
 async fn stop(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
     Query(q): Params,
 ) -> ApiResult<Response> {
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        let record = d.containers.runtime.record(&id)?;
-        let st = d.containers.runtime.state(&id)?;
-        if !matches!(st.status, Status::Running | Status::Paused) {
-            return Ok(StatusCode::NOT_MODIFIED.into_response());
-        }
-        let signal = signal_param(&q, &record.stop_signal)?;
-        let timeout = stop_timeout(&q, record.stop_timeout)?;
-        d.containers.runtime.stop(&id, signal, timeout)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
+    let (id, record) = resolve_record(&d, name).await?;
+    let signal = signal_param(&q, &record.stop_signal)?;
+    let timeout = stop_timeout(&q, record.stop_timeout)?;
+    let st = d.containers.runtime.state(&id)?;
+    if !matches!(st.status, Status::Running | Status::Paused) {
+        // Still a stop by the user: a planned restart is called off.
+        d.supervisor.stopped_by_user(&id)?;
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    d.supervisor.stop(&id, signal, timeout).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn restart(
@@ -546,16 +582,11 @@ async fn restart(
     Path(name): Path<String>,
     Query(q): Params,
 ) -> ApiResult<Response> {
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        let record = d.containers.runtime.record(&id)?;
-        let signal = signal_param(&q, &record.stop_signal)?;
-        let timeout = stop_timeout(&q, record.stop_timeout)?;
-        d.containers.runtime.stop(&id, signal, timeout)?;
-        d.containers.runtime.start(&id, None)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
+    let (id, record) = resolve_record(&d, name).await?;
+    let signal = signal_param(&q, &record.stop_signal)?;
+    let timeout = stop_timeout(&q, record.stop_timeout)?;
+    d.supervisor.restart(&id, signal, timeout).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn kill(
@@ -563,13 +594,10 @@ async fn kill(
     Path(name): Path<String>,
     Query(q): Params,
 ) -> ApiResult<Response> {
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        let signal = signal_param(&q, "SIGKILL")?;
-        d.containers.runtime.kill(&id, signal)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
+    let signal = signal_param(&q, "SIGKILL")?;
+    let (id, _) = resolve_record(&d, name).await?;
+    d.supervisor.kill(&id, signal).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn wait(
@@ -617,6 +645,7 @@ async fn pause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiRes
     blocking(move || {
         let id = resolve(&d, &name)?;
         d.containers.runtime.pause(&id)?;
+        emit(&d, &id, "pause");
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -626,6 +655,7 @@ async fn unpause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiR
     blocking(move || {
         let id = resolve(&d, &name)?;
         d.containers.runtime.resume(&id)?;
+        emit(&d, &id, "unpause");
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -648,7 +678,13 @@ async fn rename(
     }
     blocking(move || {
         let id = resolve(&d, &name)?;
+        let old = d.containers.runtime.record(&id)?.name;
         d.containers.runtime.rename(&id, &new_name)?;
+        if let Ok(record) = d.containers.runtime.record(&id) {
+            d.events.emit(
+                Event::container("rename", &record).with_attribute("oldName", format!("/{old}")),
+            );
+        }
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -661,12 +697,9 @@ async fn remove(
 ) -> ApiResult<Response> {
     let force = truthy(q.get("force"));
     let volumes = truthy(q.get("v"));
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        d.containers.remove(&id, force, volumes)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
+    let (id, _) = resolve_record(&d, name).await?;
+    d.supervisor.remove(&id, force, volumes).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A writer that turns what it is given into frames of one kind, sent to a
@@ -803,6 +836,15 @@ async fn exec(
         Ok((id, exec))
     })
     .await?;
+    if let Ok(record) = d.containers.runtime.record(&id) {
+        d.events.emit(
+            Event::container(
+                format!("exec_start: {}", config.config.args.join(" ")),
+                &record,
+            )
+            .with_attribute("execID", crate::runtime::new_id()),
+        );
+    }
     if config.detach || !upgrade {
         let mut cmd =
             crate::runtime::exec::helper_command(&d.containers.runtime, &id, &config.config);
@@ -968,4 +1010,82 @@ async fn commit(
         json_response(&json!({ "Id": digest.to_string() })),
     )
         .into_response())
+}
+
+/// Docker's `filters` parameter: a JSON map from key to values (a list, or
+/// the older map of value to `true`).
+fn filters_param(q: &BTreeMap<String, String>) -> ApiResult<Vec<(String, String)>> {
+    let Some(text) = q.get("filters").filter(|f| !f.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters {text:?}: {e}")))?;
+    let map = value.as_object().ok_or_else(|| {
+        ApiError::bad_request(format!("invalid filters {text:?}: expected an object"))
+    })?;
+    let mut pairs = Vec::new();
+    for (key, values) in map {
+        match values {
+            serde_json::Value::Array(list) => {
+                for v in list {
+                    let v = v.as_str().ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid filter value for {key:?}"))
+                    })?;
+                    pairs.push((key.clone(), v.to_string()));
+                }
+            }
+            serde_json::Value::Object(set) => {
+                for v in set.keys() {
+                    pairs.push((key.clone(), v.clone()));
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter value for {key:?}"
+                )));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+async fn events(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Response> {
+    let now = SystemTime::now();
+    let time = |key: &str| -> ApiResult<Option<SystemTime>> {
+        q.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                crate::daemon::events::parse_time(v, now)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))
+            })
+            .transpose()
+    };
+    let since = time("since")?;
+    let until = time("until")?;
+    let filter = EventFilter::from_pairs(filters_param(&q)?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut subscription = d
+        .events
+        .subscribe(filter, since, until)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = subscription.next() => {
+                    let Some(event) = event else { return };
+                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                    line.push(b'\n');
+                    if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(channel_body(rx))
+        .unwrap_or_default())
 }

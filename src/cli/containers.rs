@@ -343,9 +343,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             }
         }
     }
-    crate::spec::restart::parse_restart(&args.restart)
+    let (restart, retries) = crate::spec::restart::parse_restart(&args.restart)
         .map_err(|e| miette!("invalid --restart: {e}"))?;
-    labels.insert("stack.restart".into(), args.restart.clone());
     let userns = match args.userns.as_deref() {
         None | Some("host") | Some("") => None,
         Some(v) => {
@@ -457,6 +456,10 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         extra_hosts,
         expose: args.expose.clone(),
         runtime: args.runtime.clone(),
+        restart: crate::reconcile::container::RestartPolicy {
+            name: restart,
+            maximum_retry_count: retries.unwrap_or(0),
+        },
     })
 }
 
@@ -733,11 +736,20 @@ pub fn run(root: &Path, args: &RunArgs) -> miette::Result<i32> {
         }
     };
     let end = relay(stream, req.stdin_open, req.tty).into_diagnostic()?;
-    match end {
-        AttachEnd::Exited(code) => Ok(code),
-        AttachEnd::Detached => Ok(0),
-        AttachEnd::Lost => wait_for(&c, &id, "not-running"),
+    let code = match end {
+        AttachEnd::Exited(code) => code,
+        AttachEnd::Detached => return Ok(0),
+        AttachEnd::Lost => wait_for(&c, &id, "not-running")?,
+    };
+    if req.auto_remove {
+        // As Docker's CLI: return once the daemon removed it.
+        match wait_for(&c, &id, "removed") {
+            Ok(_) => {}
+            Err(e) if e.to_string().starts_with("No such container") => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(code)
 }
 
 /// Waits through the API; the exit code.

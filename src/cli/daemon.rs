@@ -2,7 +2,7 @@
 //! reaches the daemon: [`client`] connects to it, starting one in the
 //! background when none answers (unless `--no-autostart`).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -292,4 +292,95 @@ pub fn version(root: &Path) -> miette::Result<i32> {
         v["Arch"].as_str().unwrap_or_default()
     );
     Ok(0)
+}
+
+/// `stack events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Show events since this time (Unix seconds, RFC 3339, or a duration
+    /// like 10m before now)
+    #[arg(long)]
+    since: Option<String>,
+    /// Stop at this time (same forms as --since)
+    #[arg(long)]
+    until: Option<String>,
+    /// Filter: type=…, event=…, container=…, image=…, label=KEY[=VALUE]
+    /// (repeatable)
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Output: `json` for one JSON object per line
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// Streams events until `--until` passes (or forever).
+pub fn events(root: &Path, args: &EventsArgs) -> miette::Result<i32> {
+    // Checked here so a bad filter is reported before connecting.
+    crate::daemon::events::EventFilter::parse(&args.filter).map_err(|e| miette!("{e}"))?;
+    let now = std::time::SystemTime::now();
+    for t in [&args.since, &args.until].into_iter().flatten() {
+        crate::daemon::events::parse_time(t, now).map_err(|e| miette!("{e}"))?;
+    }
+    if let Some(f) = args.format.as_deref().filter(|f| *f != "json") {
+        return Err(miette!("--format {f:?}: only json is supported for events"));
+    }
+    let mut grouped: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in &args.filter {
+        if let Some((k, v)) = f.split_once('=') {
+            grouped
+                .entry(k.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    let c = client(root)?;
+    let body = c
+        .get("/events")
+        .query_opt("since", args.since.as_deref())
+        .query_opt("until", args.until.as_deref())
+        .query(
+            "filters",
+            serde_json::to_string(&grouped).into_diagnostic()?,
+        )
+        .stream()
+        .map_err(api_error)?;
+    let reader = std::io::BufReader::new(body);
+    let stdout = std::io::stdout();
+    for line in std::io::BufRead::lines(reader) {
+        let line = line.map_err(|e| miette!("the event stream broke off: {e}"))?;
+        let mut out = stdout.lock();
+        if args.format.is_some() {
+            writeln!(out, "{line}").into_diagnostic()?;
+        } else {
+            let event: crate::daemon::events::Event =
+                serde_json::from_str(&line).into_diagnostic()?;
+            writeln!(out, "{}", event_line(&event)).into_diagnostic()?;
+        }
+        out.flush().into_diagnostic()?;
+    }
+    Ok(0)
+}
+
+/// Docker's text form of an event:
+/// `2026-11-29T02:54:24.123456789Z container start ID (image=bb, name=x)`.
+fn event_line(e: &crate::daemon::events::Event) -> String {
+    let time =
+        std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(e.time_nano).unwrap_or(0));
+    let attrs: Vec<String> = e
+        .actor
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut line = format!(
+        "{} {} {} {}",
+        crate::runtime::logs::rfc3339_nanos(time),
+        e.kind.as_str(),
+        e.action,
+        e.actor.id
+    );
+    if !attrs.is_empty() {
+        line.push_str(&format!(" ({})", attrs.join(", ")));
+    }
+    line
 }

@@ -174,6 +174,8 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show how the daemon runs and what it holds
     Info,
+    /// Stream what happens to containers and images
+    Events(daemon::EventsArgs),
     /// Show the client's and the daemon's versions
     Version,
     /// Print a shell completion script
@@ -276,6 +278,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &args)?),
         Command::Info => Ok(daemon::info(&root)?),
+        Command::Events(args) => Ok(daemon::events(&root, &args)?),
         Command::Version => Ok(daemon::version(&root)?),
         Command::Run(args) => Ok(containers::run(&root, &args)?),
         Command::Create(args) => containers::create(&root, &args)

@@ -9,6 +9,9 @@
 //! files (record, spec, state): a crash leaves the old or the new version
 //! of each, and a create cut short by a crash is swept at the next start.
 
+pub mod events;
+pub mod supervisor;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -41,6 +44,8 @@ pub struct Options {
     pub log_max_size: Option<u64>,
     /// Log rotation default: how many files to keep.
     pub log_max_files: Option<u32>,
+    /// Restart delays for restart policies.
+    pub backoff: supervisor::BackoffConfig,
 }
 
 impl Options {
@@ -57,6 +62,7 @@ impl Options {
             default_ulimits: Vec::new(),
             log_max_size: None,
             log_max_files: None,
+            backoff: supervisor::BackoffConfig::default(),
         }
     }
 }
@@ -116,10 +122,15 @@ pub struct Daemon {
     pub options: Options,
     /// When it started.
     pub started: SystemTime,
+    /// What happened, for `stack events`.
+    pub events: events::Events,
+    /// Restart policies, `--rm`, and the verbs that start and stop.
+    pub supervisor: Arc<supervisor::Supervisor>,
 }
 
 impl Daemon {
-    /// Opens the state root.
+    /// Opens the state root. Call it in the tokio runtime the daemon runs
+    /// in (the supervisor's tasks run there).
     pub fn open(options: Options) -> Result<Daemon, DaemonError> {
         let containers = Arc::new(Containers::open(&options.root, &options.run_dir)?);
         let swept = containers
@@ -131,11 +142,17 @@ impl Daemon {
                 "removed {swept} leftovers of containers created or removed when the daemon stopped"
             );
         }
+        let events = events::Events::open(&options.root)
+            .map_err(|e| DaemonError::Config(crate::error_chain(&e)))?;
+        let supervisor =
+            supervisor::Supervisor::new(containers.clone(), events.clone(), options.backoff);
         Ok(Daemon {
             containers,
             root: options.root.clone(),
             options,
             started: SystemTime::now(),
+            events,
+            supervisor,
         })
     }
 }
@@ -311,13 +328,15 @@ pub fn sd_notify(state: &str) {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: Options) -> Result<(), DaemonError> {
     let pidfile = PidFile::acquire(&options.pidfile)?;
-    let daemon = Arc::new(Daemon::open(options.clone())?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_err("start the runtime for", &options.root))?;
-    let result = rt.block_on(serve(daemon));
+    let result = rt.block_on(async move {
+        let daemon = Arc::new(Daemon::open(options)?);
+        serve(daemon).await
+    });
     sd_notify("STOPPING=1");
     drop(pidfile);
     result
@@ -345,6 +364,13 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
                 )));
             }
         }
+    }
+    // Live restore: every container the shims still run is watched again,
+    // exits that happened meanwhile are reported and policies applied.
+    let boot = supervisor::is_first_start_since_boot(&daemon.root).unwrap_or(false);
+    match daemon.supervisor.restore(boot).await {
+        Ok(report) => tracing::info!("restored containers: {report:?}"),
+        Err(e) => tracing::warn!("restoring containers: {}", crate::error_chain(&e)),
     }
     sd_notify("READY=1");
     tracing::info!("stack daemon ready on {:?}", daemon.options.hosts);

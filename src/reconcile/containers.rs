@@ -168,6 +168,13 @@ impl Containers {
 
     /// Creates a container from `req`; returns its id.
     pub fn create(&self, req: &RunRequest) -> Result<String, ContainersError> {
+        if req.auto_remove && req.restart.name != crate::spec::restart::RestartPolicyName::No {
+            // docker/cli's ErrConflictRestartPolicyAndAutoRemove.
+            return Err(ContainerError::Conflict(
+                "conflicting options: cannot specify both --restart and --rm".into(),
+            )
+            .into());
+        }
         let image_id = self
             .images
             .catalog
@@ -293,6 +300,7 @@ impl Containers {
         record
             .extra
             .insert("anonymous_volumes".into(), json!(anonymous));
+        record.extra.insert("restart".into(), json!(req.restart));
         self.runtime.create(&record, &spec)?;
         let bundle = self.runtime.bundle(&id);
         let hostname = spec.hostname().clone().unwrap_or_default();
@@ -394,6 +402,11 @@ impl Containers {
         let args = process.args().clone().unwrap_or_default();
         let request = record.extra.get("request").cloned().unwrap_or(Value::Null);
         let bundle = self.runtime.bundle(id);
+        let restart: container::RestartPolicy = record
+            .extra
+            .get("restart")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default();
         let mounts: Vec<Value> = spec
             .mounts()
             .iter()
@@ -453,6 +466,10 @@ impl Containers {
             },
             "HostConfig": {
                 "AutoRemove": record.auto_remove,
+                "RestartPolicy": {
+                    "Name": restart.name,
+                    "MaximumRetryCount": restart.maximum_retry_count,
+                },
                 "Init": record.init,
                 "Privileged": request.get("privileged"),
                 "ReadonlyRootfs": request.get("read_only"),

@@ -427,9 +427,8 @@ impl Runtime {
     /// The state of a container. A record that says running although its shim
     /// is gone (the host rebooted, or the shim was killed) reads as exited.
     pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        let path = self.bundle(id).state();
-        let mut st: ContainerState = state::read_json(&path).map_err(io_err("read", &path))?;
-        if matches!(st.status, Status::Running | Status::Paused) && !is_alive(st.shim_pid) {
+        let mut st = self.recorded_state(id)?;
+        if matches!(st.status, Status::Running | Status::Paused) && !is_shim_of(st.shim_pid, id) {
             st.status = Status::Exited;
             st.pid = 0;
             st.shim_pid = 0;
@@ -758,11 +757,106 @@ impl Runtime {
         let _ = fs::remove_file(old);
         Ok(())
     }
+
+    /// The state as the shim last wrote it, without checking that the shim
+    /// still runs (which [`Runtime::state`] does).
+    fn recorded_state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let path = self.bundle(id).state();
+        state::read_json(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                RuntimeError::NotFound(id.to_string())
+            } else {
+                io_err("read", &path)(e)
+            }
+        })
+    }
+
+    /// A pidfd of the shim of a running container, opened first and then
+    /// checked to be that container's shim, so it cannot refer to a process
+    /// that reused the pid. It turns readable when the shim exits, which is
+    /// after the shim recorded the container's exit. `None` when the
+    /// container does not run or its shim is gone.
+    pub fn shim_pidfd(&self, id: &str) -> Result<Option<OwnedFd>, RuntimeError> {
+        let st = self.recorded_state(id)?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Ok(None);
+        }
+        let Some(pid) = rustix::process::Pid::from_raw(st.shim_pid) else {
+            return Ok(None);
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        else {
+            return Ok(None);
+        };
+        Ok(is_shim_of(st.shim_pid, id).then_some(pidfd))
+    }
+
+    /// Finishes a run whose shim is gone (killed, or the host went down
+    /// before it recorded the exit): kills what is left of the container in
+    /// its cgroup (the container does not die with its shim, and without it
+    /// nothing would stop or reap it), removes the cgroup and the attach
+    /// socket, and records the exit the way [`Runtime::state`] reports it
+    /// (code 255 unless one was recorded, and why). Returns that state, or
+    /// `None` when the container is not such a run.
+    pub fn finish_orphaned(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        let recorded = self.recorded_state(id)?;
+        if !matches!(recorded.status, Status::Running | Status::Paused)
+            || is_shim_of(recorded.shim_pid, id)
+        {
+            return Ok(None);
+        }
+        let mut oom = false;
+        if let Ok(cg) = self.cgroup_of(id) {
+            let cg_err = |source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            };
+            cg.kill_all(rustix::process::Signal::KILL).map_err(cg_err)?;
+            // On v1 a frozen (paused) process takes its SIGKILL only once
+            // thawed.
+            if cg.is_frozen().unwrap_or(false) {
+                cg.thaw().map_err(cg_err)?;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cg.procs().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            oom = cg.oom_kills().is_ok_and(|n| n > 0);
+            cg.delete().map_err(cg_err)?;
+        }
+        let _ = fs::remove_file(self.socket(id));
+        let mut st = recorded;
+        st.status = Status::Exited;
+        st.pid = 0;
+        st.shim_pid = 0;
+        st.oom_killed = oom;
+        if st.error.is_empty() {
+            st.error = "the container's monitor process is gone".into();
+        }
+        st.finished_at = Some(now_rfc3339());
+        st.exit_code = if st.exit_code == 0 { 255 } else { st.exit_code };
+        let path = self.bundle(id).state();
+        state::write_state(&path, &st).map_err(io_err("write", &path))?;
+        Ok(Some(st))
+    }
 }
 
-/// Whether a process with this pid exists.
-fn is_alive(pid: i32) -> bool {
-    pid > 0
-        && rustix::process::Pid::from_raw(pid)
-            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+/// Whether `pid` is the shim of container `id`: its command line is
+/// `stack __shim …/<id> SOCKET`. A bare liveness check would take a process
+/// that reused a dead shim's pid (after a reboot, say) for the shim; a
+/// zombie has no command line and reads as gone.
+fn is_shim_of(pid: i32, id: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    args.nth(1) == Some(b"__shim".as_slice())
+        && args.next().is_some_and(|dir| {
+            Path::new(std::ffi::OsStr::from_bytes(dir)).file_name()
+                == Some(std::ffi::OsStr::new(id))
+        })
 }

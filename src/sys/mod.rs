@@ -195,6 +195,19 @@ pub fn spawn_with_fds(
     child
 }
 
+/// Waits, on the tokio reactor of the current runtime, until `fd` turns
+/// readable: for a pidfd, until its process has exited. Must be called
+/// within a tokio runtime.
+pub async fn wait_readable(fd: OwnedFd) -> io::Result<()> {
+    // SAFETY: the `AsyncFd` owns `fd` and drops it last, so the descriptor
+    // it registered stays open and refers to the same file for its whole
+    // life (tokio's requirement for `register_with_interest`).
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)?
+    };
+    registered.readable().await.map(|_| ())
+}
+
 /// Returns free heap memory to the kernel (glibc's `malloc_trim`): for a
 /// long-lived process after a set-up that allocated more than it keeps.
 pub fn trim_heap() {

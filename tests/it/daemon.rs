@@ -65,7 +65,29 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn a_daemon_killed_with_sigkill_finds_every_container_again() {
     let host = Host::new();
-    for i in 0..10 {
+    // c0 keeps a restart policy, c1 writes numbered log lines, the rest idle.
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c0",
+        "--restart",
+        "always",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    host.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "bb",
+        "sh",
+        "-c",
+        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.005; done",
+    ]);
+    for i in 2..10 {
         host.ok(&[
             "run",
             "-d",
@@ -97,6 +119,67 @@ fn a_daemon_killed_with_sigkill_finds_every_container_again() {
     assert_eq!(host.ok(&["logs", "c3"]), "started 3\n");
     host.ok(&["kill", "c3"]);
     assert_eq!(host.ok(&["wait", "c3"]).trim(), "137");
+    // The log of the container that kept writing has no gap.
+    host.ok(&["stop", "-t", "0", "c1"]);
+    let logs = host.ok(&["logs", "c1"]);
+    let numbers: Vec<u64> = logs.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(numbers.len() > 10, "{logs}");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u64),
+        "a gap: {logs}"
+    );
+    // The restart policy is still enforced: its process dies, it comes back.
+    let before = host.inspect("c0")["State"]["Pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(before).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("c0 is restarted", || {
+        let c0 = host.inspect("c0");
+        c0["State"]["Status"] == "running"
+            && c0["State"]["Pid"].as_i64() != Some(before)
+            && c0["RestartCount"].as_u64() >= Some(1)
+    });
+}
+
+#[test]
+fn events_report_what_happened_with_filters_and_times() {
+    let host = Host::new();
+    let out = host.stack(&["run", "--name", "ev", "bb", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    host.ok(&["rm", "ev"]);
+    let out = host.ok(&[
+        "events",
+        "--since",
+        "1h",
+        "--until",
+        "0s",
+        "--filter",
+        "container=ev",
+    ]);
+    let actions: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(actions, ["create", "start", "die", "destroy"], "{out}");
+    assert!(out.contains("exitCode=4"), "{out}");
+    let json = host.ok(&[
+        "events",
+        "--since",
+        "1h",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+        "--format",
+        "json",
+    ]);
+    let event: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(event["Type"], "container");
+    assert_eq!(event["Actor"]["Attributes"]["name"], "ev");
+    let out = host.stack(&["events", "--filter", "colour=red"]);
+    assert!(!out.status.success());
 }
 
 #[test]
