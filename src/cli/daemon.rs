@@ -168,6 +168,15 @@ pub struct DaemonArgs {
     /// (repeatable)
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     log_opts: Vec<String>,
+    /// First delay before a restart policy restarts a container
+    #[arg(long = "restart-delay", value_name = "DURATION", default_value = "100ms")]
+    restart_delay: crate::spec::duration::DurationSpec,
+    /// Longest delay between restarts (the delay doubles up to it)
+    #[arg(long = "restart-max-delay", value_name = "DURATION", default_value = "1m")]
+    restart_max_delay: crate::spec::duration::DurationSpec,
+    /// A run this long resets the delay to --restart-delay
+    #[arg(long = "restart-reset-after", value_name = "DURATION", default_value = "10s")]
+    restart_reset_after: crate::spec::duration::DurationSpec,
 }
 
 /// Runs the daemon in the foreground.
@@ -187,6 +196,11 @@ pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miett
     }
     options.group = args.group.clone();
     options.debug = args.debug;
+    options.backoff = crate::daemon::supervisor::BackoffConfig {
+        initial: args.restart_delay.0,
+        max: args.restart_max_delay.0.max(args.restart_delay.0),
+        reset_after: args.restart_reset_after.0,
+    };
     for u in &args.default_ulimits {
         let ulimit = u
             .parse::<crate::spec::ulimit::Ulimit>()
