@@ -6,6 +6,7 @@
 //! images, [`cli`] is the command line.
 
 pub mod cli;
+pub mod daemon;
 pub mod image;
 pub mod reconcile;
 pub mod runtime;

@@ -189,6 +189,12 @@ pub struct RunRequest {
     pub runtime: Option<String>,
     /// `--expose` (and the image's EXPOSE), kept for `inspect` and `-P`.
     pub expose: Vec<String>,
+    /// `--health-*`, `--no-healthcheck`: merged over the image's check.
+    #[serde(
+        default,
+        skip_serializing_if = "super::health::HealthRequest::is_empty"
+    )]
+    pub health: super::health::HealthRequest,
 }
 
 /// Where things are, for one container, decided by the caller.

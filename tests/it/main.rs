@@ -8,6 +8,7 @@
 mod cgroup;
 mod cli_grammar;
 mod compose;
+mod health;
 mod images;
 mod interpolate;
 mod layer;
