@@ -16,6 +16,7 @@ mod containers;
 mod images;
 mod output;
 mod registry;
+pub mod tls;
 
 use output::color_stderr;
 pub use output::render;
