@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod server;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -58,9 +59,9 @@ pub struct Listed {
     /// How often the daemon restarted it.
     #[serde(default)]
     pub restart_count: u32,
-    /// Its health (`starting`, `healthy`, `unhealthy`) when it has a check.
+    /// Its health when it runs with a check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<String>,
+    pub health: Option<crate::reconcile::health::HealthStatus>,
     /// Bytes in its writable layer, when asked for (`size=1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,

@@ -116,6 +116,7 @@ impl From<ContainersError> for ApiError {
             ContainersError::Container(_) | ContainersError::Reference(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ContainersError::Health(_) => StatusCode::BAD_REQUEST,
             ContainersError::SeccompArch(_) | ContainersError::Seccomp(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -355,7 +356,9 @@ async fn list(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Respo
             let size = size.then(|| dir_size(&record.rootfs.upper));
             rows.push(Listed {
                 restart_count: d.supervisor.restart_count(&record.id),
-                health: None,
+                health: (state.status == Status::Running)
+                    .then(|| d.containers.health(&record.id).map(|h| h.status))
+                    .flatten(),
                 record,
                 state,
                 command,

@@ -16,11 +16,13 @@ use super::output::{age, human_duration, human_size, parse_rfc3339, table};
 use crate::api::client::{Client, ClientError, segment};
 use crate::api::{Created, Listed, Usage, Waited};
 use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
+use crate::reconcile::health::{HealthRequest, HealthStatus};
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;
 use crate::runtime::logs;
 use crate::runtime::{ContainerRecord, ContainerState, Status};
 use crate::spec::device::DeviceMapping;
+use crate::spec::duration::DurationSpec;
 use crate::spec::extra_host::ExtraHost;
 use crate::spec::mount::{MountSpec, parse_tmpfs};
 use crate::spec::size::parse_human_size;
@@ -194,6 +196,31 @@ pub struct CreateArgs {
     /// OCI runtime: the built-in one (default), or runc, crun or another on PATH
     #[arg(long = "runtime")]
     runtime: Option<String>,
+    /// Command to run to check health (in the container's shell)
+    #[arg(long = "health-cmd", value_name = "STRING")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    health_interval: Option<DurationSpec>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    health_timeout: Option<DurationSpec>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries", value_name = "INT")]
+    health_retries: Option<u32>,
+    /// Start period for the container to initialize before starting
+    /// health-retries countdown (ms|s|m|h)
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    health_start_period: Option<DurationSpec>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval", value_name = "DURATION")]
+    health_start_interval: Option<DurationSpec>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck", conflicts_with_all = [
+        "health_cmd", "health_interval", "health_timeout", "health_retries",
+        "health_start_period", "health_start_interval",
+    ])]
+    no_healthcheck: bool,
     /// Print help (`-h` is --hostname, as in Docker)
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -460,7 +487,27 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             name: restart,
             maximum_retry_count: retries.unwrap_or(0),
         },
+        health: health_request(args),
     })
+}
+
+/// The `--health-*` flags as a request (docker/cli `parse`).
+fn health_request(args: &CreateArgs) -> HealthRequest {
+    let test = if args.no_healthcheck {
+        Some(vec!["NONE".to_string()])
+    } else {
+        args.health_cmd
+            .as_ref()
+            .map(|cmd| vec!["CMD-SHELL".to_string(), cmd.clone()])
+    };
+    HealthRequest {
+        test,
+        interval: args.health_interval.map(|d| d.0),
+        timeout: args.health_timeout.map(|d| d.0),
+        retries: args.health_retries,
+        start_period: args.health_start_period.map(|d| d.0),
+        start_interval: args.health_start_interval.map(|d| d.0),
+    }
 }
 
 /// `--mount type=…,source=…,target=…,readonly`.
@@ -995,8 +1042,9 @@ pub struct PsArgs {
     format: super::images::ListFormat,
 }
 
-/// Docker's STATUS column.
-pub fn status_text(st: &ContainerState) -> String {
+/// Docker's STATUS column; a running container with a health check shows
+/// its health too (`Up 3 seconds (healthy)`).
+pub fn status_text(st: &ContainerState, health: Option<HealthStatus>) -> String {
     let since = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_rfc3339)
@@ -1006,7 +1054,10 @@ pub fn status_text(st: &ContainerState) -> String {
     };
     match st.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&st.started_at)),
+        Status::Running => match health {
+            Some(h) => format!("Up {} ({})", since(&st.started_at), h.ps_text()),
+            None => format!("Up {}", since(&st.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(&st.started_at)),
         Status::Removing => "Removal In Progress".into(),
         Status::Exited => {
@@ -1022,6 +1073,7 @@ pub fn status_text(st: &ContainerState) -> String {
 fn matches_filter(
     record: &ContainerRecord,
     st: &ContainerState,
+    health: Option<HealthStatus>,
     filter: &str,
 ) -> miette::Result<bool> {
     let (key, value) = filter
@@ -1037,6 +1089,7 @@ fn matches_filter(
             None => record.labels.contains_key(value),
         },
         "exited" => st.status == Status::Exited && st.exit_code.to_string() == value,
+        "health" => health.map_or("none", HealthStatus::as_str) == value,
         _ => return Err(miette!("invalid filter {key:?}")),
     })
 }
@@ -1050,12 +1103,17 @@ pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
         .send_json()
         .map_err(api_error)?;
     let mut commands = std::collections::HashMap::new();
+    let mut healths = std::collections::HashMap::new();
     let mut rows = Vec::new();
     for l in listed {
         commands.insert(l.record.id.clone(), l.command);
+        if let Some(h) = l.health {
+            healths.insert(l.record.id.clone(), h);
+        }
         rows.push((l.record, l.state));
     }
     rows.reverse();
+    let health = |r: &ContainerRecord, _: &ContainerState| healths.get(&r.id).copied();
     let mut kept = Vec::new();
     for (record, st) in rows {
         let listed = args.all
@@ -1067,7 +1125,7 @@ pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
         }
         let mut ok = true;
         for f in &args.filter {
-            ok &= matches_filter(&record, &st, f)?;
+            ok &= matches_filter(&record, &st, health(&record, &st), f)?;
         }
         if ok {
             kept.push((record, st));
@@ -1101,7 +1159,7 @@ pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
         for (r, st) in &kept {
             let line = serde_json::json!({
                 "ID": short(&r.id), "Image": r.image, "Command": command(r),
-                "CreatedAt": r.created, "Status": status_text(st), "State": st.status.to_string(),
+                "CreatedAt": r.created, "Status": status_text(st, health(r, st)), "State": st.status.to_string(),
                 "Names": r.name, "Labels": r.labels,
             });
             println!("{line}");
@@ -1124,7 +1182,7 @@ pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
                 r.image.clone(),
                 command(r),
                 age(Some(&r.created)),
-                status_text(st),
+                status_text(st, health(r, st)),
                 String::new(),
                 r.name.clone(),
             ]

@@ -169,13 +169,25 @@ pub struct DaemonArgs {
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     log_opts: Vec<String>,
     /// First delay before a restart policy restarts a container
-    #[arg(long = "restart-delay", value_name = "DURATION", default_value = "100ms")]
+    #[arg(
+        long = "restart-delay",
+        value_name = "DURATION",
+        default_value = "100ms"
+    )]
     restart_delay: crate::spec::duration::DurationSpec,
     /// Longest delay between restarts (the delay doubles up to it)
-    #[arg(long = "restart-max-delay", value_name = "DURATION", default_value = "1m")]
+    #[arg(
+        long = "restart-max-delay",
+        value_name = "DURATION",
+        default_value = "1m"
+    )]
     restart_max_delay: crate::spec::duration::DurationSpec,
     /// A run this long resets the delay to --restart-delay
-    #[arg(long = "restart-reset-after", value_name = "DURATION", default_value = "10s")]
+    #[arg(
+        long = "restart-reset-after",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
     restart_reset_after: crate::spec::duration::DurationSpec,
 }
 

@@ -17,6 +17,7 @@ mod daemon;
 mod images;
 mod output;
 mod registry;
+pub mod tls;
 
 use output::color_stderr;
 pub use output::render;

@@ -10,6 +10,7 @@
 //! of each, and a create cut short by a crash is swept at the next start.
 
 pub mod events;
+pub mod health;
 pub mod supervisor;
 
 use std::fs;
@@ -325,6 +326,57 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// Runs the health checks of running containers: one monitor per run of a
+/// container with a check, started on its `start` event (and for those
+/// already running when the daemon starts), stopped on its `die`. Status
+/// changes become `health_status: …` events.
+async fn monitor_health(daemon: Arc<Daemon>) {
+    let Ok(mut subscription) = daemon
+        .events
+        .subscribe(events::EventFilter::default(), None, None)
+    else {
+        return;
+    };
+    let mut monitors: std::collections::HashMap<String, health::HealthHandle> =
+        std::collections::HashMap::new();
+    let start =
+        |id: &str, monitors: &mut std::collections::HashMap<String, health::HealthHandle>| {
+            let Ok(Some(check)) = daemon.containers.health_check(id) else {
+                return;
+            };
+            let d = daemon.clone();
+            let on_change: health::OnChange = Arc::new(move |id: &str, status: &str| {
+                if let Ok(record) = d.containers.runtime.record(id) {
+                    d.events.emit(events::Event::container(
+                        format!("health_status: {status}"),
+                        &record,
+                    ));
+                }
+            });
+            let handle = health::spawn(daemon.containers.clone(), id.to_string(), check, on_change);
+            monitors.insert(id.to_string(), handle);
+        };
+    if let Ok(list) = daemon.containers.runtime.list() {
+        for (record, state) in list {
+            if state.status == crate::runtime::Status::Running {
+                start(&record.id, &mut monitors);
+            }
+        }
+    }
+    while let Some(event) = subscription.next().await {
+        if event.kind != events::EventType::Container {
+            continue;
+        }
+        match event.action.as_str() {
+            "start" => start(&event.actor.id, &mut monitors),
+            "die" | "destroy" => {
+                monitors.remove(&event.actor.id);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: Options) -> Result<(), DaemonError> {
     let pidfile = PidFile::acquire(&options.pidfile)?;
@@ -372,6 +424,7 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         Ok(report) => tracing::info!("restored containers: {report:?}"),
         Err(e) => tracing::warn!("restoring containers: {}", crate::error_chain(&e)),
     }
+    tokio::spawn(monitor_health(daemon.clone()));
     sd_notify("READY=1");
     tracing::info!("stack daemon ready on {:?}", daemon.options.hosts);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

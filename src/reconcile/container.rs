@@ -196,6 +196,12 @@ pub struct RunRequest {
     /// `--restart`: what the daemon's supervisor does when it exits.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--health-*`, `--no-healthcheck`: merged over the image's check.
+    #[serde(
+        default,
+        skip_serializing_if = "super::health::HealthRequest::is_empty"
+    )]
+    pub health: super::health::HealthRequest,
 }
 
 /// A restart policy as the container record keeps it

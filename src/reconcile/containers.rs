@@ -12,6 +12,7 @@ use oci_spec::runtime::Mount;
 use serde_json::{Value, json};
 
 use super::container::{self, ContainerError, NetMode, Placement, RunRequest, SeccompChoice};
+use super::health::{Health, HealthCheck};
 use crate::image::images::{ImageError, Images};
 use crate::runtime::{Runtime, RuntimeError, Status, seccomp};
 use crate::spec::mount::MountKind;
@@ -47,6 +48,9 @@ pub enum ContainersError {
         #[source]
         source: io::Error,
     },
+    /// The health check settings are invalid.
+    #[error(transparent)]
+    Health(#[from] super::health::HealthError),
     /// `--volumes-from` or `--network container:` names a container that
     /// cannot serve.
     #[error("{0}")]
@@ -175,6 +179,7 @@ impl Containers {
             )
             .into());
         }
+        req.health.validate()?;
         let image_id = self
             .images
             .catalog
@@ -301,6 +306,9 @@ impl Containers {
             .extra
             .insert("anonymous_volumes".into(), json!(anonymous));
         record.extra.insert("restart".into(), json!(req.restart));
+        if let Some(check) = super::health::effective(&req.health, &run_config) {
+            record.extra.insert("healthcheck".into(), json!(check));
+        }
         self.runtime.create(&record, &spec)?;
         let bundle = self.runtime.bundle(&id);
         let hostname = spec.hostname().clone().unwrap_or_default();
@@ -393,6 +401,21 @@ impl Containers {
         )?)
     }
 
+    /// The health check a container was created with, if any.
+    pub fn health_check(&self, id: &str) -> Result<Option<HealthCheck>, ContainersError> {
+        let record = self.runtime.record(id)?;
+        Ok(record
+            .extra
+            .get("healthcheck")
+            .and_then(|v| serde_json::from_value(v.clone()).ok()))
+    }
+
+    /// A container's health as its monitor last wrote it (`None`: it has no
+    /// check, or it has not been started with one yet).
+    pub fn health(&self, id: &str) -> Option<Health> {
+        super::health::read(self.runtime.bundle(id).dir())
+    }
+
     /// Docker-shaped `inspect` output for a container.
     pub fn inspect(&self, id: &str) -> Result<Value, ContainersError> {
         let record = self.runtime.record(id)?;
@@ -423,23 +446,30 @@ impl Containers {
                 })
             })
             .collect();
-        Ok(json!({
+        let mut state_json = json!({
+            "Status": state.status.to_string(),
+            "Running": matches!(state.status, Status::Running | Status::Paused),
+            "Paused": state.status == Status::Paused,
+            "OOMKilled": state.oom_killed,
+            "Dead": false,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        });
+        // Docker shows State.Health only for containers with a check.
+        if record.extra.contains_key("healthcheck")
+            && let Some(health) = self.health(id)
+        {
+            state_json["Health"] = json!(health);
+        }
+        let mut out = json!({
             "Id": record.id,
             "Created": record.created,
             "Path": args.first(),
             "Args": args.get(1..).unwrap_or_default(),
-            "State": {
-                "Status": state.status.to_string(),
-                "Running": matches!(state.status, Status::Running | Status::Paused),
-                "Paused": state.status == Status::Paused,
-                "OOMKilled": state.oom_killed,
-                "Dead": false,
-                "Pid": state.pid,
-                "ExitCode": state.exit_code,
-                "Error": state.error,
-                "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-                "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            },
+            "State": state_json,
             "Image": record.image_id,
             "ResolvConfPath": bundle.dir().join("resolv.conf"),
             "HostnamePath": bundle.dir().join("hostname"),
@@ -490,7 +520,11 @@ impl Containers {
                     "WorkDir": record.rootfs.work,
                 },
             },
-        }))
+        });
+        if let Some(check) = record.extra.get("healthcheck") {
+            out["Config"]["Healthcheck"] = check.clone();
+        }
+        Ok(out)
     }
 }
 

@@ -4,3 +4,4 @@
 
 pub mod container;
 pub mod containers;
+pub mod health;

@@ -9,6 +9,7 @@ mod cgroup;
 mod cli_grammar;
 mod compose;
 mod daemon;
+mod health;
 mod images;
 mod interpolate;
 mod layer;
@@ -19,6 +20,7 @@ mod runtime;
 mod seccomp;
 mod spec;
 mod supervise;
+mod tls;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command
 /// set it, and fails the test (killing the command) if it takes longer than
