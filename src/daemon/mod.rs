@@ -34,6 +34,13 @@ pub struct Options {
     pub group: Option<String>,
     /// Debug logging.
     pub debug: bool,
+    /// Registries pulls and pushes may reach over plain HTTP, besides
+    /// localhost and 127.0.0.0/8 (`--insecure-registry`: host, host:port or
+    /// CIDR).
+    pub insecure_registries: Vec<String>,
+    /// Mirrors tried before Docker Hub for docker.io pulls
+    /// (`--registry-mirror`).
+    pub registry_mirrors: Vec<String>,
 }
 
 impl Options {
@@ -47,6 +54,8 @@ impl Options {
             run_dir,
             group: None,
             debug: false,
+            insecure_registries: Vec::new(),
+            registry_mirrors: Vec::new(),
         }
     }
 }
