@@ -10,6 +10,7 @@
 //! `attach` and `exec`.
 
 pub mod client;
+pub mod images;
 pub mod server;
 pub mod tls;
 

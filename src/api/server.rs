@@ -143,10 +143,10 @@ impl From<ImageError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a blocking container operation off the async workers.
-async fn blocking<T, F>(f: F) -> ApiResult<T>
+pub(super) async fn blocking<T, F>(f: F) -> ApiResult<T>
 where
     F: FnOnce() -> ApiResult<T> + Send + 'static,
     T: Send + 'static,
@@ -184,7 +184,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     })
 }
 
-fn json_response(value: &impl serde::Serialize) -> Response {
+pub(super) fn json_response(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
             [(
@@ -199,11 +199,11 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 }
 
 /// Query flags arrive as `1`/`true`/`0`/`false`.
-fn truthy(v: Option<&String>) -> bool {
+pub(super) fn truthy(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "yes"))
 }
 
-type Params = Query<BTreeMap<String, String>>;
+pub(super) type Params = Query<BTreeMap<String, String>>;
 
 /// Every route of this API version, also served without the version
 /// prefix.
@@ -231,6 +231,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/containers/{id}", delete(remove))
         .route("/commit", post(commit))
         .route("/events", get(events))
+        .merge(super::images::routes())
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())
@@ -728,7 +729,7 @@ impl Write for FrameSink {
     }
 }
 
-fn channel_body(rx: tokio::sync::mpsc::Receiver<Result<Bytes, io::Error>>) -> Body {
+pub(super) fn channel_body(rx: tokio::sync::mpsc::Receiver<Result<Bytes, io::Error>>) -> Body {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });

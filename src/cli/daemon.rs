@@ -189,6 +189,24 @@ pub struct DaemonArgs {
         default_value = "10s"
     )]
     restart_reset_after: crate::spec::duration::DurationSpec,
+    /// Allow pulls and pushes over plain HTTP to this registry (host,
+    /// host:port or CIDR; repeatable). localhost and 127.0.0.0/8 are always
+    /// allowed
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "STACK_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// Try this mirror before Docker Hub for docker.io pulls (repeatable)
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "STACK_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    registry_mirrors: Vec<String>,
 }
 
 /// Runs the daemon in the foreground.
@@ -242,6 +260,8 @@ pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miett
             }
         }
     }
+    options.insecure_registries = args.insecure_registries.clone();
+    options.registry_mirrors = args.registry_mirrors.clone();
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

@@ -63,8 +63,6 @@ pub struct Cli {
     )]
     root: PathBuf,
     #[command(flatten)]
-    registry: registry::RegistryArgs,
-    #[command(flatten)]
     client: daemon::ClientArgs,
     #[command(subcommand)]
     command: Command,
@@ -351,43 +349,37 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 .into_diagnostic()?;
             Ok(0)
         }
-        Command::Pull(args) => registry::pull(&cli.root, &cli.registry, &args)
+        Command::Pull(args) => registry::pull(&cli.root, &args)
             .map(|()| 0)
             .map_err(Failure::from),
-        Command::Push(args) => registry::push(&cli.root, &cli.registry, &args)
+        Command::Push(args) => registry::push(&cli.root, &args)
             .map(|()| 0)
             .map_err(Failure::from),
-        Command::Login(args) => registry::login(&cli.registry, &args)
-            .map(|()| 0)
-            .map_err(Failure::from),
+        Command::Login(args) => registry::login(&args).map(|()| 0).map_err(Failure::from),
         Command::Logout(args) => registry::logout(&args).map(|()| 0).map_err(Failure::from),
-        Command::Search(args) => registry::search(&cli.registry, &args)
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Images(args) => images::run(&cli.root, images::ImageCommand::Ls(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Rmi(args) => images::run(&cli.root, images::ImageCommand::Rm(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Tag(args) => images::run(&cli.root, images::ImageCommand::Tag(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::History(args) => images::run(&cli.root, images::ImageCommand::History(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Save(args) => images::run(&cli.root, images::ImageCommand::Save(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Load(args) => images::run(&cli.root, images::ImageCommand::Load(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Import(args) => images::run(&cli.root, images::ImageCommand::Import(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Image(command) => images::run(&cli.root, command)
-            .map(|()| 0)
-            .map_err(Failure::from),
+        Command::Search(args) => registry::search(&args).map(|()| 0).map_err(Failure::from),
+        Command::Images(args) => {
+            images::run(&cli.root, images::ImageCommand::Ls(args)).map_err(Failure::from)
+        }
+        Command::Rmi(args) => {
+            images::run(&cli.root, images::ImageCommand::Rm(args)).map_err(Failure::from)
+        }
+        Command::Tag(args) => {
+            images::run(&cli.root, images::ImageCommand::Tag(args)).map_err(Failure::from)
+        }
+        Command::History(args) => {
+            images::run(&cli.root, images::ImageCommand::History(args)).map_err(Failure::from)
+        }
+        Command::Save(args) => {
+            images::run(&cli.root, images::ImageCommand::Save(args)).map_err(Failure::from)
+        }
+        Command::Load(args) => {
+            images::run(&cli.root, images::ImageCommand::Load(args)).map_err(Failure::from)
+        }
+        Command::Import(args) => {
+            images::run(&cli.root, images::ImageCommand::Import(args)).map_err(Failure::from)
+        }
+        Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

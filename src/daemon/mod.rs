@@ -47,6 +47,13 @@ pub struct Options {
     pub log_max_files: Option<u32>,
     /// Restart delays for restart policies.
     pub backoff: supervisor::BackoffConfig,
+    /// Registries pulls and pushes may reach over plain HTTP, besides
+    /// localhost and 127.0.0.0/8 (`--insecure-registry`: host, host:port or
+    /// CIDR).
+    pub insecure_registries: Vec<String>,
+    /// Mirrors tried before Docker Hub for docker.io pulls
+    /// (`--registry-mirror`).
+    pub registry_mirrors: Vec<String>,
 }
 
 impl Options {
@@ -64,6 +71,8 @@ impl Options {
             log_max_size: None,
             log_max_files: None,
             backoff: supervisor::BackoffConfig::default(),
+            insecure_registries: Vec::new(),
+            registry_mirrors: Vec::new(),
         }
     }
 }

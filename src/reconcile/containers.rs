@@ -541,6 +541,11 @@ impl ContainerUsage {
         let exe = std::env::current_exe()
             .map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
         let runtime = Runtime::open(root, &crate::runtime::default_run_dir(root), exe)?;
+        Self::of_runtime(&runtime)
+    }
+
+    /// The containers `runtime` has, read once.
+    pub fn of_runtime(runtime: &Runtime) -> Result<Self, ContainersError> {
         let users = runtime
             .list()?
             .into_iter()

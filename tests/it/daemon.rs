@@ -178,6 +178,22 @@ fn events_report_what_happened_with_filters_and_times() {
     let event: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(event["Type"], "container");
     assert_eq!(event["Actor"]["Attributes"]["name"], "ev");
+    host.ok(&["tag", "bb", "bb:two"]);
+    host.ok(&["rmi", "bb:two"]);
+    let out = host.ok(&[
+        "events",
+        "--since",
+        "1h",
+        "--until",
+        "0s",
+        "--filter",
+        "type=image",
+    ]);
+    let actions: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert!(actions.ends_with(&["tag", "untag"]), "{out}");
     let out = host.stack(&["events", "--filter", "colour=red"]);
     assert!(!out.status.success());
 }
