@@ -12,6 +12,7 @@ use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
 
+pub mod config_file;
 mod containers;
 mod images;
 mod output;

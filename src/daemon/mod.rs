@@ -3,6 +3,8 @@
 //! containers as their restart policies say and runs their health checks.
 //!
 //! This is the one place that builds real implementations and may import
-//! every other module. [`health`] runs health check monitors.
+//! every other module. [`health`] runs health check monitors, [`config`]
+//! reads `daemon.toml`.
 
+pub mod config;
 pub mod health;
