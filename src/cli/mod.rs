@@ -17,6 +17,7 @@ mod containers;
 mod images;
 mod output;
 mod registry;
+mod system;
 pub mod tls;
 
 use output::color_stderr;
@@ -169,6 +170,9 @@ enum Command {
     Export(containers::ExportArgs),
     /// Make an image from a container's changes
     Commit(containers::CommitArgs),
+    /// Manage this host's stack installation (the daemon's systemd service)
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -368,6 +372,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Image(command) => images::run(&cli.root, command)
             .map(|()| 0)
             .map_err(Failure::from),
+        Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

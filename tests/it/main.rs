@@ -18,6 +18,7 @@ mod robustness;
 mod runtime;
 mod seccomp;
 mod spec;
+mod system;
 mod tls;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command
