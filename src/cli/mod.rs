@@ -12,11 +12,13 @@ use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
 
+pub mod config_file;
 mod containers;
 mod daemon;
 mod images;
 mod output;
 mod registry;
+mod system;
 pub mod tls;
 
 use output::color_stderr;
@@ -177,6 +179,9 @@ enum Command {
     Events(daemon::EventsArgs),
     /// Show the client's and the daemon's versions
     Version,
+    /// Manage this host's stack installation (the daemon's systemd service)
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -380,6 +385,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             images::run(&cli.root, images::ImageCommand::Import(args)).map_err(Failure::from)
         }
         Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
+        Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

@@ -20,6 +20,7 @@ mod runtime;
 mod seccomp;
 mod spec;
 mod supervise;
+mod system;
 mod tls;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command
