@@ -23,9 +23,9 @@ use serde_json::json;
 
 use super::{Created, ErrorBody, Listed, MAX_JSON_BODY, Usage, Waited};
 use crate::daemon::Daemon;
+use crate::image::driver::StorageDriver;
 use crate::image::images::ImageError;
 use crate::reconcile::container::RunRequest;
-use crate::image::driver::StorageDriver;
 use crate::reconcile::containers::{self, ContainersError};
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;

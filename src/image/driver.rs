@@ -152,14 +152,12 @@ pub fn choose(
     requested: Option<StorageDriver>,
 ) -> Result<StorageDriver, DriverError> {
     match (recorded, requested) {
-        (Some(recorded), Some(requested)) if recorded != requested => {
-            Err(DriverError::Mismatch {
-                root: root.to_path_buf(),
-                file: record_path(root),
-                recorded,
-                requested,
-            })
-        }
+        (Some(recorded), Some(requested)) if recorded != requested => Err(DriverError::Mismatch {
+            root: root.to_path_buf(),
+            file: record_path(root),
+            recorded,
+            requested,
+        }),
         (Some(recorded), _) => Ok(recorded),
         (None, requested) => Ok(requested.unwrap_or_default()),
     }

@@ -325,9 +325,11 @@ impl Containers {
         }
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
-        // vfs: the image is copied first, so the container never exists
-        // without its files; with no lower layers, the runtime bind-mounts
-        // the copy as the root.
+        // vfs: the image is copied before the container is created, so a
+        // copy that fails or is cut short leaves no container, only a temp
+        // directory the next `open` sweeps; one rename then makes the copy
+        // the upper dir. With no lower layers the runtime bind-mounts it as
+        // the root.
         let driver = self.storage_driver;
         let copy = match driver {
             StorageDriver::Overlay => None,
@@ -436,7 +438,10 @@ impl Containers {
     /// `GET /containers/{id}/changes`, for a `vfs` container (an overlay
     /// container's changes are its upper directory). Docker's naive diff:
     /// see [`layer::tree_changes`].
-    pub fn vfs_changes(&self, record: &ContainerRecord) -> Result<Vec<layer::Change>, ContainersError> {
+    pub fn vfs_changes(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<Vec<layer::Change>, ContainersError> {
         let image: crate::image::digest::Digest = record
             .image_id
             .parse()

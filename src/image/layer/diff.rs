@@ -131,8 +131,8 @@ pub fn write_changes(
             Some((_, fd)) if !parent.is_empty() => fd.as_fd(),
             _ => root_fd.as_fd(),
         };
-        let name = CString::new(base)
-            .map_err(|e| read_error(&path, "metadata", io::Error::other(e)))?;
+        let name =
+            CString::new(base).map_err(|e| read_error(&path, "metadata", io::Error::other(e)))?;
         let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(e) if vanished(e) => {
@@ -277,6 +277,19 @@ impl<W: Write> Archiver<W> {
             FileType::Socket | FileType::Unknown => {
                 tracing::debug!(path = %path, "socket or unknown file type not archived");
             }
+            // Before the hard link check: overlayfs links whiteouts to one
+            // shared inode, and each stays a whiteout of its own name.
+            FileType::CharacterDevice if self.overlay && st.st_rdev == 0 => {
+                // An overlay whiteout: `.wh.NAME`, an empty file, as
+                // moby's overlay converter writes it.
+                let mut whiteout = header_of(st, EntryType::Regular, 0);
+                whiteout.set_mode(0o600);
+                let mut hidden = WHITEOUT_PREFIX.to_vec();
+                hidden.extend_from_slice(name.to_bytes());
+                let (parent, _) = path.split_last();
+                let entry = RelPath(parent.to_vec()).join(&hidden);
+                self.append(whiteout, &entry, &[], io::empty())?;
+            }
             _ if self.append_if_link(st, path)? => {}
             FileType::RegularFile => {
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -312,17 +325,6 @@ impl<W: Write> Archiver<W> {
                     )
                     .map_err(|source| write_error(path, source))?;
                 self.entries += 1;
-            }
-            FileType::CharacterDevice if self.overlay && st.st_rdev == 0 => {
-                // An overlay whiteout: `.wh.NAME`, an empty file, as
-                // moby's overlay converter writes it.
-                let mut whiteout = header_of(st, EntryType::Regular, 0);
-                whiteout.set_mode(0o600);
-                let mut hidden = WHITEOUT_PREFIX.to_vec();
-                hidden.extend_from_slice(name.to_bytes());
-                let (parent, _) = path.split_last();
-                let entry = RelPath(parent.to_vec()).join(&hidden);
-                self.append(whiteout, &entry, &[], io::empty())?;
             }
             kind @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
                 let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), path)?;

@@ -442,7 +442,10 @@ impl Copier {
         if cloned {
             self.stats.reflinked += 1;
         } else {
-            let mut from = File::from(src.try_clone().map_err(|e| read_error(path, "content", e))?);
+            let mut from = File::from(
+                src.try_clone()
+                    .map_err(|e| read_error(path, "content", e))?,
+            );
             let mut to = File::from(
                 out.try_clone()
                     .map_err(|source| write_error(path, source))?,

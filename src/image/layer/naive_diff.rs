@@ -160,11 +160,7 @@ pub fn changes_size(container_root: &Path, changes: &[Change]) -> u64 {
         let Some(path) = change.rel_path() else {
             continue;
         };
-        let Ok(st) = rfs::statat(
-            &root,
-            path.as_os_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        ) else {
+        let Ok(st) = rfs::statat(&root, path.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
@@ -216,7 +212,8 @@ impl Walker {
             let child_listed = match (&before, image) {
                 (Some(found), Some(image)) => {
                     let changed = stat_differs(&found.st, &st)
-                        || self.capability(XattrTarget::At(image.layer(found.layer), &name), &path)?
+                        || self
+                            .capability(XattrTarget::At(image.layer(found.layer), &name), &path)?
                             != self.capability(XattrTarget::At(dir, &name), &path)?;
                     if changed {
                         self.changes.push(Change::new(&path, ChangeKind::Modified));
