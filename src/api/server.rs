@@ -24,9 +24,10 @@ use serde_json::json;
 use super::{Created, ErrorBody, Listed, MAX_JSON_BODY, Usage, Waited};
 use crate::daemon::Daemon;
 use crate::daemon::events::{Event, EventFilter};
+use crate::image::driver::StorageDriver;
 use crate::image::images::ImageError;
 use crate::reconcile::container::RunRequest;
-use crate::reconcile::containers::ContainersError;
+use crate::reconcile::containers::{self, ContainersError};
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;
 use crate::runtime::logs::{self, ReadOptions};
@@ -120,7 +121,9 @@ impl From<ContainersError> for ApiError {
             ContainersError::SeccompArch(_) | ContainersError::Seccomp(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ContainersError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ContainersError::Io { .. } | ContainersError::CopyImage { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, crate::error_chain(&e))
     }
@@ -320,7 +323,7 @@ async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
             "ContainersPaused": count(&|s| s == Status::Paused),
             "ContainersStopped": count(&|s| matches!(s, Status::Exited | Status::Created)),
             "Images": images,
-            "Driver": "overlay",
+            "Driver": d.containers.storage_driver().name(),
             "DockerRootDir": d.root,
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": cgroup.as_ref().map_or("", |h| match h.version() {
@@ -354,7 +357,11 @@ async fn list(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Respo
                 .ok()
                 .and_then(|s| s.process().as_ref().and_then(|p| p.args().clone()))
                 .unwrap_or_default();
-            let size = size.then(|| dir_size(&record.rootfs.upper));
+            let size = size.then(|| match containers::driver_of(&record) {
+                StorageDriver::Overlay => dir_size(&record.rootfs.upper),
+                // The root is a full copy: only the changes count.
+                StorageDriver::Vfs => d.containers.vfs_size_rw(&record),
+            });
             rows.push(Listed {
                 restart_count: d.supervisor.restart_count(&record.id),
                 health: (state.status == Status::Running)

@@ -207,6 +207,12 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     registry_mirrors: Vec<String>,
+    /// How containers get their root: overlay (the image's layers under a
+    /// writable layer) or vfs (a full copy per container, for kernels without
+    /// overlayfs). Default: the one the state root was first used with, else
+    /// overlay
+    #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
+    storage_driver: Option<String>,
 }
 
 /// Runs the daemon in the foreground.
@@ -231,6 +237,12 @@ pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miett
         max: args.restart_max_delay.0.max(args.restart_delay.0),
         reset_after: args.restart_reset_after.0,
     };
+    if let Some(name) = &args.storage_driver {
+        options.storage_driver = Some(
+            name.parse::<crate::image::driver::StorageDriver>()
+                .map_err(|e| miette!("--storage-driver: {e}"))?,
+        );
+    }
     for u in &args.default_ulimits {
         let ulimit = u
             .parse::<crate::spec::ulimit::Ulimit>()

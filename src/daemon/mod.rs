@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::api::Endpoint;
+use crate::image::driver::{self, DriverError, StorageDriver};
 use crate::reconcile::containers::{Containers, ContainersError};
 
 /// How the daemon runs.
@@ -55,6 +56,12 @@ pub struct Options {
     /// Mirrors tried before Docker Hub for docker.io pulls
     /// (`--registry-mirror`).
     pub registry_mirrors: Vec<String>,
+    /// The storage driver asked for (`--storage-driver`); `None` keeps the
+    /// one recorded for the root, or picks `overlay` for a new root.
+    pub storage_driver: Option<StorageDriver>,
+    /// The kernel's list of file system types, where `overlay` must appear
+    /// for the overlay driver (`/proc/filesystems`).
+    pub proc_filesystems: PathBuf,
 }
 
 impl Options {
@@ -74,6 +81,8 @@ impl Options {
             backoff: supervisor::BackoffConfig::default(),
             insecure_registries: Vec::new(),
             registry_mirrors: Vec::new(),
+            storage_driver: None,
+            proc_filesystems: PathBuf::from("/proc/filesystems"),
         }
     }
 }
@@ -112,6 +121,18 @@ pub enum DaemonError {
     /// A configuration problem.
     #[error("{0}")]
     Config(String),
+    /// The storage driver cannot be used with this state root.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The overlay driver on a kernel without overlayfs.
+    #[error(
+        "the kernel has no overlay file system ({} does not list overlay): start the daemon with --storage-driver vfs, which copies images instead",
+        path.display()
+    )]
+    NoOverlay {
+        /// The list of file system types read.
+        path: PathBuf,
+    },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DaemonError + 'a {
@@ -143,7 +164,10 @@ impl Daemon {
     /// Opens the state root. Call it in the tokio runtime the daemon runs
     /// in (the supervisor's tasks run there).
     pub fn open(options: Options) -> Result<Daemon, DaemonError> {
-        let containers = Arc::new(Containers::open(&options.root, &options.run_dir)?);
+        let driver = settle_driver(&options)?;
+        let mut containers = Containers::open(&options.root, &options.run_dir)?;
+        containers.set_storage_driver(driver);
+        let containers = Arc::new(containers);
         let swept = containers
             .runtime
             .sweep_unfinished()
@@ -166,6 +190,28 @@ impl Daemon {
             supervisor,
         })
     }
+}
+
+/// The storage driver for the daemon's root: the recorded one, or the one
+/// asked for on a new root, which is then recorded. The overlay driver
+/// needs overlayfs in the kernel.
+fn settle_driver(options: &Options) -> Result<StorageDriver, DaemonError> {
+    let recorded = driver::recorded(&options.root)?;
+    let chosen = driver::choose(&options.root, recorded, options.storage_driver)?;
+    if chosen == StorageDriver::Overlay
+        && !crate::runtime::rootfs::overlay_supported(&options.proc_filesystems)
+    {
+        return Err(DaemonError::NoOverlay {
+            path: options.proc_filesystems.clone(),
+        });
+    }
+    if recorded.is_none() {
+        // Another daemon may have recorded the other one meanwhile.
+        let now = driver::record(&options.root, chosen)?;
+        driver::choose(&options.root, Some(now), Some(chosen))?;
+    }
+    tracing::info!(driver = %chosen, "storage driver");
+    Ok(chosen)
 }
 
 impl Daemon {
