@@ -37,15 +37,17 @@ pub struct ClientArgs {
 struct Settings {
     root: PathBuf,
     args: ClientArgs,
+    tls: super::tls::TlsArgs,
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
 /// Records the global flags for [`client`]; called once by `cli::run`.
-pub fn configure(root: &Path, args: &ClientArgs) {
+pub fn configure(root: &Path, args: &ClientArgs, tls: &super::tls::TlsArgs) {
     let _ = SETTINGS.set(Settings {
         root: root.to_path_buf(),
         args: args.clone(),
+        tls: tls.clone(),
     });
 }
 
@@ -59,21 +61,26 @@ pub fn api_error(e: ClientError) -> miette::Report {
 
 /// A client of the daemon for the state root the command line names.
 pub fn client(root: &Path) -> miette::Result<Client> {
-    let (root, args) = match SETTINGS.get() {
-        Some(s) => (s.root.clone(), s.args.clone()),
+    let (root, args, tls) = match SETTINGS.get() {
+        Some(s) => (s.root.clone(), s.args.clone(), s.tls.clone()),
         None => (
             root.to_path_buf(),
             ClientArgs {
                 host: None,
                 no_autostart: false,
             },
+            super::tls::TlsArgs::default(),
         ),
     };
     let endpoint = match &args.host {
         Some(h) => Endpoint::parse(h).map_err(|e| miette!("-H: {e}"))?,
         None => Endpoint::Unix(crate::daemon::default_socket(&root)),
     };
-    let client = Client::new(endpoint.clone(), None).map_err(api_error)?;
+    let tls_config = match endpoint {
+        Endpoint::Tcp(_) => tls.client_config()?,
+        Endpoint::Unix(_) => None,
+    };
+    let client = Client::new(endpoint.clone(), tls_config).map_err(api_error)?;
     let Endpoint::Unix(socket) = &endpoint else {
         return Ok(client);
     };
@@ -216,7 +223,12 @@ pub struct DaemonArgs {
 }
 
 /// Runs the daemon in the foreground.
-pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miette::Result<i32> {
+pub fn daemon(
+    root: &Path,
+    client_args: &ClientArgs,
+    tls: &super::tls::TlsArgs,
+    args: &DaemonArgs,
+) -> miette::Result<i32> {
     // Nothing the daemon inherited besides stdio may stay open in it.
     let _ = crate::sys::close_from(3);
     let mut options = crate::daemon::Options::for_root(root);
@@ -226,6 +238,13 @@ pub fn daemon(root: &Path, client_args: &ClientArgs, args: &DaemonArgs) -> miett
     }
     if !hosts.is_empty() {
         options.hosts = hosts;
+    }
+    if options.hosts.iter().any(|h| matches!(h, Endpoint::Tcp(_))) {
+        options.tls = Some(tls.server_config()?.ok_or_else(|| {
+            miette!(
+                "listening on TCP needs TLS: --tls (or --tlsverify) with --tlscert and --tlskey"
+            )
+        })?);
     }
     if let Some(p) = &args.pidfile {
         options.pidfile = p.clone();

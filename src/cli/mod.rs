@@ -66,6 +66,8 @@ pub struct Cli {
     root: PathBuf,
     #[command(flatten)]
     client: daemon::ClientArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -278,9 +280,9 @@ impl From<miette::Report> for Failure {
 
 fn run(cli: Cli) -> Result<i32, Failure> {
     let root = cli.root.clone();
-    daemon::configure(&root, &cli.client);
+    daemon::configure(&root, &cli.client, &cli.tls);
     match cli.command {
-        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &args)?),
+        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &cli.tls, &args)?),
         Command::Info => Ok(daemon::info(&root)?),
         Command::Events(args) => Ok(daemon::events(&root, &args)?),
         Command::Version => Ok(daemon::version(&root)?),

@@ -40,6 +40,8 @@ pub struct Options {
     pub group: Option<String>,
     /// Debug logging.
     pub debug: bool,
+    /// TLS for TCP listeners (required for them).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Ulimits for containers that do not set them (`--default-ulimit`).
     pub default_ulimits: Vec<crate::spec::ulimit::Ulimit>,
     /// Log rotation for containers that do not set it (`--log-opt
@@ -75,6 +77,7 @@ impl Options {
             run_dir,
             group: None,
             debug: false,
+            tls: None,
             default_ulimits: Vec::new(),
             log_max_size: None,
             log_max_files: None,
@@ -433,6 +436,38 @@ async fn monitor_health(daemon: Arc<Daemon>) {
     }
 }
 
+/// Accepts TLS connections on `listener` until `stop`: a client without a
+/// valid certificate (when the configuration asks for one) fails the
+/// handshake and never reaches the API.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => crate::api::server::serve_connection(tls, router).await,
+                Ok(Err(e)) => tracing::warn!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => tracing::warn!("TLS handshake with {peer} timed out"),
+            }
+        });
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: Options) -> Result<(), DaemonError> {
     let pidfile = PidFile::acquire(&options.pidfile)?;
@@ -467,9 +502,15 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
                 ));
             }
             Endpoint::Tcp(addr) => {
-                return Err(DaemonError::Config(format!(
-                    "tcp://{addr} needs --tls with --tlscert and --tlskey"
-                )));
+                let Some(tls) = daemon.options.tls.clone() else {
+                    return Err(DaemonError::Config(format!(
+                        "tcp://{addr} needs --tls with --tlscert and --tlskey"
+                    )));
+                };
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(io_err("listen on", Path::new(addr)))?;
+                tokio::spawn(serve_tls(listener, tls, router.clone(), stop_rx.clone()));
             }
         }
     }

@@ -335,3 +335,70 @@ fn the_cert_path_directory_supplies_the_clients_files() {
     assert_eq!(got.unwrap(), b"hello\n");
     served.unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_tlsverify_daemon_serves_clients_with_certificates_and_refuses_others() {
+    let pki = Pki::new();
+    let host = crate::runtime::Host::new();
+    crate::stop_daemon(&host.root());
+    let port = free_port();
+    let addr = format!("tcp://127.0.0.1:{port}");
+    let p = |n: &str| pki.path(n).to_string_lossy().into_owned();
+    let mut daemon = host
+        .cmd(&[
+            "-H",
+            &addr,
+            "--tlsverify",
+            "--tlscacert",
+            &p("ca.pem"),
+            "--tlscert",
+            &p("server.pem"),
+            "--tlskey",
+            &p("server-key.pem"),
+            "daemon",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the daemon listens");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = |extra: &[&str], args: &[&str]| {
+        let mut full = vec!["-H", addr.as_str(), "--tlsverify", "--tlscacert"];
+        let ca = p("ca.pem");
+        full.push(&ca);
+        full.extend_from_slice(extra);
+        full.extend_from_slice(args);
+        host.stack(&full)
+    };
+    let (cert, key) = (p("client.pem"), p("client-key.pem"));
+    let with_cert = ["--tlscert", cert.as_str(), "--tlskey", key.as_str()];
+    let out = client(&with_cert, &["run", "--rm", "bb", "echo", "over tls"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+    // No client certificate: the handshake fails, nothing is served.
+    let out = client(&[], &["ps"]);
+    assert!(!out.status.success());
+    // A certificate from another CA is refused too.
+    let (cert, key) = (p("stranger.pem"), p("stranger-key.pem"));
+    let out = client(&["--tlscert", &cert, "--tlskey", &key], &["ps"]);
+    assert!(!out.status.success());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
