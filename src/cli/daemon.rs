@@ -156,7 +156,7 @@ fn autostart(root: &Path, socket: &Path) -> miette::Result<()> {
 }
 
 /// `stack daemon`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// The pid file (default: stack.pid in the run directory)
     #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
@@ -167,6 +167,10 @@ pub struct DaemonArgs {
     /// Debug logging
     #[arg(short = 'D', long = "debug")]
     pub debug: bool,
+    /// The daemon's configuration file (default: /etc/stack/daemon.toml,
+    /// when it exists); a setting may come from the file or a flag, not both
+    #[arg(long = "config-file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
     /// Ulimit for containers that set none of that name: NAME=SOFT[:HARD]
     /// (repeatable)
     #[arg(long = "default-ulimit", value_name = "ULIMIT")]
@@ -228,9 +232,98 @@ pub fn daemon(
     client_args: &ClientArgs,
     tls: &super::tls::TlsArgs,
     args: &DaemonArgs,
+    given: &[(String, String)],
 ) -> miette::Result<i32> {
     // Nothing the daemon inherited besides stdio may stay open in it.
     let _ = crate::sys::close_from(3);
+    use crate::daemon::config;
+    let path = args
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let file = if args.config_file.is_some() {
+        config::load(&path)
+    } else {
+        config::load_if_exists(&path)
+    }
+    .map_err(miette::Report::new)?;
+    file.check_conflicts(&path, given)
+        .map_err(miette::Report::new)?;
+    let from_file = |flag: &str| !given.iter().any(|(name, _)| name == flag);
+    // What the file sets fills in what the command line left out.
+    let mut args = args.clone();
+    let mut tls = tls.clone();
+    let mut client_args = client_args.clone();
+    let root = match &file.root {
+        Some(r) if from_file("root") => r.clone(),
+        _ => root.to_path_buf(),
+    };
+    if let Some(hosts) = file.hosts.clone().filter(|_| from_file("host")) {
+        client_args.host = hosts.into_iter().next();
+    }
+    if file.pidfile.is_some() && from_file("pidfile") {
+        args.pidfile = file.pidfile.clone();
+    }
+    if file.group.is_some() && from_file("group") {
+        args.group = file.group.clone();
+    }
+    if let Some(d) = file.debug {
+        args.debug |= d;
+    }
+    if file.storage_driver.is_some() && from_file("storage-driver") {
+        args.storage_driver = file.storage_driver.clone();
+    }
+    if let Some(m) = file
+        .registry_mirrors
+        .clone()
+        .filter(|_| from_file("registry-mirror"))
+    {
+        args.registry_mirrors = m;
+    }
+    if let Some(i) = file
+        .insecure_registries
+        .clone()
+        .filter(|_| from_file("insecure-registry"))
+    {
+        args.insecure_registries = i;
+    }
+    tls.tls |= file.tls.unwrap_or(false);
+    tls.tlsverify |= file.tlsverify.unwrap_or(false);
+    if tls.tlscert.is_none() {
+        tls.tlscert = file.tlscert.clone();
+    }
+    if tls.tlskey.is_none() {
+        tls.tlskey = file.tlskey.clone();
+    }
+    if tls.tlscacert.is_none() {
+        tls.tlscacert = file.tlscacert.clone();
+    }
+    if let Some(u) = file
+        .default_ulimits
+        .clone()
+        .filter(|_| from_file("default-ulimit"))
+    {
+        args.default_ulimits = u.iter().map(ToString::to_string).collect();
+    }
+    if let Some(o) = file.log_opts.clone().filter(|_| from_file("log-opt")) {
+        args.log_opts = o.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    }
+    if let Some(d) = file.restart_delay.filter(|_| from_file("restart-delay")) {
+        args.restart_delay = d;
+    }
+    if let Some(d) = file
+        .restart_max_delay
+        .filter(|_| from_file("restart-max-delay"))
+    {
+        args.restart_max_delay = d;
+    }
+    if let Some(d) = file
+        .restart_reset_after
+        .filter(|_| from_file("restart-reset-after"))
+    {
+        args.restart_reset_after = d;
+    }
+    let (root, client_args, tls, args) = (root.as_path(), &client_args, &tls, &args);
     let mut options = crate::daemon::Options::for_root(root);
     let mut hosts = Vec::new();
     for h in client_args.host.iter() {

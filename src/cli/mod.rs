@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
@@ -216,8 +216,11 @@ pub fn main() -> ExitCode {
         let code = crate::runtime::exec::helper_main(args.get(2..).unwrap_or_default());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() {
                 Exit::Usage
@@ -229,7 +232,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(matches!(&cli.command, Command::Daemon(args) if args.debug));
-    match run(cli) {
+    let given = config_file::flags_given(&Cli::command(), &matches);
+    match run(cli, &given) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(failure) => {
             eprint!("{}", render(failure.report.as_ref(), color_stderr()));
@@ -278,11 +282,11 @@ impl From<miette::Report> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<i32, Failure> {
+fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
     let root = cli.root.clone();
     daemon::configure(&root, &cli.client, &cli.tls);
     match cli.command {
-        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &cli.tls, &args)?),
+        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &cli.tls, &args, given)?),
         Command::Info => Ok(daemon::info(&root)?),
         Command::Events(args) => Ok(daemon::events(&root, &args)?),
         Command::Version => Ok(daemon::version(&root)?),

@@ -525,3 +525,53 @@ fn a_flood_of_requests_and_idle_connections_do_not_wedge_the_daemon() {
     drop(idle);
     assert_eq!(host.ok(&["exec", "up", "echo", "fine"]), "fine\n");
 }
+
+#[test]
+fn the_configuration_file_sets_what_flags_do_and_conflicts_are_refused() {
+    let host = Host::new();
+    crate::stop_daemon(&host.root());
+    let config = host.root().join("daemon.toml");
+    fs::write(
+        &config,
+        "log-opts = { max-file = \"3\" }\nrestart-delay = \"50ms\"\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    // A setting both in the file and on the command line.
+    let out = host.stack(&[
+        "daemon",
+        "--config-file",
+        config_arg,
+        "--restart-delay",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("both as a flag and in the configuration file"),
+        "{err}"
+    );
+    // An unknown key, with its place in the file.
+    let bad = host.root().join("bad.toml");
+    fs::write(&bad, "restart-delay = \"50ms\"\nlog-optz = {}\n").unwrap();
+    let out = host.stack(&["daemon", "--config-file", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log-optz") && err.contains(":2:"), "{err}");
+    // The file's settings apply.
+    let mut daemon = host
+        .cmd(&["daemon", "--config-file", config_arg])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the daemon listens", || {
+        UnixStream::connect(socket(&host)).is_ok()
+    });
+    host.ok(&["create", "--name", "logs3", "bb", "true"]);
+    let log = &host.inspect("logs3")["HostConfig"]["LogConfig"]["Config"];
+    assert_eq!(log["max-file"], "3");
+    crate::stop_daemon(&host.root());
+    let _ = daemon.wait();
+}
