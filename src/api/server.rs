@@ -625,8 +625,27 @@ async fn wait(
             "invalid condition {condition:?}: expected not-running, next-exit or removed"
         )));
     }
+    let d2 = d.clone();
+    let id = blocking(move || resolve(&d2, &name)).await?;
+    // Removal is awaited through the event bus: subscribed before the
+    // container is looked at, so its `destroy` cannot slip past.
+    let mut removed = if condition == "removed" {
+        let filter = EventFilter::from_pairs([
+            ("container".to_string(), id.clone()),
+            ("event".to_string(), "destroy".to_string()),
+        ])
+        .map_err(|e| ApiError::internal(&e))?;
+        Some(
+            d.events
+                .subscribe(filter, None, None)
+                .map_err(|e| ApiError::internal(&e))?,
+        )
+    } else {
+        None
+    };
+    let d2 = d.clone();
     let waited = blocking(move || {
-        let id = resolve(&d, &name)?;
+        let d = d2;
         let runtime = &d.containers.runtime;
         let mut st = runtime.state(&id)?;
         if condition == "next-exit" {
@@ -639,16 +658,22 @@ async fn wait(
             }
         }
         let st = runtime.wait(&id, None)?;
-        if condition == "removed" {
-            while runtime.state(&id).is_ok() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(Waited {
-            status_code: st.exit_code,
-        })
+        Ok((
+            id,
+            Waited {
+                status_code: st.exit_code,
+            },
+        ))
     })
     .await?;
+    let (id, waited) = waited;
+    if let Some(subscription) = removed.as_mut() {
+        while d.containers.runtime.record(&id).is_ok() {
+            if subscription.next().await.is_none() {
+                break;
+            }
+        }
+    }
     Ok(json_response(&waited))
 }
 
