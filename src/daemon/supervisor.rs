@@ -372,7 +372,10 @@ impl Supervisor {
         change(&mut new);
         if old != Some(new) {
             let path = self.supervise_path(id);
-            crate::runtime::state::write_json(&path, &new).map_err(io_err("write", &path))?;
+            // Not fsynced: a start or stop must not wait for the disk, and
+            // what a power loss may lose here (a restart count, a user's
+            // stop) only changes what happens at the next boot.
+            crate::runtime::state::write_json_fast(&path, &new).map_err(io_err("write", &path))?;
         }
         Ok(new)
     }

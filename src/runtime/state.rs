@@ -164,6 +164,14 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
     write_json_with(path, value, true)
 }
 
+/// Writes `value` as JSON to `path` atomically, without waiting for the
+/// disk: a crash of the process leaves the old or the new file, a crash of
+/// the host may lose the last change. For bookkeeping that is cheap to get
+/// wrong after a power loss (the supervisor's notes).
+pub fn write_json_fast(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    write_json_with(path, value, false)
+}
+
 /// Writes `value` as JSON to `path` atomically but without waiting for the
 /// disk: for the shim's state updates, which describe processes that a crash
 /// of the host ends anyway (a torn or stale state reads as "exited").
