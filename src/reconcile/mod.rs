@@ -2,5 +2,7 @@
 //! ([`containers`]), built from requests by [`container`]; the stack loop
 //! (desired state, plan, executor) joins them here.
 
+pub mod archive;
 pub mod container;
 pub mod containers;
+pub mod verbs;

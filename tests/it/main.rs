@@ -17,6 +17,7 @@ mod robustness;
 mod runtime;
 mod seccomp;
 mod spec;
+mod verbs;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command
 /// set it, and fails the test (killing the command) if it takes longer than
