@@ -5,7 +5,9 @@
 //! [`spec`] reads stack files into one typed model, [`image`] stores and moves
 //! images, [`cli`] is the command line.
 
+pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod image;
 pub mod reconcile;
 pub mod runtime;

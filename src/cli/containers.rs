@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,21 +12,21 @@ use std::time::Duration;
 use clap::Args;
 use miette::{IntoDiagnostic, WrapErr, miette};
 
+use super::daemon::{api_error, client};
 use super::output::{human_duration, human_size, parse_rfc3339, table};
+use crate::api::client::{Client, ClientError, segment};
+use crate::api::{Created, Listed, Usage, Waited};
 use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
-use crate::reconcile::containers::Containers;
+use crate::reconcile::health::{HealthRequest, HealthStatus};
 use crate::runtime::attach::{self, Kind};
-use crate::runtime::exec::{ExecConfig, ExecStdio};
-use crate::runtime::logs::{self, ReadOptions};
-use crate::runtime::{ContainerRecord, ContainerState, Status};
+use crate::runtime::exec::ExecConfig;
+use crate::runtime::logs;
+use crate::runtime::{ContainerState, Status};
 use crate::spec::device::DeviceMapping;
+use crate::spec::duration::DurationSpec;
 use crate::spec::extra_host::ExtraHost;
 use crate::spec::mount::{MountSpec, parse_tmpfs};
 use crate::spec::ulimit::Ulimit;
-
-fn open(root: &Path) -> miette::Result<Containers> {
-    Containers::open(root, &crate::runtime::default_run_dir(root)).into_diagnostic()
-}
 
 /// The resource limits `run`, `create` and `update` share, with Docker's
 /// flags.
@@ -124,6 +123,12 @@ pub struct CreateArgs {
     /// Mount the volumes of another container: NAME[:ro|:rw]
     #[arg(long = "volumes-from", value_name = "CONTAINER")]
     volumes_from: Vec<String>,
+    /// Write the container id to this file (which must not exist)
+    #[arg(long = "cidfile", value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Link to another container: NAME[:ALIAS] (needs a bridge network)
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    link: Vec<String>,
     /// Publish a port (needs a bridge network)
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
@@ -231,6 +236,31 @@ pub struct CreateArgs {
     /// OCI runtime: the built-in one (default), or runc, crun or another on PATH
     #[arg(long = "runtime")]
     runtime: Option<String>,
+    /// Command to run to check health (in the container's shell)
+    #[arg(long = "health-cmd", value_name = "STRING")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    health_interval: Option<DurationSpec>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    health_timeout: Option<DurationSpec>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries", value_name = "INT")]
+    health_retries: Option<u32>,
+    /// Start period for the container to initialize before starting
+    /// health-retries countdown (ms|s|m|h)
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    health_start_period: Option<DurationSpec>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval", value_name = "DURATION")]
+    health_start_interval: Option<DurationSpec>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck", conflicts_with_all = [
+        "health_cmd", "health_interval", "health_timeout", "health_retries",
+        "health_start_period", "health_start_interval",
+    ])]
+    no_healthcheck: bool,
     /// Print help (`-h` is --hostname, as in Docker)
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -308,6 +338,19 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
     for t in &args.tmpfs {
         mounts.push(parse_tmpfs(t).map_err(|e| miette!("invalid tmpfs {t:?}: {e}"))?);
     }
+    for link in &args.link {
+        let (name, alias) = link
+            .split_once(':')
+            .unwrap_or((link.as_str(), link.as_str()));
+        if name.is_empty() || alias.is_empty() {
+            return Err(miette!("invalid --link {link:?}: expected NAME[:ALIAS]"));
+        }
+    }
+    if !args.link.is_empty() {
+        return Err(miette!(
+            "--link needs a bridge network, which this version does not create yet"
+        ));
+    }
     if !args.publish.is_empty() || args.publish_all {
         return Err(miette!(
             "publishing ports needs a bridge network, which this version does not create yet; use --network host"
@@ -376,9 +419,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             }
         }
     }
-    crate::spec::restart::parse_restart(&args.restart)
+    let (restart, retries) = crate::spec::restart::parse_restart(&args.restart)
         .map_err(|e| miette!("invalid --restart: {e}"))?;
-    labels.insert("stack.restart".into(), args.restart.clone());
     let userns = match args.userns.as_deref() {
         None | Some("host") | Some("") => None,
         Some(v) => {
@@ -468,31 +510,105 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         extra_hosts,
         expose: args.expose.clone(),
         runtime: args.runtime.clone(),
+        restart: crate::reconcile::container::RestartPolicy {
+            name: restart,
+            maximum_retry_count: retries.unwrap_or(0),
+        },
+        health: health_request(args),
     })
 }
 
-fn signal_number(name: &str) -> miette::Result<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return Ok(n);
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
+/// The `--health-*` flags as a request (docker/cli `parse`).
+fn health_request(args: &CreateArgs) -> HealthRequest {
+    let test = if args.no_healthcheck {
+        Some(vec!["NONE".to_string()])
     } else {
-        format!("SIG{upper}")
+        args.health_cmd
+            .as_ref()
+            .map(|cmd| vec!["CMD-SHELL".to_string(), cmd.clone()])
     };
-    full.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| miette!("invalid signal: {name}"))
+    HealthRequest {
+        test,
+        interval: args.health_interval.map(|d| d.0),
+        timeout: args.health_timeout.map(|d| d.0),
+        retries: args.health_retries,
+        start_period: args.health_start_period.map(|d| d.0),
+        start_interval: args.health_start_interval.map(|d| d.0),
+    }
+}
+
+fn signal_number(name: &str) -> miette::Result<i32> {
+    crate::runtime::signal_number(name).ok_or_else(|| miette!("invalid signal: {name}"))
 }
 
 /// `stack create`: prints the new container's id.
 pub fn create(root: &Path, args: &CreateArgs) -> miette::Result<()> {
-    let c = open(root)?;
     let req = request(args)?;
-    let id = c.create(&req).into_diagnostic()?;
-    println!("{id}");
+    let c = client(root)?;
+    let cidfile = CidFile::claim(args.cidfile.as_deref())?;
+    let created = create_container(&c, &req)?;
+    cidfile.write(&created.id)?;
+    println!("{}", created.id);
     Ok(())
+}
+
+/// `--cidfile`: created before the container (so an existing file stops
+/// the create, as in Docker), filled with the id after, removed when the
+/// create fails.
+struct CidFile(Option<(PathBuf, std::fs::File)>);
+
+impl CidFile {
+    fn claim(path: Option<&Path>) -> miette::Result<CidFile> {
+        let Some(path) = path else {
+            return Ok(CidFile(None));
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(file) => Ok(CidFile(Some((path.to_path_buf(), file)))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(miette!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                path.display()
+            )),
+            Err(e) => Err(miette!("cannot create the cidfile {}: {e}", path.display())),
+        }
+    }
+
+    fn write(mut self, id: &str) -> miette::Result<()> {
+        if let Some((path, mut file)) = self.0.take() {
+            file.write_all(id.as_bytes())
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write the cidfile {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if let Some((path, _)) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Creates a container through the API.
+fn create_container(c: &Client, req: &RunRequest) -> miette::Result<Created> {
+    c.post("/containers/create")
+        .json(req)
+        .send_json()
+        .map_err(api_error)
+}
+
+/// Removes a container through the API; one that is already gone is fine.
+fn remove_quietly(c: &Client, id: &str) {
+    let _ = c
+        .delete(&format!("/containers/{}", segment(id)))
+        .query("force", 1)
+        .query("v", 1)
+        .ok();
 }
 
 /// A terminal in raw mode for as long as this lives.
@@ -614,46 +730,69 @@ fn relay(stream: UnixStream, stdin: bool, tty: bool) -> io::Result<AttachEnd> {
 
 /// `stack run`: returns the container's exit code.
 pub fn run(root: &Path, args: &RunArgs) -> miette::Result<i32> {
-    let c = open(root)?;
     let req = request(&args.create)?;
-    if args.detach && req.auto_remove {
-        // Without a daemon nobody is left to remove it when it exits.
-        return Err(miette!(
-            "--rm with --detach needs the daemon, which this version does not run yet"
-        ));
-    }
-    let id = c.create(&req).into_diagnostic()?;
+    let c = client(root)?;
+    let cidfile = CidFile::claim(args.create.cidfile.as_deref())?;
+    let id = create_container(&c, &req)?.id;
+    cidfile.write(&id)?;
+    let path = format!("/containers/{}/start", segment(&id));
     if args.detach {
-        if let Err(e) = c.runtime.start(&id, None) {
-            return Err(miette::Report::from_err(e));
+        if let Err(e) = c.post(&path).ok() {
+            if req.auto_remove {
+                remove_quietly(&c, &id);
+            }
+            return Err(api_error(e));
         }
         println!("{id}");
         return Ok(0);
     }
-    let (ours, theirs) = UnixStream::pair().into_diagnostic()?;
-    let started = c.runtime.start(&id, Some(OwnedFd::from(theirs)));
-    if let Err(e) = started {
-        if req.auto_remove {
-            let _ = c.remove(&id, true, true);
+    let stream = match c.post(&path).upgrade() {
+        Ok(stream) => stream,
+        Err(e) => {
+            if req.auto_remove {
+                remove_quietly(&c, &id);
+            }
+            return Err(api_error(e));
         }
-        return Err(miette::Report::from_err(e));
-    }
-    let end = relay(ours, req.stdin_open, req.tty).into_diagnostic()?;
+    };
+    let end = relay(stream, req.stdin_open, req.tty).into_diagnostic()?;
     let code = match end {
         AttachEnd::Exited(code) => code,
         AttachEnd::Detached => return Ok(0),
-        AttachEnd::Lost => c.runtime.wait(&id, None).into_diagnostic()?.exit_code,
+        AttachEnd::Lost => wait_for(&c, &id, "not-running")?,
     };
     if req.auto_remove {
-        let st = c
-            .runtime
-            .wait(&id, Some(Duration::from_secs(10)))
-            .into_diagnostic()?;
-        if !matches!(st.status, Status::Running | Status::Paused) {
-            c.remove(&id, false, true).into_diagnostic()?;
+        // As Docker's CLI: return once the daemon removed it.
+        match wait_for(&c, &id, "removed") {
+            Ok(_) => {}
+            Err(e) if e.to_string().starts_with("No such container") => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(code)
+}
+
+/// Waits through the API; the exit code.
+fn wait_for(c: &Client, id: &str, condition: &str) -> miette::Result<i32> {
+    let waited: Waited = c
+        .post(&format!("/containers/{}/wait", segment(id)))
+        .query("condition", condition)
+        .send_json()
+        .map_err(api_error)?;
+    Ok(waited.status_code)
+}
+
+/// Whether a container has a terminal and keeps stdin open, from inspect.
+fn stdio_of(c: &Client, id: &str) -> miette::Result<(bool, bool, String)> {
+    let v: serde_json::Value = c
+        .get(&format!("/containers/{}/json", segment(id)))
+        .send_json()
+        .map_err(api_error)?;
+    Ok((
+        v["Config"]["Tty"].as_bool().unwrap_or(false),
+        v["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+        v["Id"].as_str().unwrap_or(id).to_string(),
+    ))
 }
 
 /// Arguments naming containers.
@@ -680,37 +819,26 @@ pub struct StartArgs {
 
 /// `stack start`.
 pub fn start(root: &Path, args: &StartArgs) -> miette::Result<i32> {
-    let c = open(root)?;
+    let c = client(root)?;
     if args.attach {
         let [name] = args.containers.as_slice() else {
             return Err(miette!(
                 "you cannot start and attach multiple containers at once"
             ));
         };
-        let id = c.runtime.resolve(name).into_diagnostic()?;
-        let record = c.runtime.record(&id).into_diagnostic()?;
-        let tty = c
-            .runtime
-            .spec(&id)
-            .into_diagnostic()?
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
-        let (ours, theirs) = UnixStream::pair().into_diagnostic()?;
-        c.runtime
-            .start(&id, Some(OwnedFd::from(theirs)))
-            .into_diagnostic()?;
-        return match relay(ours, args.interactive && record.stdin_open, tty).into_diagnostic()? {
+        let (tty, stdin_open, id) = stdio_of(&c, name)?;
+        let stream = c
+            .post(&format!("/containers/{}/start", segment(&id)))
+            .upgrade()
+            .map_err(api_error)?;
+        return match relay(stream, args.interactive && stdin_open, tty).into_diagnostic()? {
             AttachEnd::Exited(code) => Ok(code),
             AttachEnd::Detached => Ok(0),
-            AttachEnd::Lost => Ok(c.runtime.wait(&id, None).into_diagnostic()?.exit_code),
+            AttachEnd::Lost => wait_for(&c, &id, "not-running"),
         };
     }
     each(&args.containers, |name| {
-        let id = c.runtime.resolve(name)?;
-        c.runtime.start(&id, None)?;
-        Ok(())
+        c.post(&format!("/containers/{}/start", segment(name))).ok()
     })
 }
 
@@ -718,20 +846,14 @@ pub fn start(root: &Path, args: &StartArgs) -> miette::Result<i32> {
 /// any failed (like Docker's multi-container verbs).
 fn each(
     names: &[String],
-    mut f: impl FnMut(&str) -> Result<(), Box<dyn std::error::Error>>,
+    mut f: impl FnMut(&str) -> Result<(), ClientError>,
 ) -> miette::Result<i32> {
     let mut failed = 0;
     for name in names {
         match f(name) {
             Ok(()) => println!("{name}"),
             Err(e) => {
-                let mut msg = e.to_string();
-                let mut source = e.source();
-                while let Some(s) = source {
-                    msg.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                eprintln!("Error response from daemon: {msg}");
+                eprintln!("Error response from daemon: {e}");
                 failed += 1;
             }
         }
@@ -756,40 +878,27 @@ pub struct StopArgs {
     containers: Vec<String>,
 }
 
-fn stop_one(
-    c: &Containers,
-    name: &str,
-    args: &StopArgs,
-) -> Result<(String, ContainerRecord), Box<dyn std::error::Error>> {
-    let id = c.runtime.resolve(name)?;
-    let record = c.runtime.record(&id)?;
-    let sig = signal_number(args.signal.as_deref().unwrap_or(&record.stop_signal))
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(u64::from(args.time.unwrap_or(record.stop_timeout)));
-    c.runtime.stop(&id, sig, timeout)?;
-    Ok((id, record))
-}
-
 /// `stack stop`.
 pub fn stop(root: &Path, args: &StopArgs) -> miette::Result<i32> {
-    let c = open(root)?;
+    stop_or_restart(root, args, "stop")
+}
+
+fn stop_or_restart(root: &Path, args: &StopArgs, verb: &str) -> miette::Result<i32> {
+    if let Some(sig) = &args.signal {
+        signal_number(sig)?;
+    }
+    let c = client(root)?;
     each(&args.containers, |name| {
-        let (id, record) = stop_one(&c, name, args)?;
-        if record.auto_remove {
-            c.remove(&id, false, true)?;
-        }
-        Ok(())
+        c.post(&format!("/containers/{}/{verb}", segment(name)))
+            .query_opt("t", args.time)
+            .query_opt("signal", args.signal.as_deref())
+            .ok()
     })
 }
 
 /// `stack restart`.
 pub fn restart(root: &Path, args: &StopArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    each(&args.containers, |name| {
-        let (id, _) = stop_one(&c, name, args)?;
-        c.runtime.start(&id, None)?;
-        Ok(())
-    })
+    stop_or_restart(root, args, "restart")
 }
 
 /// `stack kill`.
@@ -805,12 +914,12 @@ pub struct KillArgs {
 
 /// `stack kill`.
 pub fn kill(root: &Path, args: &KillArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let sig = signal_number(&args.signal)?;
+    signal_number(&args.signal)?;
+    let c = client(root)?;
     each(&args.containers, |name| {
-        let id = c.runtime.resolve(name)?;
-        c.runtime.kill(&id, sig)?;
-        Ok(())
+        c.post(&format!("/containers/{}/kill", segment(name)))
+            .query("signal", &args.signal)
+            .ok()
     })
 }
 
@@ -830,35 +939,30 @@ pub struct RmArgs {
 
 /// `stack rm`.
 pub fn rm(root: &Path, args: &RmArgs) -> miette::Result<i32> {
-    let c = open(root)?;
+    let c = client(root)?;
     each(&args.containers, |name| {
-        let id = c.runtime.resolve(name)?;
-        c.remove(&id, args.force, args.volumes)?;
-        Ok(())
+        c.delete(&format!("/containers/{}", segment(name)))
+            .flag("force", args.force)
+            .flag("v", args.volumes)
+            .ok()
     })
 }
 
 /// `stack pause` / `unpause`.
 pub fn pause(root: &Path, args: &NamesArgs, pause: bool) -> miette::Result<i32> {
-    let c = open(root)?;
+    let c = client(root)?;
+    let verb = if pause { "pause" } else { "unpause" };
     each(&args.containers, |name| {
-        let id = c.runtime.resolve(name)?;
-        if pause {
-            c.runtime.pause(&id)?;
-        } else {
-            c.runtime.resume(&id)?;
-        }
-        Ok(())
+        c.post(&format!("/containers/{}/{verb}", segment(name)))
+            .ok()
     })
 }
 
 /// `stack wait`: prints each exit code.
 pub fn wait(root: &Path, args: &NamesArgs) -> miette::Result<i32> {
-    let c = open(root)?;
+    let c = client(root)?;
     for name in &args.containers {
-        let id = c.runtime.resolve(name).into_diagnostic()?;
-        let st = c.runtime.wait(&id, None).into_diagnostic()?;
-        println!("{}", st.exit_code);
+        println!("{}", wait_for(&c, name, "not-running")?);
     }
     Ok(0)
 }
@@ -874,20 +978,23 @@ pub struct RenameArgs {
 
 /// `stack rename`.
 pub fn rename(root: &Path, args: &RenameArgs) -> miette::Result<i32> {
-    let c = open(root)?;
     if !crate::reconcile::containers::is_valid_name(&args.new_name) {
         return Err(miette!(
             "invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
             args.new_name
         ));
     }
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    c.runtime.rename(&id, &args.new_name).into_diagnostic()?;
+    let c = client(root)?;
+    c.post(&format!("/containers/{}/rename", segment(&args.container)))
+        .query("name", &args.new_name)
+        .ok()
+        .map_err(api_error)?;
     Ok(0)
 }
 
-/// Docker's STATUS column.
-pub fn status_text(st: &ContainerState) -> String {
+/// Docker's STATUS column; a running container with a health check shows
+/// its health too (`Up 3 seconds (healthy)`).
+pub fn status_text(st: &ContainerState, health: Option<HealthStatus>) -> String {
     let since = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_rfc3339)
@@ -897,7 +1004,10 @@ pub fn status_text(st: &ContainerState) -> String {
     };
     match st.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&st.started_at)),
+        Status::Running => match health {
+            Some(h) => format!("Up {} ({})", since(&st.started_at), h.ps_text()),
+            None => format!("Up {}", since(&st.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(&st.started_at)),
         Status::Removing => "Removal In Progress".into(),
         Status::Exited => {
@@ -934,46 +1044,48 @@ pub struct LogsArgs {
 
 /// `stack logs`.
 pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    let bundle = c.runtime.bundle(&id);
-    let tail = match args.tail.as_str() {
-        "all" | "-1" => None,
-        n => Some(
-            n.parse::<usize>()
-                .map_err(|_| miette!("invalid --tail {n:?}"))?,
-        ),
-    };
     let now = std::time::SystemTime::now();
-    let time = |v: &Option<String>| -> miette::Result<Option<std::time::SystemTime>> {
-        v.as_deref()
-            .map(|s| logs::parse_time_filter(s, now).into_diagnostic())
-            .transpose()
-    };
-    let options = ReadOptions {
-        tail,
-        since: time(&args.since)?,
-        until: time(&args.until)?,
-        timestamps: args.timestamps,
-        stdout: true,
-        stderr: true,
-        follow: args.follow,
-    };
-    let mut reader = logs::LogReader::open(bundle.dir(), &id, options).into_diagnostic()?;
-    if args.follow {
-        // Follow until the shim has flushed the last line and exited.
-        let st = c.runtime.state(&id).into_diagnostic()?;
-        let stop = rustix::process::Pid::from_raw(st.shim_pid).and_then(|pid| {
-            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-        });
-        reader = reader.with_stop(match stop {
-            Some(fd) => logs::Stop::WhenReadable(fd),
-            None => logs::Stop::When(Box::new(|| true)),
-        });
+    for t in [&args.since, &args.until].into_iter().flatten() {
+        logs::parse_time_filter(t, now).into_diagnostic()?;
     }
-    reader
-        .write_raw_to(&mut io::stdout().lock(), &mut io::stderr().lock())
-        .into_diagnostic()?;
+    if !matches!(args.tail.as_str(), "all" | "-1") && args.tail.parse::<usize>().is_err() {
+        return Err(miette!("invalid --tail {:?}", args.tail));
+    }
+    let c = client(root)?;
+    let body = c
+        .get(&format!("/containers/{}/logs", segment(&args.container)))
+        .query("tail", &args.tail)
+        .query_opt("since", args.since.as_deref())
+        .query_opt("until", args.until.as_deref())
+        .flag("timestamps", args.timestamps)
+        .flag("follow", args.follow)
+        .stream()
+        .map_err(api_error)?;
+    let mut reader = io::BufReader::with_capacity(256 << 10, body);
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    loop {
+        match attach::read_frame(&mut reader) {
+            Ok(Some((Kind::Stdout, data))) => {
+                out.write_all(&data).into_diagnostic()?;
+                if args.follow {
+                    out.flush().into_diagnostic()?;
+                }
+            }
+            Ok(Some((Kind::Stderr, data))) => {
+                out.flush().into_diagnostic()?;
+                stderr.lock().write_all(&data).into_diagnostic()?;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                out.flush().into_diagnostic()?;
+                return Err(miette!("the log stream broke off: {e}"));
+            }
+        }
+    }
+    out.flush().into_diagnostic()?;
     Ok(0)
 }
 
@@ -1010,8 +1122,6 @@ pub struct ExecArgs {
 
 /// `stack exec`: returns the process's exit code.
 pub fn exec(root: &Path, args: &ExecArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
     let config = ExecConfig {
         args: args.command.clone(),
         env: args.env.clone(),
@@ -1020,76 +1130,24 @@ pub fn exec(root: &Path, args: &ExecArgs) -> miette::Result<i32> {
         tty: args.tty,
         privileged: args.privileged,
     };
-    let null = || {
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map(OwnedFd::from)
-    };
-    if args.tty {
-        let pty = nix::pty::openpty(None, None).into_diagnostic()?;
-        if let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
-            let _ = rustix::termios::tcsetwinsize(&pty.master, size);
-        }
-        let slave = pty.slave;
-        let fds = [
-            slave.try_clone().into_diagnostic()?,
-            slave.try_clone().into_diagnostic()?,
-            slave,
-        ];
-        let child = c
-            .runtime
-            .exec_spawn(&id, &config, ExecStdio { fds })
-            .into_diagnostic()?;
-        if args.detach {
-            return Ok(0);
-        }
-        let master = pty.master;
-        let _raw = io::stdin().is_terminal().then(RawTerminal::enable);
-        if args.interactive {
-            let mut writer = std::fs::File::from(master.try_clone().into_diagnostic()?);
-            std::thread::spawn(move || {
-                let _ = io::copy(&mut io::stdin().lock(), &mut writer);
-            });
-        }
-        let mut reader = std::fs::File::from(master);
-        let _ = io::copy(&mut reader, &mut io::stdout().lock());
-        return child.wait().into_diagnostic();
-    }
-    let stdin = if args.interactive {
-        io::stdin().as_fd().try_clone_to_owned().into_diagnostic()?
-    } else {
-        null().into_diagnostic()?
-    };
-    let (stdout, stderr) = if args.detach {
-        (null().into_diagnostic()?, null().into_diagnostic()?)
-    } else {
-        (
-            io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .into_diagnostic()?,
-            io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .into_diagnostic()?,
-        )
-    };
-    let child = c
-        .runtime
-        .exec_spawn(
-            &id,
-            &config,
-            ExecStdio {
-                fds: [stdin, stdout, stderr],
-            },
-        )
-        .into_diagnostic()?;
+    let c = client(root)?;
+    let call = c
+        .post(&format!("/containers/{}/exec", segment(&args.container)))
+        .json(&serde_json::json!({
+            "config": config,
+            "interactive": args.interactive,
+            "detach": args.detach,
+        }));
     if args.detach {
+        call.ok().map_err(api_error)?;
         return Ok(0);
     }
-    child.wait().into_diagnostic()
+    let stream = call.upgrade().map_err(api_error)?;
+    match relay(stream, args.interactive, args.tty).into_diagnostic()? {
+        AttachEnd::Exited(code) => Ok(code),
+        AttachEnd::Detached => Ok(0),
+        AttachEnd::Lost => Err(miette!("the connection to the daemon was lost")),
+    }
 }
 
 /// `stack stats --no-stream`.
@@ -1101,46 +1159,41 @@ pub struct StatsArgs {
 
 /// `stack stats`: one snapshot of each running container's usage.
 pub fn stats(root: &Path, args: &StatsArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let ids: Vec<String> = if args.containers.is_empty() {
-        c.runtime
-            .list()
-            .into_diagnostic()?
-            .into_iter()
-            .filter(|(_, s)| s.status == Status::Running)
-            .map(|(r, _)| r.id)
+    let c = client(root)?;
+    let names: Vec<String> = if args.containers.is_empty() {
+        let rows: Vec<Listed> = c.get("/containers/json").send_json().map_err(api_error)?;
+        rows.into_iter()
+            .filter(|l| l.state.status == Status::Running)
+            .map(|l| l.record.id)
             .collect()
     } else {
-        args.containers
-            .iter()
-            .map(|n| c.runtime.resolve(n))
-            .collect::<Result<_, _>>()
-            .into_diagnostic()?
+        args.containers.clone()
     };
     let mut rows = Vec::new();
-    for id in ids {
-        let record = c.runtime.record(&id).into_diagnostic()?;
-        let s = c.runtime.stats(&id).into_diagnostic()?;
+    for name in names {
+        let s: Usage = c
+            .get(&format!("/containers/{}/stats", segment(&name)))
+            .query("stream", 0)
+            .send_json()
+            .map_err(api_error)?;
         rows.push(vec![
-            id[..12].to_string(),
-            record.name,
-            s.memory.as_ref().map_or_else(
+            s.id[..12.min(s.id.len())].to_string(),
+            s.name,
+            s.memory.map_or_else(
                 || "-".to_string(),
                 |m| {
                     format!(
                         "{} / {}",
-                        human_size(m.usage),
-                        m.limit.map_or("unlimited".into(), human_size)
+                        human_size(m),
+                        s.memory_limit.map_or("unlimited".into(), human_size)
                     )
                 },
             ),
-            s.cpu.as_ref().map_or_else(
+            s.cpu_ns.map_or_else(
                 || "-".to_string(),
-                |c| format!("{:.2}s", Duration::from_nanos(c.usage_ns).as_secs_f64()),
+                |ns| format!("{:.2}s", Duration::from_nanos(ns).as_secs_f64()),
             ),
-            s.pids
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |p| p.current.to_string()),
+            s.pids.map_or_else(|| "-".to_string(), |p| p.to_string()),
         ]);
     }
     print!(
@@ -1171,23 +1224,26 @@ pub struct ExportArgs {
 
 /// `stack export`: the container's file system as a tar archive.
 pub fn export(root: &Path, args: &ExportArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    if args.output.is_none() && io::stdout().is_terminal() {
+        return Err(miette!(
+            "refusing to write a tar archive to a terminal: use -o FILE or redirect the output"
+        ));
+    }
+    let c = client(root)?;
+    let mut body = c
+        .get(&format!("/containers/{}/export", segment(&args.container)))
+        .stream()
+        .map_err(api_error)?;
     match &args.output {
         Some(path) => {
             let mut file = std::fs::File::create(path)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot create {}", path.display()))?;
-            c.export(&id, &mut file).into_diagnostic()?;
+            io::copy(&mut body, &mut file).into_diagnostic()?;
             file.sync_all().into_diagnostic()?;
         }
         None => {
-            if io::stdout().is_terminal() {
-                return Err(miette!(
-                    "refusing to write a tar archive to a terminal: use -o FILE or redirect the output"
-                ));
-            }
-            c.export(&id, &mut io::stdout().lock()).into_diagnostic()?;
+            io::copy(&mut body, &mut io::stdout().lock()).into_diagnostic()?;
         }
     }
     Ok(0)
@@ -1216,36 +1272,27 @@ pub struct CommitArgs {
 
 /// `stack commit`: prints the new image id.
 pub fn commit(root: &Path, args: &CommitArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    let changes = args
-        .changes
-        .iter()
-        .map(|s| s.parse::<crate::image::changes::Change>())
-        .collect::<Result<Vec<_>, _>>()
-        .into_diagnostic()?;
-    let reference = args
-        .reference
-        .as_deref()
-        .map(str::parse::<crate::image::reference::Reference>)
-        .transpose()
-        .into_diagnostic()?;
-    let paused = args.pause
-        && c.runtime
-            .state(&id)
-            .is_ok_and(|s| s.status == Status::Running)
-        && c.runtime.pause(&id).is_ok();
-    let result = c.commit(
-        &id,
-        reference.as_ref(),
-        &changes,
-        args.message.as_deref(),
-        args.author.as_deref(),
-    );
-    if paused {
-        let _ = c.runtime.resume(&id);
+    for change in &args.changes {
+        change
+            .parse::<crate::image::changes::Change>()
+            .into_diagnostic()?;
     }
-    println!("{}", result.into_diagnostic()?);
+    if let Some(r) = &args.reference {
+        r.parse::<crate::image::reference::Reference>()
+            .into_diagnostic()?;
+    }
+    let c = client(root)?;
+    let answer: serde_json::Value = c
+        .post("/commit")
+        .query("container", &args.container)
+        .query_opt("repo", args.reference.as_deref())
+        .query_opt("comment", args.message.as_deref())
+        .query_opt("author", args.author.as_deref())
+        .query("pause", args.pause)
+        .json(&serde_json::json!({ "changes": args.changes }))
+        .send_json()
+        .map_err(api_error)?;
+    println!("{}", answer["Id"].as_str().unwrap_or_default());
     Ok(0)
 }
 
@@ -1262,27 +1309,18 @@ pub struct AttachArgs {
 /// `stack attach`: the running container's output (and its stdin, when it
 /// was started with `-i`) on this terminal until it exits or Ctrl-P Ctrl-Q.
 pub fn attach(root: &Path, args: &AttachArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    let st = c.runtime.state(&id).into_diagnostic()?;
-    if st.status != Status::Running {
-        return Err(miette!(
-            "you cannot attach to a stopped container, start it first"
-        ));
-    }
-    let record = c.runtime.record(&id).into_diagnostic()?;
-    let tty = c
-        .runtime
-        .spec(&id)
-        .into_diagnostic()?
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    let stream = c.runtime.attach(&id).into_diagnostic()?;
-    match relay(stream, record.stdin_open && !args.no_stdin, tty).into_diagnostic()? {
+    let c = client(root)?;
+    let (tty, stdin_open, id) = stdio_of(&c, &args.container)?;
+    let stream = c
+        .post(&format!("/containers/{}/attach", segment(&id)))
+        .upgrade()
+        .map_err(|e| match e.status() {
+            Some(409) => miette!("you cannot attach to a stopped container, start it first"),
+            _ => api_error(e),
+        })?;
+    match relay(stream, stdin_open && !args.no_stdin, tty).into_diagnostic()? {
         AttachEnd::Exited(code) => Ok(code),
         AttachEnd::Detached => Ok(0),
-        AttachEnd::Lost => Ok(c.runtime.wait(&id, None).into_diagnostic()?.exit_code),
+        AttachEnd::Lost => wait_for(&c, &id, "not-running"),
     }
 }

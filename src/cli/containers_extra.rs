@@ -14,14 +14,18 @@ use miette::{IntoDiagnostic, miette};
 use serde_json::{Value, json};
 
 use super::containers::LimitArgs;
+use super::daemon::{api_error, client};
 use super::filter::{Filters, PsEntry, PsQuery};
 use super::output::{human_duration, human_size};
 use super::template::{self, Template};
+use crate::api::Listed;
+use crate::api::client::segment;
 use crate::reconcile::archive::{self as cp_rules, CopyInfo, PutOptions};
 use crate::reconcile::containers::Containers;
+use crate::reconcile::health::HealthStatus;
 use crate::reconcile::verbs::{
     CHANGE_ADDED, CHANGE_DELETED, ContainerSummary, PruneFilters, RestartPolicy, UpdateRequest,
-    VerbError,
+    VerbError, summary_of,
 };
 
 fn open(root: &Path) -> miette::Result<Containers> {
@@ -93,33 +97,6 @@ fn go_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
-/// Docker's STATUS text from a summary (`containers::status_text` of the
-/// state it describes, with the health after it).
-pub fn summary_status(s: &ContainerSummary) -> String {
-    use crate::runtime::{ContainerState, Status};
-    let status = match s.state.as_str() {
-        "running" => Status::Running,
-        "paused" => Status::Paused,
-        "removing" => Status::Removing,
-        "created" => Status::Created,
-        _ => Status::Exited,
-    };
-    let st = ContainerState {
-        status,
-        started_at: (!s.started_at.is_empty()).then(|| s.started_at.clone()),
-        finished_at: (!s.finished_at.is_empty()).then(|| s.finished_at.clone()),
-        exit_code: s.exit_code,
-        start_count: u32::from(!s.started_at.is_empty()),
-        ..ContainerState::created()
-    };
-    let text = super::containers::status_text(&st);
-    match (status, s.health.as_str()) {
-        (Status::Running, "starting") => format!("{text} (health: starting)"),
-        (Status::Running, h @ ("healthy" | "unhealthy")) => format!("{text} ({h})"),
-        _ => text,
-    }
-}
-
 /// "2006-01-02 15:04:05 +0000 UTC" (Go's `time.Time.String` in UTC), the
 /// `CreatedAt` of `ps` and `images`.
 pub fn go_time(t: SystemTime) -> String {
@@ -187,7 +164,7 @@ fn ps_row(s: &ContainerSummary, trunc: bool, now: SystemTime) -> Value {
         "RunningFor": format!("{} ago", human_duration(running_for)),
         "Ports": "",
         "State": s.state,
-        "Status": summary_status(s),
+        "Status": s.status,
         "Size": size,
         "Names": names.join(","),
         "Labels": labels.join(","),
@@ -245,8 +222,38 @@ fn effective_format(format: Option<&str>, default_table: &str) -> String {
 
 /// `stack ps`.
 pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let summaries = c.summaries(args.size).map_err(report)?;
+    let c = client(root)?;
+    let listed: Vec<Listed> = c
+        .get("/containers/json")
+        .flag("all", true)
+        .flag("size", args.size)
+        .send_json()
+        .map_err(api_error)?;
+    let image_sizes: BTreeMap<String, u64> = if args.size {
+        let images: Vec<crate::api::images::ImageSummary> =
+            c.get("/images/json").send_json().map_err(api_error)?;
+        images.into_iter().map(|i| (i.id, i.size)).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let summaries: Vec<ContainerSummary> = listed
+        .iter()
+        .rev()
+        .map(|l| {
+            let health = l.health.map_or("none", HealthStatus::as_str);
+            let mut s = summary_of(
+                &l.record,
+                &l.state,
+                &l.command,
+                health,
+                l.size.or(args.size.then_some(0)),
+                image_sizes.get(&l.record.image_id).copied(),
+                None,
+            );
+            s.status = super::containers::status_text(&l.state, l.health);
+            s
+        })
+        .collect();
     let filters = Filters::parse(&args.filter).map_err(|e| miette!("{e}"))?;
     let last = match (args.latest, args.last) {
         (true, _) => Some(1),
@@ -259,11 +266,10 @@ pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
     };
     let entries: Vec<PsEntry> = summaries.iter().map(ps_entry).collect();
     let image_id = |reference: &str| {
-        c.images
-            .catalog
-            .resolve(reference)
+        c.get(&format!("/images/{reference}/json"))
+            .send_json::<Value>()
             .ok()
-            .map(|d| d.to_string())
+            .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
     };
     let picked =
         super::filter::select(&entries, &filters, query, &image_id).map_err(|e| miette!("{e}"))?;
@@ -338,11 +344,14 @@ pub struct InspectArgs {
 /// `stack inspect` for containers: a JSON array, or one line per container
 /// with `--format`.
 pub fn inspect(root: &Path, args: &InspectArgs) -> miette::Result<i32> {
-    let c = open(root)?;
+    let c = client(root)?;
     let mut docs = Vec::new();
     for name in &args.containers {
-        let id = c.runtime.resolve(name).into_diagnostic()?;
-        docs.push(c.inspect(&id).into_diagnostic()?);
+        let doc: Value = c
+            .get(&format!("/containers/{}/json", segment(name)))
+            .send_json()
+            .map_err(api_error)?;
+        docs.push(doc);
     }
     let mut out = io::stdout().lock();
     match args.format.as_deref() {
@@ -673,7 +682,7 @@ pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
         .map(|r| {
             crate::spec::restart::parse_restart(r)
                 .map(|(name, count)| RestartPolicy {
-                    name: name.to_string(),
+                    name,
                     maximum_retry_count: count.unwrap_or(0),
                 })
                 .map_err(|e| miette!("invalid --restart: {e}"))

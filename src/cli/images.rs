@@ -1,19 +1,22 @@
 //! The image verbs: `images`, `tag`, `rmi`, `history`, `image inspect`,
-//! `save`, `load`, `import`, `image prune`.
+//! `save`, `load`, `import`, `image prune`, each a call of the daemon's
+//! API (`/images/…`), printed as Docker prints it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, WrapErr, miette};
 
+use super::daemon::{api_error, client};
 use super::output::{age, human_size, table};
-use crate::image::archive::ArchiveFormat;
+use crate::api::client::segment;
+use crate::api::images::{DeleteItem, HistoryItem, ImageSummary, PruneReport};
 use crate::image::changes::Change;
-use crate::image::images::{ImageSummary, Images, ImportSource, Removed};
+use crate::image::images::{HistoryLine, ImageSummary as ImageRow, rfc3339};
 use crate::image::oci::Platform;
 use crate::image::reference::Reference;
-use crate::reconcile::containers::ContainerUsage;
 
 /// `stack image …`.
 #[derive(Debug, Subcommand)]
@@ -183,23 +186,18 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn open(root: &Path) -> miette::Result<Images> {
-    Images::open(root)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot open the image store in {}", root.display()))
+/// The API path of an image name: each `/`-separated part percent-encoded,
+/// the slashes kept (as Docker's client sends `/images/host:5000/app/json`).
+pub(super) fn image_path(name: &str) -> String {
+    name.split('/').map(segment).collect::<Vec<_>>().join("/")
 }
 
-/// Runs an image command.
-pub fn run(root: &Path, command: ImageCommand) -> miette::Result<()> {
+/// Runs an image command; its exit code.
+pub fn run(root: &Path, command: ImageCommand) -> miette::Result<i32> {
     match command {
         ImageCommand::Ls(args) => images(root, &args),
-        ImageCommand::Rm(args) => rmi(root, &args),
-        ImageCommand::Tag(args) => {
-            open(root)?
-                .tag(&args.source, &args.target)
-                .into_diagnostic()?;
-            Ok(())
-        }
+        ImageCommand::Rm(args) => return rmi(root, &args),
+        ImageCommand::Tag(args) => tag(root, &args),
         ImageCommand::History(args) => history(root, &args),
         ImageCommand::Inspect(args) => inspect(root, &args),
         ImageCommand::Save(args) => save(root, &args),
@@ -207,60 +205,99 @@ pub fn run(root: &Path, command: ImageCommand) -> miette::Result<()> {
         ImageCommand::Import(args) => import(root, &args),
         ImageCommand::Prune(args) => prune(root, &args),
     }
+    .map(|()| 0)
 }
 
-/// Go's `path.Match` for `*` and `?` (enough for Docker's reference filter).
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' && t[ti] != '/' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star.filter(|_| t[mark] != '/') {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+/// An RFC 3339 time from the API's seconds (0: unknown).
+fn created_time(secs: i64) -> Option<String> {
+    u64::try_from(secs).ok().filter(|s| *s > 0).map(rfc3339)
+}
+
+/// The rows `stack images` prints: one per name, one for an unnamed image,
+/// newest first, as Docker's CLI expands the daemon's list.
+fn rows(list: Vec<ImageSummary>) -> Vec<ImageRow> {
+    let mut rows = Vec::new();
+    for image in list {
+        let Ok(id) = image.id.parse() else { continue };
+        let created = created_time(image.created);
+        let digests: Vec<Reference> = image
+            .repo_digests
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        let names: Vec<Reference> = image
+            .repo_tags
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        if names.is_empty() {
+            rows.push(ImageRow {
+                repository: "<none>".into(),
+                tag: "<none>".into(),
+                digest: "<none>".into(),
+                id,
+                created,
+                size: image.size,
+            });
+            continue;
+        }
+        for name in names {
+            let digest = digests
+                .iter()
+                .find(|d| d.repository() == name.repository())
+                .and_then(|d| d.digest())
+                .map_or_else(|| "<none>".to_string(), ToString::to_string);
+            rows.push(ImageRow {
+                repository: name.familiar_repository(),
+                tag: name.tag().unwrap_or("<none>").to_string(),
+                digest,
+                id: id.clone(),
+                created: created.clone(),
+                size: image.size,
+            });
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-fn matches_reference(summary: &ImageSummary, pattern: &str) -> bool {
-    let name = format!("{}:{}", summary.repository, summary.tag);
-    if pattern.contains(':') {
-        glob_match(pattern, &name)
-    } else {
-        glob_match(pattern, &summary.repository)
-    }
+    rows.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| a.repository.cmp(&b.repository))
+            .then_with(|| a.tag.cmp(&b.tag))
+    });
+    rows
 }
 
 fn images(root: &Path, args: &ImagesArgs) -> miette::Result<()> {
-    let mut list = open(root)?.summaries().into_diagnostic()?;
+    // The repository argument is a reference filter, as Docker's CLI sends it.
+    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(pattern) = &args.repository {
-        list.retain(|s| matches_reference(s, pattern));
+        filters
+            .entry("reference".into())
+            .or_default()
+            .push(pattern.clone());
     }
     for filter in &args.filter {
-        match filter.split_once('=') {
-            Some(("dangling", v)) => {
-                let want = v == "true" || v == "1";
-                list.retain(|s| (s.repository == "<none>") == want);
-            }
-            Some(("reference", pattern)) => list.retain(|s| matches_reference(s, pattern)),
-            _ => {
-                return Err(miette!(
-                    "invalid filter {filter:?}: use dangling=true|false or reference=PATTERN"
-                ));
-            }
-        }
+        let (key, value) = filter.split_once('=').ok_or_else(|| {
+            miette!("invalid filter {filter:?}: use dangling=true|false or reference=PATTERN")
+        })?;
+        filters
+            .entry(key.to_string())
+            .or_default()
+            .push(value.to_string());
     }
-    let id = |s: &ImageSummary| {
+    let filters = (!filters.is_empty())
+        .then(|| serde_json::to_string(&filters))
+        .transpose()
+        .into_diagnostic()?;
+    let c = client(root)?;
+    let list: Vec<ImageSummary> = c
+        .get("/images/json")
+        .flag("all", args.all)
+        .flag("digests", args.digests)
+        .query_opt("filters", filters)
+        .send_json()
+        .map_err(api_error)?;
+    let list = rows(list);
+    let id = |s: &ImageRow| {
         if args.no_trunc {
             s.id.to_string()
         } else {
@@ -269,7 +306,7 @@ fn images(root: &Path, args: &ImagesArgs) -> miette::Result<()> {
     };
     let mut out = BufWriter::new(io::stdout().lock());
     if args.quiet {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for s in &list {
             if seen.insert(s.id.clone()) {
                 writeln!(out, "{}", id(s)).into_diagnostic()?;
@@ -343,32 +380,64 @@ fn images(root: &Path, args: &ImagesArgs) -> miette::Result<()> {
     out.flush().into_diagnostic()
 }
 
-fn rmi(root: &Path, args: &RmiArgs) -> miette::Result<()> {
-    let images = open(root)?;
-    let usage = ContainerUsage::of(root).into_diagnostic()?;
-    let mut failed = Vec::new();
+fn tag(root: &Path, args: &TagArgs) -> miette::Result<()> {
+    args.target.parse::<Reference>().into_diagnostic()?;
+    let c = client(root)?;
+    c.post(&format!("/images/{}/tag", image_path(&args.source)))
+        .query("repo", &args.target)
+        .ok()
+        .map_err(api_error)
+}
+
+/// `stack rmi`: each image in turn; a failure is reported as Docker's CLI
+/// does (`Error response from daemon: …`) and the others still go.
+fn rmi(root: &Path, args: &RmiArgs) -> miette::Result<i32> {
+    let c = client(root)?;
+    let mut failed = 0;
     for name in &args.images {
-        match images.remove(name, args.force, !args.no_prune, &usage) {
+        let answer = c
+            .delete(&format!("/images/{}", image_path(name)))
+            .flag("force", args.force)
+            .flag("noprune", args.no_prune)
+            .send_json::<Vec<DeleteItem>>();
+        match answer {
             Ok(done) => {
                 for d in done {
                     match d {
-                        Removed::Untagged(n) => println!("Untagged: {n}"),
-                        Removed::Deleted(id) => println!("Deleted: {id}"),
+                        DeleteItem::Untagged(n) => println!("Untagged: {n}"),
+                        DeleteItem::Deleted(id) => println!("Deleted: {id}"),
                     }
                 }
             }
-            Err(e) => failed.push(format!("{name}: {e}")),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed += 1;
+            }
         }
     }
-    if failed.is_empty() {
-        Ok(())
+    Ok(if failed == 0 {
+        0
     } else {
-        Err(miette!("{}", failed.join("\n")))
-    }
+        super::Exit::Failed as i32
+    })
 }
 
 fn history(root: &Path, args: &HistoryArgs) -> miette::Result<()> {
-    let lines = open(root)?.history(&args.image).into_diagnostic()?;
+    let c = client(root)?;
+    let items: Vec<HistoryItem> = c
+        .get(&format!("/images/{}/history", image_path(&args.image)))
+        .send_json()
+        .map_err(api_error)?;
+    let lines: Vec<HistoryLine> = items
+        .into_iter()
+        .map(|i| HistoryLine {
+            id: i.id,
+            created: created_time(i.created),
+            created_by: i.created_by,
+            size: i.size,
+            comment: i.comment,
+        })
+        .collect();
     let mut out = BufWriter::new(io::stdout().lock());
     if args.format == ListFormat::Json {
         for l in &lines {
@@ -413,23 +482,37 @@ fn history(root: &Path, args: &HistoryArgs) -> miette::Result<()> {
 }
 
 fn inspect(root: &Path, args: &InspectArgs) -> miette::Result<()> {
-    let images = open(root)?;
+    let c = client(root)?;
     let all = args
         .images
         .iter()
-        .map(|name| images.inspect(name))
-        .collect::<Result<Vec<_>, _>>()
-        .into_diagnostic()?;
+        .map(|name| {
+            c.get(&format!("/images/{}/json", image_path(name)))
+                .send_json::<serde_json::Value>()
+                .map_err(api_error)
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
     println!("{}", serde_json::to_string_pretty(&all).into_diagnostic()?);
     Ok(())
 }
 
 fn save(root: &Path, args: &SaveArgs) -> miette::Result<()> {
     let format = match args.format {
-        SaveFormat::Docker => ArchiveFormat::Docker,
-        SaveFormat::Oci => ArchiveFormat::Oci,
+        SaveFormat::Docker => "docker",
+        SaveFormat::Oci => "oci",
     };
-    let images = open(root)?;
+    if args.output.is_none() && io::stdout().is_terminal() {
+        return Err(miette!(
+            "refusing to write an archive to a terminal: use -o FILE or redirect the output"
+        ));
+    }
+    let c = client(root)?;
+    let mut call = c.get("/images/get").query("format", format);
+    for name in &args.images {
+        call = call.query("names", name);
+    }
+    let mut archive = call.stream().map_err(api_error)?;
+    let broke = |e: io::Error| miette!("the archive from the daemon broke off: {e}");
     match &args.output {
         Some(path) => {
             // Written beside the target and renamed, so a failed save leaves no
@@ -438,37 +521,26 @@ fn save(root: &Path, args: &SaveArgs) -> miette::Result<()> {
             let file = std::fs::File::create(&temp)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot create {}", temp.display()))?;
-            let result = images.save(
-                &args.images,
-                format,
-                BufWriter::with_capacity(1 << 20, file),
-            );
-            if let Err(e) = result {
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let written = io::copy(&mut archive, &mut out)
+                .map_err(broke)
+                .and_then(|_| out.flush().into_diagnostic());
+            if let Err(e) = written {
                 let _ = std::fs::remove_file(&temp);
-                return Err(e).into_diagnostic();
+                return Err(e);
             }
             std::fs::rename(&temp, path).into_diagnostic()
         }
         None => {
-            if io::stdout().is_terminal() {
-                return Err(miette!(
-                    "refusing to write an archive to a terminal: use -o FILE or redirect the output"
-                ));
-            }
-            images
-                .save(
-                    &args.images,
-                    format,
-                    BufWriter::with_capacity(1 << 20, io::stdout().lock()),
-                )
-                .into_diagnostic()
+            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            io::copy(&mut archive, &mut out).map_err(broke)?;
+            out.flush().into_diagnostic()
         }
     }
 }
 
 fn load(root: &Path, args: &LoadArgs) -> miette::Result<()> {
-    let images = open(root)?;
-    let reader: Box<dyn Read> = match &args.input {
+    let reader: Box<dyn Read + Send> = match &args.input {
         Some(path) => Box::new(BufReader::with_capacity(
             1 << 20,
             std::fs::File::open(path)
@@ -481,77 +553,99 @@ fn load(root: &Path, args: &LoadArgs) -> miette::Result<()> {
                     "no archive on standard input: use -i FILE or a pipe"
                 ));
             }
-            Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
+            Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
         }
     };
-    let loaded = images.load(reader).into_diagnostic()?;
-    if !args.quiet {
-        for image in loaded {
-            if image.tags.is_empty() {
-                println!("Loaded image ID: {}", image.id);
-            }
-            for tag in image.tags {
-                println!("Loaded image: {}", tag.familiar());
-            }
-        }
-    }
+    let c = client(root)?;
+    let answer = c
+        .post("/images/load")
+        .flag("quiet", args.quiet)
+        .upload(reader)
+        .stream()
+        .map_err(api_error)?;
+    super::registry::follow(answer, args.quiet)?;
     Ok(())
 }
 
+/// A tar stream of a directory, written by a thread as it is read; a
+/// failure of the thread fails the read at the end, so a half archive is
+/// never taken for a whole one.
+struct DirTar {
+    pipe: io::PipeReader,
+    writer: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl DirTar {
+    fn new(dir: &Path) -> io::Result<DirTar> {
+        let (pipe, out) = io::pipe()?;
+        let dir = dir.to_path_buf();
+        let writer = std::thread::spawn(move || {
+            crate::image::layer::tar_dir(&dir, BufWriter::with_capacity(1 << 20, out))
+                .map(|_| ())
+                .map_err(|e| crate::error_chain(&e))
+        });
+        Ok(DirTar {
+            pipe,
+            writer: Some(writer),
+        })
+    }
+}
+
+impl Read for DirTar {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0
+            && let Some(writer) = self.writer.take()
+        {
+            match writer.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Err(_) => return Err(io::Error::other("the tar writer panicked")),
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn import(root: &Path, args: &ImportArgs) -> miette::Result<()> {
-    let images = open(root)?;
-    let changes = args
-        .change
-        .iter()
-        .map(|c| c.parse::<Change>())
-        .collect::<Result<Vec<_>, _>>()
-        .into_diagnostic()?;
-    let reference = args
-        .reference
-        .as_deref()
-        .map(str::parse::<Reference>)
-        .transpose()
-        .into_diagnostic()?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<Platform>)
-        .transpose()
-        .map_err(|e| miette!("{e}"))?;
+    for change in &args.change {
+        change.parse::<Change>().into_diagnostic()?;
+    }
+    if let Some(r) = &args.reference {
+        r.parse::<Reference>().into_diagnostic()?;
+    }
+    if let Some(platform) = &args.platform {
+        platform.parse::<Platform>().map_err(|e| miette!("{e}"))?;
+    }
     let path = Path::new(&args.source);
-    let id = if args.source == "-" {
-        let mut stdin = BufReader::new(io::stdin().lock());
-        images.import(
-            ImportSource::Tar(&mut stdin),
-            reference.as_ref(),
-            &changes,
-            args.message.as_deref(),
-            platform.as_ref(),
-        )
+    let reader: Box<dyn Read + Send> = if args.source == "-" {
+        Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
     } else if path.is_dir() {
-        images.import(
-            ImportSource::Dir(path),
-            reference.as_ref(),
-            &changes,
-            args.message.as_deref(),
-            platform.as_ref(),
+        Box::new(
+            DirTar::new(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read {}", path.display()))?,
         )
     } else {
-        let mut file = BufReader::new(
+        Box::new(BufReader::with_capacity(
+            1 << 20,
             std::fs::File::open(path)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot open {}", path.display()))?,
-        );
-        images.import(
-            ImportSource::Tar(&mut file),
-            reference.as_ref(),
-            &changes,
-            args.message.as_deref(),
-            platform.as_ref(),
-        )
+        ))
+    };
+    let c = client(root)?;
+    let mut call = c
+        .post("/images/create")
+        .query("fromSrc", "-")
+        .query_opt("repo", args.reference.as_deref())
+        .query_opt("message", args.message.as_deref())
+        .query_opt("platform", args.platform.as_deref());
+    for change in &args.change {
+        call = call.query("changes", change);
     }
-    .into_diagnostic()?;
-    println!("{id}");
+    let answer = call.upload(reader).stream().map_err(api_error)?;
+    super::registry::follow(answer, false)?;
     Ok(())
 }
 
@@ -569,30 +663,27 @@ fn prune(root: &Path, args: &PruneArgs) -> miette::Result<()> {
             return Ok(());
         }
     }
-    let usage = ContainerUsage::of(root).into_diagnostic()?;
-    let (removed, freed) = open(root)?.prune(args.all, &usage).into_diagnostic()?;
-    if !removed.is_empty() {
+    let dangling = if args.all { "false" } else { "true" };
+    let filters = serde_json::json!({ "dangling": [dangling] }).to_string();
+    let c = client(root)?;
+    let report: PruneReport = c
+        .post("/images/prune")
+        .query("filters", filters)
+        .send_json()
+        .map_err(api_error)?;
+    if !report.images_deleted.is_empty() {
         println!("Deleted Images:");
-        for id in &removed {
-            println!("deleted: {id}");
+        for item in &report.images_deleted {
+            match item {
+                DeleteItem::Untagged(name) => println!("untagged: {name}"),
+                DeleteItem::Deleted(id) => println!("deleted: {id}"),
+            }
         }
         println!();
     }
-    println!("Total reclaimed space: {}", human_size(freed));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed)
+    );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs_match_like_go_path_match() {
-        assert!(glob_match("busy*", "busybox"));
-        assert!(glob_match("*", "busybox"));
-        assert!(!glob_match("*", "library/busybox"));
-        assert!(glob_match("*/app", "user/app"));
-        assert!(glob_match("busybox:1.?", "busybox:1.3"));
-        assert!(!glob_match("busy", "busybox"));
-    }
 }

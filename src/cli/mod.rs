@@ -7,18 +7,22 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
 
+pub mod config_file;
 mod containers;
 mod containers_extra;
+mod daemon;
 mod filter;
 mod images;
 mod output;
 mod registry;
+mod system;
 mod template;
+pub mod tls;
 
 use output::color_stderr;
 pub use output::render;
@@ -64,7 +68,9 @@ pub struct Cli {
     )]
     root: PathBuf,
     #[command(flatten)]
-    registry: registry::RegistryArgs,
+    client: daemon::ClientArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -183,6 +189,17 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Run the daemon: the REST API on a unix socket, container supervision
+    Daemon(daemon::DaemonArgs),
+    /// Show how the daemon runs and what it holds
+    Info,
+    /// Stream what happens to containers and images
+    Events(daemon::EventsArgs),
+    /// Show the client's and the daemon's versions
+    Version,
+    /// Manage this host's stack installation (the daemon's systemd service)
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -301,12 +318,19 @@ pub fn main() -> ExitCode {
         let code = crate::runtime::shim::main(args.get(2..).unwrap_or_default());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if args.get(1).map(String::as_str) == Some("__export") {
+        let code = crate::runtime::export_helper_main(args.get(2..).unwrap_or_default());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     if args.get(1).map(String::as_str) == Some("__exec") {
         let code = crate::runtime::exec::helper_main(args.get(2..).unwrap_or_default());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() {
                 Exit::Usage
@@ -317,8 +341,9 @@ pub fn main() -> ExitCode {
             return code.into();
         }
     };
-    init_tracing();
-    match run(cli) {
+    init_tracing(matches!(&cli.command, Command::Daemon(args) if args.debug));
+    let given = config_file::flags_given(&Cli::command(), &matches);
+    match run(cli, &given) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(failure) => {
             eprint!("{}", render(failure.report.as_ref(), color_stderr()));
@@ -327,9 +352,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_tracing(debug: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if debug { "stack=debug,info" } else { "warn" })
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -366,8 +392,9 @@ impl From<miette::Report> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<i32, Failure> {
+fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
     let root = cli.root.clone();
+    daemon::configure(&root, &cli.client, &cli.tls);
     let command = match cli.command {
         Command::Container(c) => match c.into_command() {
             Ok(command) => command,
@@ -382,6 +409,10 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cp(args) => Ok(containers_extra::cp(&root, &args)?),
         Command::Update(args) => Ok(containers_extra::update(&root, &args)?),
         Command::Port(args) => Ok(containers_extra::port(&root, &args)?),
+        Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &cli.tls, &args, given)?),
+        Command::Info => Ok(daemon::info(&root)?),
+        Command::Events(args) => Ok(daemon::events(&root, &args)?),
+        Command::Version => Ok(daemon::version(&root)?),
         Command::Run(args) => Ok(containers::run(&root, &args)?),
         Command::Create(args) => containers::create(&root, &args)
             .map(|()| 0)
@@ -452,43 +483,38 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 .into_diagnostic()?;
             Ok(0)
         }
-        Command::Pull(args) => registry::pull(&cli.root, &cli.registry, &args)
+        Command::Pull(args) => registry::pull(&cli.root, &args)
             .map(|()| 0)
             .map_err(Failure::from),
-        Command::Push(args) => registry::push(&cli.root, &cli.registry, &args)
+        Command::Push(args) => registry::push(&cli.root, &args)
             .map(|()| 0)
             .map_err(Failure::from),
-        Command::Login(args) => registry::login(&cli.registry, &args)
-            .map(|()| 0)
-            .map_err(Failure::from),
+        Command::Login(args) => registry::login(&args).map(|()| 0).map_err(Failure::from),
         Command::Logout(args) => registry::logout(&args).map(|()| 0).map_err(Failure::from),
-        Command::Search(args) => registry::search(&cli.registry, &args)
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Images(args) => images::run(&cli.root, images::ImageCommand::Ls(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Rmi(args) => images::run(&cli.root, images::ImageCommand::Rm(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Tag(args) => images::run(&cli.root, images::ImageCommand::Tag(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::History(args) => images::run(&cli.root, images::ImageCommand::History(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Save(args) => images::run(&cli.root, images::ImageCommand::Save(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Load(args) => images::run(&cli.root, images::ImageCommand::Load(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Import(args) => images::run(&cli.root, images::ImageCommand::Import(args))
-            .map(|()| 0)
-            .map_err(Failure::from),
-        Command::Image(command) => images::run(&cli.root, command)
-            .map(|()| 0)
-            .map_err(Failure::from),
+        Command::Search(args) => registry::search(&args).map(|()| 0).map_err(Failure::from),
+        Command::Images(args) => {
+            images::run(&cli.root, images::ImageCommand::Ls(args)).map_err(Failure::from)
+        }
+        Command::Rmi(args) => {
+            images::run(&cli.root, images::ImageCommand::Rm(args)).map_err(Failure::from)
+        }
+        Command::Tag(args) => {
+            images::run(&cli.root, images::ImageCommand::Tag(args)).map_err(Failure::from)
+        }
+        Command::History(args) => {
+            images::run(&cli.root, images::ImageCommand::History(args)).map_err(Failure::from)
+        }
+        Command::Save(args) => {
+            images::run(&cli.root, images::ImageCommand::Save(args)).map_err(Failure::from)
+        }
+        Command::Load(args) => {
+            images::run(&cli.root, images::ImageCommand::Load(args)).map_err(Failure::from)
+        }
+        Command::Import(args) => {
+            images::run(&cli.root, images::ImageCommand::Import(args)).map_err(Failure::from)
+        }
+        Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
+        Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

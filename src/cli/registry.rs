@@ -1,36 +1,40 @@
-//! The registry verbs: `pull`, `push`, `login`, `logout`, `search`, with
-//! per-layer progress bars on a terminal and plain lines otherwise.
+//! The registry verbs: `pull` and `push` go through the daemon, which
+//! streams Docker's JSON progress messages back (drawn as per-layer progress
+//! bars on a terminal, plain lines otherwise); `login`, `logout` and `search`
+//! talk to registries and credential stores from here, as Docker's CLI does.
+//! The credentials a pull or push needs are read here and sent with the
+//! request (`X-Registry-Auth`): the daemon never reads them itself.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use miette::{IntoDiagnostic, WrapErr, miette};
+use serde_json::Value;
 
+use super::daemon::{api_error, client};
+use crate::api::images::{JsonMessage, REGISTRY_AUTH_HEADER, RegistryAuth, names_tag_or_digest};
 use crate::image::auth::{self, AuthStore};
-use crate::image::digest::Digest;
-use crate::image::images::Images;
-use crate::image::oci::{Descriptor, Platform};
-use crate::image::pull::{self, PullProgress, PullResult};
-use crate::image::push::{self, PushProgress, PushResult};
-use crate::image::reference::{DEFAULT_DOMAIN, Reference};
-use crate::image::registry::{
-    DOCKER_INDEX_SERVER, RegistryClient, RegistryOptions, SearchResult, UploadOutcome,
-};
+use crate::image::oci::Platform;
+use crate::image::reference::{DEFAULT_DOMAIN, DEFAULT_TAG, Reference};
+use crate::image::registry::{DOCKER_INDEX_SERVER, RegistryClient, RegistryOptions, SearchResult};
 
-/// How the CLI reaches registries (shared by every registry verb).
+/// How `login` and `search` reach registries themselves. Pulls and pushes
+/// go through the daemon, whose own `--insecure-registry` and
+/// `--registry-mirror` decide.
 #[derive(Debug, Args, Clone)]
 pub struct RegistryArgs {
     /// Allow plain HTTP to this registry (host, host:port or CIDR; repeatable).
     /// localhost and 127.0.0.0/8 are always allowed
-    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "STACK_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     insecure: Vec<String>,
-    /// Try this mirror before Docker Hub for docker.io images (repeatable)
-    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
-    mirrors: Vec<String>,
 }
 
 /// `stack pull`.
@@ -41,7 +45,7 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     all_tags: bool,
-    /// The platform to pull for (default: this host)
+    /// The platform to pull for (default: the daemon's host)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
     /// Print only the image name
@@ -73,6 +77,8 @@ pub struct LoginArgs {
     /// Read the password from standard input
     #[arg(long)]
     password_stdin: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// `stack logout`.
@@ -101,6 +107,8 @@ pub struct SearchArgs {
     /// Where Docker Hub's search API is
     #[arg(long, env = "STACK_INDEX_SERVER", value_name = "URL", default_value = DOCKER_INDEX_SERVER)]
     index_server: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// Where our own credentials live: `$STACK_CONFIG/config.json`, else
@@ -120,14 +128,13 @@ fn options(args: &RegistryArgs) -> miette::Result<RegistryOptions> {
     let auth = AuthStore::load_default(&credentials_file()).into_diagnostic()?;
     let mut options = RegistryOptions {
         auth,
-        mirrors: args.mirrors.clone(),
         ..RegistryOptions::default()
     };
     options.insecure.extend(args.insecure.iter().cloned());
     Ok(options)
 }
 
-fn client(args: &RegistryArgs) -> miette::Result<RegistryClient> {
+fn registry_client(args: &RegistryArgs) -> miette::Result<RegistryClient> {
     RegistryClient::new(options(args)?).into_diagnostic()
 }
 
@@ -139,240 +146,218 @@ fn runtime() -> miette::Result<tokio::runtime::Runtime> {
         .wrap_err("cannot start the async runtime")
 }
 
-fn open(root: &Path) -> miette::Result<Images> {
-    Images::open(root)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot open the image store in {}", root.display()))
+/// The `X-Registry-Auth` value for a registry: its credentials from our
+/// config file, Docker's, or their credential helpers, as `docker` sends
+/// them; `None` for anonymous access.
+fn registry_auth(domain: &str) -> miette::Result<Option<String>> {
+    let store = AuthStore::load_default(&credentials_file()).into_diagnostic()?;
+    Ok(store.credentials(domain).map(|c| {
+        RegistryAuth::new(&c.username, c.password(), &auth::key_of_domain(domain)).encode()
+    }))
 }
 
-/// Progress of a pull or push: bars on a terminal, lines otherwise.
+/// A layer's id in a progress stream: a short digest (tags and other ids
+/// are headings).
+fn is_layer_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Per-layer progress: bars on a terminal, `ID: STATUS` lines on stderr
+/// otherwise.
 struct Progress {
-    bars: Option<(MultiProgress, Mutex<HashMap<Digest, ProgressBar>>)>,
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
     quiet: bool,
-    verb_done: &'static str,
-    /// Layers are unpacked after their download (pulls).
-    unpacks: bool,
-}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Progress")
-            .field("quiet", &self.quiet)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Progress {
-    fn new(quiet: bool, verb_done: &'static str) -> Self {
+    fn new(quiet: bool) -> Progress {
         let bars = (!quiet && io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            (multi, Mutex::new(HashMap::new()))
+            (multi, HashMap::new())
         });
-        Self {
-            bars,
-            quiet,
-            verb_done,
-            unpacks: false,
-        }
+        Progress { bars, quiet }
     }
 
-    /// Progress of a pull that unpacks each layer once it is downloaded.
-    fn unpacking(quiet: bool) -> Self {
-        Self {
-            unpacks: true,
-            ..Self::new(quiet, "Pull complete")
-        }
+    fn bar(&mut self, id: &str) -> Option<ProgressBar> {
+        let (multi, bars) = self.bars.as_mut()?;
+        let bar = bars.entry(id.to_string()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            if let Ok(style) = ProgressStyle::with_template("{prefix}: {msg}") {
+                bar.set_style(style);
+            }
+            bar.set_prefix(id.to_string());
+            bar
+        });
+        Some(bar.clone())
     }
 
-    /// A step before the last: the bar says it, or a line does.
-    fn step(&self, digest: &Digest, message: &str) {
-        match &self.bars {
-            Some((_, bars)) => {
-                if let Some(bar) = bars.lock().ok().and_then(|m| m.get(digest).cloned()) {
-                    bar.set_message(message.to_string());
+    fn show(&mut self, id: &str, message: &JsonMessage) {
+        let status = message.status.clone().unwrap_or_default();
+        let transfer = message
+            .progress_detail
+            .and_then(|p| Some((p.current?, p.total?)));
+        match (self.bar(id), transfer) {
+            (Some(bar), Some((current, total))) => {
+                if bar.length() != Some(total) {
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes}",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.set_length(total);
                 }
+                bar.set_position(current);
+                bar.set_message(status);
             }
-            None if !self.quiet => eprintln!("{}: {message}", digest.short()),
-            None => {}
+            (Some(bar), None) => bar.set_message(status),
+            (None, Some(_)) => {}
+            (None, None) if !self.quiet => eprintln!("{id}: {status}"),
+            (None, None) => {}
         }
     }
 
-    fn start(&self, digest: &Digest, size: u64, verb: &str) {
-        if let Some((multi, bars)) = &self.bars {
-            let bar = multi.add(ProgressBar::new(size));
-            if let Ok(style) =
-                ProgressStyle::with_template("{prefix}: {msg} [{bar:30}] {bytes}/{total_bytes}")
-            {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_prefix(digest.short().to_string());
-            bar.set_message(verb.to_string());
-            if let Ok(mut map) = bars.lock() {
-                map.insert(digest.clone(), bar);
+    /// Prints on stdout, with the bars cleared and drawn again after.
+    fn print(&self, text: &str) {
+        let mut stdout = io::stdout();
+        match &self.bars {
+            Some((multi, _)) => multi.suspend(|| {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            }),
+            None => {
+                let _ = stdout.write_all(text.as_bytes());
             }
         }
     }
 
-    fn advance(&self, digest: &Digest, bytes: u64) {
+    /// Leaves the bars as they ended, and the cursor on the line below them.
+    fn finish(&mut self) {
         if let Some((_, bars)) = &self.bars
-            && let Some(bar) = bars.lock().ok().and_then(|m| m.get(digest).cloned())
+            && !bars.is_empty()
         {
-            bar.inc(bytes);
-        }
-    }
-
-    fn finish(&self, digest: &Digest, message: &str) {
-        match &self.bars {
-            Some((_, bars)) => {
-                if let Some(bar) = bars.lock().ok().and_then(|m| m.get(digest).cloned()) {
-                    bar.finish_with_message(message.to_string());
-                }
+            for bar in bars.values() {
+                bar.abandon();
             }
-            None if !self.quiet => eprintln!("{}: {message}", digest.short()),
-            None => {}
+            eprintln!();
         }
     }
 }
 
-impl PullProgress for Progress {
-    fn layer_started(&self, digest: &Digest, size: u64) {
-        self.start(digest, size, "Downloading");
-    }
-    fn layer_advanced(&self, digest: &Digest, bytes: u64) {
-        self.advance(digest, bytes);
-    }
-    fn layer_done(&self, digest: &Digest) {
-        if self.unpacks {
-            self.step(digest, "Download complete");
-        } else {
-            self.finish(digest, self.verb_done);
-        }
-    }
-    fn layer_unpacked(&self, digest: &Digest) {
-        self.finish(digest, self.verb_done);
-    }
-    fn layer_exists(&self, digest: &Digest) {
-        self.finish(digest, "Already exists");
-    }
-    fn resolved(&self, _manifest: &Digest, _layers: &[Descriptor]) {}
-}
-
-impl PushProgress for Progress {
-    fn blob_started(&self, digest: &Digest, size: u64) {
-        self.start(digest, size, "Pushing");
-    }
-    fn blob_advanced(&self, digest: &Digest, bytes: u64) {
-        self.advance(digest, bytes);
-    }
-    fn blob_done(&self, digest: &Digest, outcome: UploadOutcome) {
-        let message = match outcome {
-            UploadOutcome::Uploaded => "Pushed",
-            UploadOutcome::Mounted => "Mounted from another repository",
-            UploadOutcome::Exists => "Layer already exists",
-        };
-        self.finish(digest, message);
-    }
-}
-
-fn print_pull(result: &PullResult, quiet: bool) {
-    if !quiet {
-        println!("Digest: {}", result.digest);
-        let status = if result.downloaded > 0 {
-            "Downloaded newer image for"
-        } else {
-            "Image is up to date for"
-        };
-        println!("Status: {status} {}", result.reference.familiar());
-    }
-    println!("{}", result.reference);
-}
-
-/// `stack pull`.
-pub fn pull(root: &Path, registry: &RegistryArgs, args: &PullArgs) -> miette::Result<()> {
-    let reference: Reference = args.image.parse().into_diagnostic()?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<Platform>)
-        .transpose()
-        .map_err(|e| miette!("{e}"))?;
-    let images = open(root)?;
-    let client = client(registry)?;
-    let progress = Progress::unpacking(args.quiet);
-    if !args.quiet {
-        let what = reference.tag().unwrap_or("latest");
-        println!("{what}: Pulling from {}", reference.path());
-    }
-    let runtime = runtime()?;
-    runtime.block_on(async {
-        if args.all_tags {
-            let results = pull::pull_all_tags(
-                &client,
-                &images.blobs,
-                &images.catalog,
-                Some(&images.snapshots),
-                &reference,
-                platform.as_ref(),
-                &progress,
-            )
-            .await
-            .into_diagnostic()?;
-            for result in &results {
-                print_pull(result, args.quiet);
+/// Reads a stream of Docker's JSON messages to its end: layers go to the
+/// progress display, other statuses and text to stdout (unless `quiet`),
+/// `aux` values are handed back; an error message fails with its text.
+pub(super) fn follow(reader: impl Read, quiet: bool) -> miette::Result<Vec<Value>> {
+    let mut progress = Progress::new(quiet);
+    let mut aux = Vec::new();
+    let result = (|| {
+        for line in BufReader::new(reader).lines() {
+            let line = line
+                .into_diagnostic()
+                .wrap_err("the daemon's answer broke off")?;
+            if line.trim().is_empty() {
+                continue;
             }
-            Ok(())
-        } else {
-            let result = pull::pull(
-                &client,
-                &images.blobs,
-                &images.catalog,
-                Some(&images.snapshots),
-                &reference,
-                platform.as_ref(),
-                &progress,
-            )
-            .await
-            .into_diagnostic()?;
-            print_pull(&result, args.quiet);
-            Ok(())
+            let message: JsonMessage = serde_json::from_str(&line)
+                .into_diagnostic()
+                .wrap_err("the daemon sent a progress line this client cannot read")?;
+            if let Some(error) = message
+                .error
+                .as_ref()
+                .or(message.error_detail.as_ref().map(|d| &d.message))
+            {
+                return Err(miette!("{error}"));
+            }
+            if let Some(value) = &message.aux {
+                aux.push(value.clone());
+            }
+            if let Some(text) = &message.stream
+                && !quiet
+            {
+                progress.print(text);
+            }
+            match (&message.id, &message.status) {
+                (Some(id), Some(_)) if is_layer_id(id) => progress.show(id, &message),
+                (Some(id), Some(status)) if !quiet => progress.print(&format!("{id}: {status}\n")),
+                (None, Some(status)) if !quiet => progress.print(&format!("{status}\n")),
+                _ => {}
+            }
         }
-    })
+        Ok(())
+    })();
+    progress.finish();
+    let _ = io::stdout().flush();
+    result.map(|()| aux)
 }
 
-/// `stack push`.
-pub fn push(root: &Path, registry: &RegistryArgs, args: &PushArgs) -> miette::Result<()> {
+/// `stack pull`: `POST /images/create?fromImage=…&tag=…`, as `docker pull`
+/// asks it (no tag: every tag).
+pub fn pull(root: &Path, args: &PullArgs) -> miette::Result<()> {
     let reference: Reference = args.image.parse().into_diagnostic()?;
-    let images = open(root)?;
-    let client = client(registry)?;
-    let progress = Progress::new(args.quiet, "Pushed");
-    if !args.quiet {
-        println!("The push refers to repository [{}]", reference.repository());
+    if args.all_tags && names_tag_or_digest(&args.image) {
+        return Err(miette!("tag can't be used with --all-tags/-a"));
     }
-    let runtime = runtime()?;
-    let result: PushResult = runtime
-        .block_on(push::push(
-            &client,
-            &images.blobs,
-            &images.catalog,
-            &reference,
-            &progress,
-        ))
-        .into_diagnostic()?;
-    if args.quiet {
-        println!("{}", result.digest);
+    if let Some(platform) = &args.platform {
+        platform.parse::<Platform>().map_err(|e| miette!("{e}"))?;
+    }
+    let tag = if args.all_tags {
+        String::new()
     } else {
-        println!(
-            "{}: digest: {} size: {}",
-            reference.tag().unwrap_or("latest"),
-            result.digest,
-            result.size
-        );
+        reference
+            .digest()
+            .map(ToString::to_string)
+            .or_else(|| reference.tag().map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_TAG.to_string())
+    };
+    let auth = registry_auth(reference.domain())?;
+    let c = client(root)?;
+    let mut call = c
+        .post("/images/create")
+        .query("fromImage", reference.repository())
+        .query("tag", tag)
+        .query_opt("platform", args.platform.as_deref());
+    if let Some(auth) = auth {
+        call = call.header(REGISTRY_AUTH_HEADER, auth);
+    }
+    let stream = call.stream().map_err(api_error)?;
+    for pulled in follow(stream, args.quiet)? {
+        if let Some(name) = pulled["Reference"].as_str() {
+            println!("{name}");
+        }
+    }
+    Ok(())
+}
+
+/// `stack push`: `POST /images/{name}/push?tag=…`.
+pub fn push(root: &Path, args: &PushArgs) -> miette::Result<()> {
+    let reference: Reference = args.image.parse().into_diagnostic()?;
+    if reference.digest().is_some() {
+        return Err(miette!("cannot push a digest reference: {}", args.image));
+    }
+    let auth = registry_auth(reference.domain())?;
+    let c = client(root)?;
+    let mut call = c
+        .post(&format!(
+            "/images/{}/push",
+            super::images::image_path(&reference.repository())
+        ))
+        .query("tag", reference.tag().unwrap_or(DEFAULT_TAG));
+    if let Some(auth) = auth {
+        call = call.header(REGISTRY_AUTH_HEADER, auth);
+    }
+    let stream = call.stream().map_err(api_error)?;
+    let aux = follow(stream, args.quiet)?;
+    if args.quiet {
+        for pushed in aux {
+            if let Some(digest) = pushed["Digest"].as_str() {
+                println!("{digest}");
+            }
+        }
     }
     Ok(())
 }
 
 /// `stack login`.
-pub fn login(registry: &RegistryArgs, args: &LoginArgs) -> miette::Result<()> {
+pub fn login(args: &LoginArgs) -> miette::Result<()> {
     let server = args
         .server
         .clone()
@@ -402,7 +387,7 @@ pub fn login(registry: &RegistryArgs, args: &LoginArgs) -> miette::Result<()> {
     if username.is_empty() || password.is_empty() {
         return Err(miette!("a user name and a password are required"));
     }
-    let client = client(registry)?;
+    let client = registry_client(&args.registry)?;
     let file = credentials_file();
     runtime()?
         .block_on(auth::login(&client, &file, &server, &username, &password))
@@ -479,7 +464,7 @@ fn search_description(description: &str, no_trunc: bool) -> String {
 /// `stack search`: Docker Hub's search API for a plain term, as `docker
 /// search` asks it; `REGISTRY/TERM` for another registry lists the
 /// repositories of its catalog (`/v2/_catalog`) that contain TERM.
-pub fn search(registry: &RegistryArgs, args: &SearchArgs) -> miette::Result<()> {
+pub fn search(args: &SearchArgs) -> miette::Result<()> {
     if !(1..=100).contains(&args.limit) {
         return Err(miette!(
             "limit {} is outside the range of [1, 100]",
@@ -495,7 +480,7 @@ pub fn search(registry: &RegistryArgs, args: &SearchArgs) -> miette::Result<()> 
     };
     let client = RegistryClient::new(RegistryOptions {
         index_server: args.index_server.clone(),
-        ..options(registry)?
+        ..options(&args.registry)?
     })
     .into_diagnostic()?;
     if domain == DEFAULT_DOMAIN {

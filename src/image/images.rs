@@ -594,9 +594,40 @@ impl Images {
         reference: Option<&Reference>,
         commit: &CommitOptions<'_>,
     ) -> Result<Digest, ImageError> {
+        self.commit_layer(parent, reference, commit, |out| {
+            layer::diff(upper, out).map(|_| ())
+        })
+    }
+
+    /// `stack commit` of a container whose root `tree` is a full copy of
+    /// `parent` (the `vfs` driver): the new layer holds what
+    /// [`layer::tree_changes`] finds changed against `parent`'s layers,
+    /// deleted paths as whiteouts.
+    pub fn commit_tree(
+        &self,
+        parent: &Digest,
+        tree: &Path,
+        reference: Option<&Reference>,
+        commit: &CommitOptions<'_>,
+    ) -> Result<Digest, ImageError> {
+        let base_layers = self.layers(parent)?;
+        let changes = layer::tree_changes(&base_layers, tree)?;
+        self.commit_layer(parent, reference, commit, |out| {
+            layer::write_changes(tree, &changes, out).map(|_| ())
+        })
+    }
+
+    /// A new image: `parent` plus the layer `write` produces.
+    fn commit_layer(
+        &self,
+        parent: &Digest,
+        reference: Option<&Reference>,
+        commit: &CommitOptions<'_>,
+        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> Result<(), LayerError>,
+    ) -> Result<Digest, ImageError> {
         let base = self.catalog.get(parent)?;
         let mut config = self.config(parent)?;
-        let (blob, size) = self.put_tar("commit", |out| layer::diff(upper, out).map(|_| ()))?;
+        let (blob, size) = self.put_tar("commit", write)?;
         let measured = layer::measure(BufReader::new(self.blobs.open_verified(&blob)?))?;
         let diff_id = measured.diff_id.clone();
         self.catalog.put_diff(

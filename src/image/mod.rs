@@ -10,6 +10,7 @@
 //! - [`catalog`]: image records, tags and the sizes of unpacked layers;
 //! - [`layer`]: layer tars unpacked safely, and directories turned into layers;
 //! - [`snapshot`]: unpacked layers shared by chain id, the lowers of overlays;
+//! - [`driver`]: the storage driver a state root keeps to (overlay or vfs);
 //! - [`archive`]: `save`/`load` in Docker's archive format and OCI layouts;
 //! - [`images`]: all of it as one local image store with the image verbs;
 //! - [`registry`]: the distribution v2 client (auth challenges, manifests,
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod catalog;
 pub mod changes;
 pub mod digest;
+pub mod driver;
 pub mod images;
 pub mod layer;
 pub mod leftovers;

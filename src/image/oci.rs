@@ -351,6 +351,9 @@ pub struct HealthConfig {
     /// Failures before unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
+    /// Nanoseconds between probes during the start period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<i64>,
 }
 
 #[cfg(test)]

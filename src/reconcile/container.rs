@@ -25,6 +25,7 @@ use crate::image::oci::RunConfig;
 use crate::spec::device::DeviceMapping;
 use crate::spec::extra_host::{ExtraHost, HostIp};
 use crate::spec::mount::{MountKind, MountSpec};
+use crate::spec::restart::RestartPolicyName;
 use crate::spec::ulimit::Ulimit;
 
 /// Paths hidden from containers (moby `oci/defaults.go`).
@@ -79,6 +80,7 @@ pub enum SeccompChoice {
 
 /// Resource limits (`-m`, `--cpus`, …). `None` is "not set".
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// Memory limit in bytes.
     pub memory: Option<i64>,
@@ -107,7 +109,9 @@ pub struct Resources {
 }
 
 /// What `docker run` asks for, resolved (paths absolute, values parsed).
+/// Every field has a default, so an API request names only what it sets.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunRequest {
     /// The image as named.
     pub image: String,
@@ -189,6 +193,26 @@ pub struct RunRequest {
     pub runtime: Option<String>,
     /// `--expose` (and the image's EXPOSE), kept for `inspect` and `-P`.
     pub expose: Vec<String>,
+    /// `--restart`: what the daemon's supervisor does when it exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// `--health-*`, `--no-healthcheck`: merged over the image's check.
+    #[serde(
+        default,
+        skip_serializing_if = "super::health::HealthRequest::is_empty"
+    )]
+    pub health: super::health::HealthRequest,
+}
+
+/// A restart policy as the container record keeps it
+/// (`record.extra["restart"]`), for the daemon's supervisor to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// `no`, `always`, `on-failure` or `unless-stopped`.
+    pub name: RestartPolicyName,
+    /// For `on-failure`: how many restarts at most; 0 is no limit.
+    #[serde(default)]
+    pub maximum_retry_count: u32,
 }
 
 /// Where things are, for one container, decided by the caller.

@@ -12,8 +12,12 @@ use oci_spec::runtime::Mount;
 use serde_json::{Value, json};
 
 use super::container::{self, ContainerError, NetMode, Placement, RunRequest, SeccompChoice};
+use super::health::{Health, HealthCheck};
+use crate::image::driver::StorageDriver;
 use crate::image::images::{ImageError, Images};
-use crate::runtime::{Runtime, RuntimeError, Status, seccomp};
+use crate::image::layer::{self, LayerError};
+use crate::image::leftovers;
+use crate::runtime::{ContainerRecord, Runtime, RuntimeError, Status, seccomp};
 use crate::spec::mount::MountKind;
 
 /// Errors of container management.
@@ -47,6 +51,9 @@ pub enum ContainersError {
         #[source]
         source: io::Error,
     },
+    /// The health check settings are invalid.
+    #[error(transparent)]
+    Health(#[from] super::health::HealthError),
     /// `--volumes-from` or `--network container:` names a container that
     /// cannot serve.
     #[error("{0}")]
@@ -65,6 +72,15 @@ pub enum ContainersError {
         target: String,
         /// The option, as the user wrote it.
         option: String,
+    },
+    /// The image could not be copied into a `vfs` container's root.
+    #[error("copy image {image} into the root of the new container")]
+    CopyImage {
+        /// The image id.
+        image: String,
+        /// Why.
+        #[source]
+        source: LayerError,
     },
 }
 
@@ -87,6 +103,25 @@ pub struct Containers {
     /// The runtime.
     pub runtime: Runtime,
     volumes: PathBuf,
+    /// Where `vfs` copies are made before they become a container's root
+    /// (`<root>/containers`, the file system the bundles are on).
+    containers_dir: PathBuf,
+    storage_driver: StorageDriver,
+}
+
+/// Prefix of the temp directories `vfs` copies are made in.
+const VFS_TEMP_PREFIX: &str = ".tmp-vfs";
+
+/// The storage driver a container was created with (its record's
+/// `extra["driver"]`; containers from before drivers were recorded are
+/// overlay ones).
+pub fn driver_of(record: &ContainerRecord) -> StorageDriver {
+    record
+        .extra
+        .get("driver")
+        .and_then(Value::as_str)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_default()
 }
 
 const ADJECTIVES: [&str; 24] = [
@@ -154,11 +189,27 @@ impl Containers {
         let runtime = Runtime::open(root, run_dir, exe)?;
         let volumes = root.join("volumes");
         fs::create_dir_all(&volumes).map_err(io_err("create", &volumes))?;
+        let containers_dir = root.join("containers");
+        // Copies whose creator died halfway.
+        leftovers::sweep(&containers_dir, |name| name.starts_with(VFS_TEMP_PREFIX));
         Ok(Self {
             images,
             runtime,
             volumes,
+            containers_dir,
+            storage_driver: StorageDriver::default(),
         })
+    }
+
+    /// Sets the storage driver new containers are created with (existing
+    /// containers keep the one they were made with).
+    pub fn set_storage_driver(&mut self, driver: StorageDriver) {
+        self.storage_driver = driver;
+    }
+
+    /// The storage driver new containers are created with.
+    pub fn storage_driver(&self) -> StorageDriver {
+        self.storage_driver
     }
 
     /// The directory of a named volume, created if new. A new volume is
@@ -183,6 +234,14 @@ impl Containers {
 
     /// Creates a container from `req`; returns its id.
     pub fn create(&self, req: &RunRequest) -> Result<String, ContainersError> {
+        if req.auto_remove && req.restart.name != crate::spec::restart::RestartPolicyName::No {
+            // docker/cli's ErrConflictRestartPolicyAndAutoRemove.
+            return Err(ContainerError::Conflict(
+                "conflicting options: cannot specify both --restart and --rm".into(),
+            )
+            .into());
+        }
+        req.health.validate()?;
         let image_id = self
             .images
             .catalog
@@ -299,22 +358,62 @@ impl Containers {
         }
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
+        // vfs: the image is copied before the container is created, so a
+        // copy that fails or is cut short leaves no container, only a temp
+        // directory the next `open` sweeps; one rename then makes the copy
+        // the upper dir. With no lower layers the runtime bind-mounts it as
+        // the root.
+        let driver = self.storage_driver;
+        let copy = match driver {
+            StorageDriver::Overlay => None,
+            StorageDriver::Vfs => Some(self.copy_image(&image_id.to_string(), &layers)?),
+        };
         let place = Placement {
             id: id.clone(),
             name: name.clone(),
             bundle: self.runtime.bundle(&id).dir().to_path_buf(),
-            layers,
+            layers: match driver {
+                StorageDriver::Overlay => layers,
+                StorageDriver::Vfs => Vec::new(),
+            },
             image_id: image_id.to_string(),
             volume_dirs,
             inherited_mounts: inherited,
             seccomp: profile,
             created: crate::runtime::now_rfc3339(),
         };
-        let (mut record, spec) = container::build(&req, &run_config, &place)?;
+        let built = container::build(&req, &run_config, &place);
+        let (mut record, spec) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                if let Some(copy) = &copy {
+                    let _ = fs::remove_dir_all(copy);
+                }
+                return Err(e.into());
+            }
+        };
         record
             .extra
             .insert("anonymous_volumes".into(), json!(anonymous));
-        self.runtime.create(&record, &spec)?;
+        record.extra.insert("restart".into(), json!(req.restart));
+        if let Some(check) = super::health::effective(&req.health, &run_config) {
+            record.extra.insert("healthcheck".into(), json!(check));
+        }
+        record.extra.insert("driver".into(), json!(driver.name()));
+        if let Err(e) = self.runtime.create(&record, &spec) {
+            if let Some(copy) = &copy {
+                let _ = fs::remove_dir_all(copy);
+            }
+            return Err(e.into());
+        }
+        if let Some(copy) = copy {
+            // rename(2) replaces the empty upper dir the runtime made.
+            if let Err(e) = fs::rename(&copy, &record.rootfs.upper) {
+                let _ = fs::remove_dir_all(&copy);
+                let _ = self.runtime.remove(&id, true);
+                return Err(io_err("move the image copy into", &record.rootfs.upper)(e));
+            }
+        }
         let bundle = self.runtime.bundle(&id);
         let hostname = spec.hostname().clone().unwrap_or_default();
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -342,6 +441,63 @@ impl Containers {
             }
         }
         Ok(id)
+    }
+
+    /// Copies the image's `layers` into a new temp directory next to the
+    /// bundles, for a `vfs` container; returns the directory.
+    fn copy_image(&self, image: &str, layers: &[PathBuf]) -> Result<PathBuf, ContainersError> {
+        let dir = self
+            .containers_dir
+            .join(leftovers::temp_name(VFS_TEMP_PREFIX));
+        fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+        match layer::flatten(layers, &dir) {
+            Ok(stats) => {
+                tracing::debug!(
+                    image,
+                    entries = stats.entries,
+                    bytes = stats.bytes,
+                    reflinked = stats.reflinked,
+                    "image copied for a vfs container"
+                );
+                Ok(dir)
+            }
+            Err(source) => {
+                let _ = fs::remove_dir_all(&dir);
+                Err(ContainersError::CopyImage {
+                    image: image.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The changes in a container's root against its image, Docker's
+    /// `GET /containers/{id}/changes`, for a `vfs` container (an overlay
+    /// container's changes are its upper directory). Docker's naive diff:
+    /// see [`layer::tree_changes`].
+    pub fn vfs_changes(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<Vec<layer::Change>, ContainersError> {
+        let image: crate::image::digest::Digest = record
+            .image_id
+            .parse()
+            .map_err(|_| ContainersError::Reference(format!("bad image id {}", record.image_id)))?;
+        let layers = self.images.layers(&image)?;
+        Ok(layer::tree_changes(&layers, &record.rootfs.upper).map_err(ImageError::from)?)
+    }
+
+    /// The bytes a `vfs` container added or changed (Docker's `SizeRw`):
+    /// the regular files among its [`vfs_changes`](Self::vfs_changes); 0 if
+    /// they cannot be found.
+    pub fn vfs_size_rw(&self, record: &ContainerRecord) -> u64 {
+        match self.vfs_changes(record) {
+            Ok(changes) => layer::changes_size(&record.rootfs.upper, &changes),
+            Err(error) => {
+                tracing::debug!(id = %record.id, error = %crate::error_chain(&error), "cannot size the container's changes");
+                0
+            }
+        }
     }
 
     /// Removes a container; with `volumes`, its anonymous volumes too.
@@ -393,17 +549,37 @@ impl Containers {
             .parse()
             .map_err(|_| ContainersError::Reference(format!("bad image id {}", record.image_id)))?;
         let created_by = format!("/bin/sh -c #(nop) {args}");
-        Ok(self.images.commit(
-            &parent,
-            &record.rootfs.upper,
-            reference,
-            &crate::image::images::CommitOptions {
-                changes,
-                message,
-                author,
-                created_by: &created_by,
-            },
-        )?)
+        let options = crate::image::images::CommitOptions {
+            changes,
+            message,
+            author,
+            created_by: &created_by,
+        };
+        Ok(match driver_of(&record) {
+            StorageDriver::Overlay => {
+                self.images
+                    .commit(&parent, &record.rootfs.upper, reference, &options)?
+            }
+            StorageDriver::Vfs => {
+                self.images
+                    .commit_tree(&parent, &record.rootfs.upper, reference, &options)?
+            }
+        })
+    }
+
+    /// The health check a container was created with, if any.
+    pub fn health_check(&self, id: &str) -> Result<Option<HealthCheck>, ContainersError> {
+        let record = self.runtime.record(id)?;
+        Ok(record
+            .extra
+            .get("healthcheck")
+            .and_then(|v| serde_json::from_value(v.clone()).ok()))
+    }
+
+    /// A container's health as its monitor last wrote it (`None`: it has no
+    /// check, or it has not been started with one yet).
+    pub fn health(&self, id: &str) -> Option<Health> {
+        super::health::read(self.runtime.bundle(id).dir())
     }
 
     /// Docker-shaped `inspect` output for a container.
@@ -415,6 +591,26 @@ impl Containers {
         let args = process.args().clone().unwrap_or_default();
         let request = record.extra.get("request").cloned().unwrap_or(Value::Null);
         let bundle = self.runtime.bundle(id);
+        let restart: container::RestartPolicy = record
+            .extra
+            .get("restart")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default();
+        let driver = driver_of(&record);
+        let graph_driver = match driver {
+            StorageDriver::Overlay => json!({
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": record.rootfs.lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":"),
+                    "UpperDir": record.rootfs.upper,
+                    "WorkDir": record.rootfs.work,
+                },
+            }),
+            StorageDriver::Vfs => json!({
+                "Name": "vfs",
+                "Data": { "Dir": record.rootfs.upper },
+            }),
+        };
         let mounts: Vec<Value> = spec
             .mounts()
             .iter()
@@ -431,23 +627,30 @@ impl Containers {
                 })
             })
             .collect();
-        Ok(json!({
+        let mut state_json = json!({
+            "Status": state.status.to_string(),
+            "Running": matches!(state.status, Status::Running | Status::Paused),
+            "Paused": state.status == Status::Paused,
+            "OOMKilled": state.oom_killed,
+            "Dead": false,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        });
+        // Docker shows State.Health only for containers with a check.
+        if record.extra.contains_key("healthcheck")
+            && let Some(health) = self.health(id)
+        {
+            state_json["Health"] = json!(health);
+        }
+        let mut out = json!({
             "Id": record.id,
             "Created": record.created,
             "Path": args.first(),
             "Args": args.get(1..).unwrap_or_default(),
-            "State": {
-                "Status": state.status.to_string(),
-                "Running": matches!(state.status, Status::Running | Status::Paused),
-                "Paused": state.status == Status::Paused,
-                "OOMKilled": state.oom_killed,
-                "Dead": false,
-                "Pid": state.pid,
-                "ExitCode": state.exit_code,
-                "Error": state.error,
-                "StartedAt": state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-                "FinishedAt": state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            },
+            "State": state_json,
             "Image": record.image_id,
             "ResolvConfPath": bundle.dir().join("resolv.conf"),
             "HostnamePath": bundle.dir().join("hostname"),
@@ -455,7 +658,7 @@ impl Containers {
             "LogPath": bundle.dir().join(format!("{}-json.log", record.id)),
             "Name": format!("/{}", record.name),
             "RestartCount": state.start_count.saturating_sub(1),
-            "Driver": "overlay",
+            "Driver": driver.name(),
             "Mounts": mounts,
             "Config": {
                 "Hostname": spec.hostname(),
@@ -474,6 +677,10 @@ impl Containers {
             },
             "HostConfig": {
                 "AutoRemove": record.auto_remove,
+                "RestartPolicy": {
+                    "Name": restart.name,
+                    "MaximumRetryCount": restart.maximum_retry_count,
+                },
                 "Init": record.init,
                 "Privileged": request.get("privileged"),
                 "ReadonlyRootfs": request.get("read_only"),
@@ -486,15 +693,12 @@ impl Containers {
                     "max-file": record.log_max_files.to_string(),
                 }},
             },
-            "GraphDriver": {
-                "Name": "overlay",
-                "Data": {
-                    "LowerDir": record.rootfs.lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":"),
-                    "UpperDir": record.rootfs.upper,
-                    "WorkDir": record.rootfs.work,
-                },
-            },
-        }))
+            "GraphDriver": graph_driver,
+        });
+        if let Some(check) = record.extra.get("healthcheck") {
+            out["Config"]["Healthcheck"] = check.clone();
+        }
+        Ok(out)
     }
 }
 
@@ -559,6 +763,11 @@ impl ContainerUsage {
         let exe = std::env::current_exe()
             .map_err(io_err("find this program", Path::new("/proc/self/exe")))?;
         let runtime = Runtime::open(root, &crate::runtime::default_run_dir(root), exe)?;
+        Self::of_runtime(&runtime)
+    }
+
+    /// The containers `runtime` has, read once.
+    pub fn of_runtime(runtime: &Runtime) -> Result<Self, ContainersError> {
         let users = runtime
             .list()?
             .into_iter()

@@ -5,4 +5,5 @@
 pub mod archive;
 pub mod container;
 pub mod containers;
+pub mod health;
 pub mod verbs;

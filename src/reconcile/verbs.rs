@@ -24,9 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::container::{Resources, RunRequest};
-use super::containers::{Containers, ContainersError};
+use super::containers::{Containers, ContainersError, driver_of};
+use crate::image::driver::StorageDriver;
 use crate::image::layer::LayerError;
-use crate::runtime::{RuntimeError, Status};
+use crate::runtime::{ContainerRecord, RuntimeError, Status};
 
 /// Errors of the verbs.
 #[derive(Debug, thiserror::Error)]
@@ -149,15 +150,7 @@ pub const CHANGE_ADDED: u8 = 1;
 /// [`Change::kind`] of a removed path (`D`).
 pub const CHANGE_DELETED: u8 = 2;
 
-/// A restart policy as the record keeps it in `extra["restart"]`, the shape
-/// the restart supervisor reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    /// `no`, `always`, `on-failure` or `unless-stopped`.
-    pub name: String,
-    /// For `on-failure`: how many restarts at most (0: no limit).
-    pub maximum_retry_count: u32,
-}
+pub use super::container::RestartPolicy;
 
 /// `docker update`: the limits to change (`None`: unchanged) and the
 /// restart policy.
@@ -347,6 +340,22 @@ impl Containers {
     /// relative to its image, sorted by path.
     pub fn changes(&self, id: &str) -> Result<Vec<Change>, VerbError> {
         let record = self.runtime.record(id)?;
+        if driver_of(&record) == StorageDriver::Vfs {
+            let mut changes: Vec<Change> = self
+                .vfs_changes(&record)?
+                .into_iter()
+                .map(|c| Change {
+                    path: c.path.to_string_lossy().into_owned(),
+                    kind: match c.kind {
+                        crate::image::layer::ChangeKind::Modified => CHANGE_MODIFIED,
+                        crate::image::layer::ChangeKind::Added => CHANGE_ADDED,
+                        crate::image::layer::ChangeKind::Deleted => CHANGE_DELETED,
+                    },
+                })
+                .collect();
+            changes.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok(changes);
+        }
         let spec = self.runtime.spec(id)?;
         // Mount points the runtime made in the writable layer (for
         // `/etc/hosts`, volumes, `/proc`, …) are Docker's "init layer",
@@ -378,7 +387,7 @@ impl Containers {
         if let Some(policy) = &req.restart {
             crate::spec::restart::parse_restart(&restart_text(policy))
                 .map_err(|e| VerbError::Invalid(e.to_string()))?;
-            if policy.name != "no" && record.auto_remove {
+            if policy.name != crate::spec::restart::RestartPolicyName::No && record.auto_remove {
                 return Err(VerbError::Conflict(
                     "Restart policy cannot be updated because AutoRemove is enabled for the container"
                         .into(),
@@ -400,6 +409,9 @@ impl Containers {
         }
         self.runtime.write_spec(id, &spec)?;
         request.resources = merged;
+        if let Some(policy) = req.restart {
+            request.restart = policy;
+        }
         record.extra.insert(
             "request".into(),
             serde_json::to_value(&request).unwrap_or(Value::Null),
@@ -494,51 +506,77 @@ impl Containers {
                 .as_ref()
                 .and_then(|s| s.process().as_ref())
                 .and_then(|p| p.args().clone())
-                .unwrap_or_default()
-                .join(" ");
-            let request: Option<RunRequest> = record
-                .extra
-                .get("request")
-                .cloned()
-                .and_then(|v| serde_json::from_value(v).ok());
-            let network = match request.as_ref().map(|r| &r.network) {
-                Some(super::container::NetMode::Host) => "host".to_string(),
-                Some(super::container::NetMode::Container(c)) => format!("container:{c}"),
-                _ => "none".to_string(),
-            };
-            let mounts = mount_points(request.as_ref(), spec.as_ref());
-            let state = docker_state(&st);
-            let size_rw = size.then(|| dir_size(&record.rootfs.upper).unwrap_or(0));
-            let size_root_fs =
-                size_rw.map(|rw| rw + image_sizes.get(&record.image_id).copied().unwrap_or(0));
-            let created =
-                crate::runtime::logs::parse_time_filter(&record.created, SystemTime::now())
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-            out.push(ContainerSummary {
-                health: health_of(self.runtime.bundle(&record.id).dir()),
-                names: vec![format!("/{}", record.name)],
-                image: record.image.clone(),
-                image_id: record.image_id.clone(),
-                command,
-                created,
-                ports: Vec::new(),
-                size_rw,
-                size_root_fs,
-                labels: record.labels.clone(),
-                state,
-                status: String::new(),
-                host_config: json!({ "NetworkMode": network }),
-                network_settings: json!({ "Networks": { network.clone(): {} } }),
-                mounts,
-                exit_code: st.exit_code,
-                started_at: st.started_at.clone().unwrap_or_default(),
-                finished_at: st.finished_at.clone().unwrap_or_default(),
-                id: record.id,
+                .unwrap_or_default();
+            let health = health_of(self.runtime.bundle(&record.id).dir());
+            let size_rw = size.then(|| match driver_of(&record) {
+                StorageDriver::Overlay => dir_size(&record.rootfs.upper).unwrap_or(0),
+                StorageDriver::Vfs => self.vfs_size_rw(&record),
             });
+            let image_size = image_sizes.get(&record.image_id).copied();
+            out.push(summary_of(
+                &record,
+                &st,
+                &command,
+                &health,
+                size_rw,
+                image_size,
+                spec.as_ref(),
+            ));
         }
         Ok(out)
+    }
+}
+
+/// One container as `GET /containers/json` lists it, from what the daemon
+/// keeps of it: its record and state, its command line, its health
+/// (`none` without a check), the bytes of its writable layer and of its
+/// image when sizes were asked for, and its runtime spec when at hand (the
+/// mounts' host sources; without it they come from the request).
+/// [`ContainerSummary::status`] is left empty for the caller.
+pub fn summary_of(
+    record: &ContainerRecord,
+    st: &crate::runtime::ContainerState,
+    command: &[String],
+    health: &str,
+    size_rw: Option<u64>,
+    image_size: Option<u64>,
+    spec: Option<&oci_spec::runtime::Spec>,
+) -> ContainerSummary {
+    let request: Option<RunRequest> = record
+        .extra
+        .get("request")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok());
+    let network = match request.as_ref().map(|r| &r.network) {
+        Some(super::container::NetMode::Host) => "host".to_string(),
+        Some(super::container::NetMode::Container(c)) => format!("container:{c}"),
+        _ => "none".to_string(),
+    };
+    let mounts = mount_points(request.as_ref(), spec);
+    let created = crate::runtime::logs::parse_time_filter(&record.created, SystemTime::now())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    ContainerSummary {
+        id: record.id.clone(),
+        names: vec![format!("/{}", record.name)],
+        image: record.image.clone(),
+        image_id: record.image_id.clone(),
+        command: command.join(" "),
+        created,
+        ports: Vec::new(),
+        size_rw,
+        size_root_fs: size_rw.map(|rw| rw + image_size.unwrap_or(0)),
+        labels: record.labels.clone(),
+        state: docker_state(st),
+        status: String::new(),
+        host_config: json!({ "NetworkMode": network }),
+        network_settings: json!({ "Networks": { network.clone(): {} } }),
+        mounts,
+        exit_code: st.exit_code,
+        started_at: st.started_at.clone().unwrap_or_default(),
+        finished_at: st.finished_at.clone().unwrap_or_default(),
+        health: health.to_string(),
     }
 }
 
@@ -571,7 +609,30 @@ fn mount_points(
     spec: Option<&oci_spec::runtime::Spec>,
 ) -> Vec<MountPoint> {
     let Some(spec) = spec else {
-        return Vec::new();
+        // No spec at hand: the mounts as the request named them.
+        return request
+            .map(|r| {
+                r.mounts
+                    .iter()
+                    .filter(|m| m.kind != crate::spec::mount::MountKind::Tmpfs)
+                    .map(|m| {
+                        let source = m.source.clone().unwrap_or_default();
+                        let name = if m.kind == crate::spec::mount::MountKind::Volume {
+                            source.clone()
+                        } else {
+                            String::new()
+                        };
+                        MountPoint {
+                            kind: m.kind.to_string(),
+                            name,
+                            source,
+                            destination: m.target.clone(),
+                            rw: !m.read_only,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     };
     let wanted: BTreeMap<&str, &crate::spec::mount::MountSpec> = request
         .map(|r| r.mounts.iter().map(|m| (m.target.as_str(), m)).collect())
@@ -611,7 +672,7 @@ fn restart_text(policy: &RestartPolicy) -> String {
     if policy.maximum_retry_count > 0 {
         format!("{}:{}", policy.name, policy.maximum_retry_count)
     } else {
-        policy.name.clone()
+        policy.name.to_string()
     }
 }
 

@@ -414,3 +414,175 @@ fn enter(
     }
     init::exec_process(process, user, seccomp, false)
 }
+
+/// Runs `config` in container `id` through [`helper_command`] and speaks the
+/// attach frame protocol ([`super::attach`]) with a client on `stream`:
+/// output as Stdout/Stderr frames (one Stdout stream with a terminal),
+/// Stdin/CloseStdin/Resize/Signal frames from the client, and an Exit frame
+/// with the process's exit code at the end. Blocks until the process ends;
+/// the daemon runs it on a thread of its own.
+pub fn serve_framed(
+    runtime: &Runtime,
+    id: &str,
+    config: &ExecConfig,
+    interactive: bool,
+    stream: std::os::unix::net::UnixStream,
+) {
+    use super::attach::{self, Kind};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+
+    let send = Arc::new(Mutex::new(stream));
+    let frame = |send: &Arc<Mutex<std::os::unix::net::UnixStream>>, kind: Kind, data: &[u8]| {
+        send.lock()
+            .map_err(|_| std::io::Error::other("poisoned"))
+            .and_then(|mut s| attach::write_frame(&mut *s, kind, data))
+    };
+    let Ok(reader) = send.lock().map(|s| s.try_clone()) else {
+        return;
+    };
+    let Ok(mut reader) = reader else { return };
+    let mut cmd = helper_command(runtime, id, config);
+    let mut pumps = Vec::new();
+    let mut master: Option<fs::File> = None;
+    let spawned = if config.tty {
+        match nix::pty::openpty(None, None) {
+            Ok(pty) => {
+                let slave = pty.slave;
+                let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
+                match (stdio(&slave), stdio(&slave), stdio(&slave)) {
+                    (Ok(i), Ok(o), Ok(e)) => {
+                        cmd.stdin(i).stdout(o).stderr(e);
+                        master = Some(fs::File::from(pty.master));
+                        let child = cmd.spawn();
+                        drop(slave);
+                        child
+                    }
+                    _ => Err(std::io::Error::other("cannot duplicate the terminal")),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        cmd.stdin(if interactive {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        cmd.spawn()
+    };
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = frame(
+                &send,
+                Kind::Stderr,
+                format!("cannot exec: {e}\n").as_bytes(),
+            );
+            let _ = frame(&send, Kind::Exit, &attach::exit_payload(126, false));
+            return;
+        }
+    };
+    let mut stdin: Option<Box<dyn Write + Send>> = None;
+    if let Some(m) = &master {
+        if let Ok(out) = m.try_clone() {
+            pumps.push(pump(out, Kind::Stdout, send.clone()));
+        }
+        if interactive && let Ok(w) = m.try_clone() {
+            stdin = Some(Box::new(w));
+        }
+    } else {
+        if let Some(out) = child.stdout.take() {
+            pumps.push(pump(out, Kind::Stdout, send.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(pump(err, Kind::Stderr, send.clone()));
+        }
+        if let Some(w) = child.stdin.take() {
+            stdin = Some(Box::new(w));
+        }
+    }
+    let pid = child.id();
+    let master_fd = master.as_ref().and_then(|m| m.try_clone().ok());
+    // Client frames until the client goes away or we shut the socket down.
+    let input = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        while let Ok(Some((kind, data))) = attach::read_frame(&mut reader) {
+            match kind {
+                Kind::Stdin => {
+                    if let Some(w) = stdin.as_mut()
+                        && w.write_all(&data).is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                Kind::CloseStdin => stdin = None,
+                Kind::Resize if data.len() == 4 => {
+                    if let Some(m) = &master_fd {
+                        let size = rustix::termios::Winsize {
+                            ws_row: u16::from_be_bytes([data[0], data[1]]),
+                            ws_col: u16::from_be_bytes([data[2], data[3]]),
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        let _ = rustix::termios::tcsetwinsize(m, size);
+                    }
+                }
+                Kind::Signal if data.len() == 4 => {
+                    let sig = i32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                    if let (Ok(p), Ok(s)) =
+                        (i32::try_from(pid), nix::sys::signal::Signal::try_from(sig))
+                    {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), s);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let status = child.wait();
+    drop(master);
+    for p in pumps {
+        let _ = p.join();
+    }
+    let code = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+        }
+        Err(_) => 126,
+    };
+    let _ = frame(&send, Kind::Exit, &attach::exit_payload(code, false));
+    if let Ok(s) = send.lock() {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    let _ = input.join();
+}
+
+/// Copies `from` into frames of `kind` until it ends (a terminal's master
+/// ends with EIO when the last process holding the terminal exits).
+fn pump(
+    mut from: impl Read + Send + 'static,
+    kind: super::attach::Kind,
+    send: std::sync::Arc<std::sync::Mutex<std::os::unix::net::UnixStream>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let sent = send
+                        .lock()
+                        .map_err(|_| std::io::Error::other("poisoned"))
+                        .and_then(|mut s| super::attach::write_frame(&mut *s, kind, &buf[..n]));
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}

@@ -37,13 +37,15 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// No container has this name or id (prefix).
-    #[error("no such container: {0}")]
+    #[error("No such container: {0}")]
     NotFound(String),
     /// An id prefix matches several containers.
     #[error("container id prefix {0} is ambiguous")]
     Ambiguous(String),
     /// The name is taken.
-    #[error("the container name \"/{name}\" is already in use by container \"{id}\"")]
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
     NameInUse {
         /// The name.
         name: String,
@@ -182,6 +184,63 @@ pub fn all_capabilities() -> oci_spec::runtime::Capabilities {
     caps::all().into_iter().filter_map(oci_capability).collect()
 }
 
+/// A signal by name (`TERM`, `SIGTERM`, any case) or number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// The command that writes container `id`'s root file system as a tar
+/// stream to its stdout (`stack __export`): reading it mounts it in a
+/// private mount namespace, which needs a single-threaded process.
+pub fn export_helper_command(runtime: &Runtime, id: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&runtime.exe);
+    cmd.arg("__export")
+        .arg(runtime.containers.parent().unwrap_or(&runtime.containers))
+        .arg(&runtime.run_dir)
+        .arg(id);
+    cmd
+}
+
+/// The `__export` mode: `stack __export ROOT RUN_DIR ID`.
+pub fn export_helper_main(args: &[String]) -> i32 {
+    let [root, run_dir, id] = args else {
+        eprintln!("usage: stack __export ROOT RUN_DIR ID");
+        return 125;
+    };
+    let outcome = std::env::current_exe()
+        .map_err(|source| RuntimeError::Io {
+            action: "find",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })
+        .and_then(|exe| Runtime::open(Path::new(root), Path::new(run_dir), exe))
+        .and_then(|runtime| {
+            runtime.read_rootfs(id, &mut io::stdout().lock(), |dir, pipe| {
+                crate::image::layer::tar_dir(dir, io::BufWriter::new(pipe))
+                    .map(|_| ())
+                    .map_err(io::Error::other)
+            })
+        });
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}", crate::error_chain(&e));
+            1
+        }
+    }
+}
+
 /// Where shim sockets live for a state root: `$STACK_RUN_DIR`, else
 /// `/run/stack` for the default root and `<root>/run` for any other, so
 /// instances with different roots never meet.
@@ -285,6 +344,33 @@ impl Runtime {
         Ok(ids)
     }
 
+    /// Removes what creates and removes cut short by a crash left behind:
+    /// bundles without a record and name claims that lead to none. Only for
+    /// a moment when no create runs (the daemon's start, under its lock);
+    /// returns how many leftovers it removed.
+    pub fn sweep_unfinished(&self) -> Result<usize, RuntimeError> {
+        let mut swept = 0;
+        for id in self.ids()? {
+            let bundle = self.bundle(&id);
+            if !bundle.record().exists() {
+                fs::remove_dir_all(bundle.dir()).map_err(io_err("remove", bundle.dir()))?;
+                swept += 1;
+            }
+        }
+        let names = self.containers.join("names");
+        for entry in fs::read_dir(&names).map_err(io_err("list", &names))? {
+            let entry = entry.map_err(io_err("list", &names))?;
+            let claim = entry.path();
+            let complete = fs::read_link(&claim)
+                .is_ok_and(|id| self.containers.join(id).join("container.json").exists());
+            if !complete {
+                fs::remove_file(&claim).map_err(io_err("remove", &claim))?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Creates a container: claims its name, writes its bundle. Nothing runs.
     pub fn create(&self, record: &ContainerRecord, spec: &Spec) -> Result<(), RuntimeError> {
         let names = self.containers.join("names");
@@ -341,9 +427,8 @@ impl Runtime {
     /// The state of a container. A record that says running although its shim
     /// is gone (the host rebooted, or the shim was killed) reads as exited.
     pub fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        let path = self.bundle(id).state();
-        let mut st: ContainerState = state::read_json(&path).map_err(io_err("read", &path))?;
-        if matches!(st.status, Status::Running | Status::Paused) && !is_alive(st.shim_pid) {
+        let mut st = self.recorded_state(id)?;
+        if matches!(st.status, Status::Running | Status::Paused) && !is_shim_of(st.shim_pid, id) {
             st.status = Status::Exited;
             st.pid = 0;
             st.shim_pid = 0;
@@ -751,11 +836,106 @@ impl Runtime {
         let _ = fs::remove_file(old);
         Ok(())
     }
+
+    /// The state as the shim last wrote it, without checking that the shim
+    /// still runs (which [`Runtime::state`] does).
+    fn recorded_state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let path = self.bundle(id).state();
+        state::read_json(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                RuntimeError::NotFound(id.to_string())
+            } else {
+                io_err("read", &path)(e)
+            }
+        })
+    }
+
+    /// A pidfd of the shim of a running container, opened first and then
+    /// checked to be that container's shim, so it cannot refer to a process
+    /// that reused the pid. It turns readable when the shim exits, which is
+    /// after the shim recorded the container's exit. `None` when the
+    /// container does not run or its shim is gone.
+    pub fn shim_pidfd(&self, id: &str) -> Result<Option<OwnedFd>, RuntimeError> {
+        let st = self.recorded_state(id)?;
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Ok(None);
+        }
+        let Some(pid) = rustix::process::Pid::from_raw(st.shim_pid) else {
+            return Ok(None);
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        else {
+            return Ok(None);
+        };
+        Ok(is_shim_of(st.shim_pid, id).then_some(pidfd))
+    }
+
+    /// Finishes a run whose shim is gone (killed, or the host went down
+    /// before it recorded the exit): kills what is left of the container in
+    /// its cgroup (the container does not die with its shim, and without it
+    /// nothing would stop or reap it), removes the cgroup and the attach
+    /// socket, and records the exit the way [`Runtime::state`] reports it
+    /// (code 255 unless one was recorded, and why). Returns that state, or
+    /// `None` when the container is not such a run.
+    pub fn finish_orphaned(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        let recorded = self.recorded_state(id)?;
+        if !matches!(recorded.status, Status::Running | Status::Paused)
+            || is_shim_of(recorded.shim_pid, id)
+        {
+            return Ok(None);
+        }
+        let mut oom = false;
+        if let Ok(cg) = self.cgroup_of(id) {
+            let cg_err = |source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            };
+            cg.kill_all(rustix::process::Signal::KILL).map_err(cg_err)?;
+            // On v1 a frozen (paused) process takes its SIGKILL only once
+            // thawed.
+            if cg.is_frozen().unwrap_or(false) {
+                cg.thaw().map_err(cg_err)?;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cg.procs().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            oom = cg.oom_kills().is_ok_and(|n| n > 0);
+            cg.delete().map_err(cg_err)?;
+        }
+        let _ = fs::remove_file(self.socket(id));
+        let mut st = recorded;
+        st.status = Status::Exited;
+        st.pid = 0;
+        st.shim_pid = 0;
+        st.oom_killed = oom;
+        if st.error.is_empty() {
+            st.error = "the container's monitor process is gone".into();
+        }
+        st.finished_at = Some(now_rfc3339());
+        st.exit_code = if st.exit_code == 0 { 255 } else { st.exit_code };
+        let path = self.bundle(id).state();
+        state::write_state(&path, &st).map_err(io_err("write", &path))?;
+        Ok(Some(st))
+    }
 }
 
-/// Whether a process with this pid exists.
-fn is_alive(pid: i32) -> bool {
-    pid > 0
-        && rustix::process::Pid::from_raw(pid)
-            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+/// Whether `pid` is the shim of container `id`: its command line is
+/// `stack __shim …/<id> SOCKET`. A bare liveness check would take a process
+/// that reused a dead shim's pid (after a reboot, say) for the shim; a
+/// zombie has no command line and reads as gone.
+fn is_shim_of(pid: i32, id: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    args.nth(1) == Some(b"__shim".as_slice())
+        && args.next().is_some_and(|dir| {
+            Path::new(std::ffi::OsStr::from_bytes(dir)).file_name()
+                == Some(std::ffi::OsStr::new(id))
+        })
 }

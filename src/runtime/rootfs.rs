@@ -49,6 +49,26 @@ impl Rootfs {
     }
 }
 
+/// Whether the kernel has overlayfs, judged as Docker's overlay2 driver
+/// does (moby `supportsOverlay`): first ask for the file system type, which
+/// loads the module if it is one (`fsopen` requests `fs-overlay` the way
+/// `modprobe overlay` would; nothing is mounted), then look for `overlay`
+/// in `proc_filesystems` (`/proc/filesystems`). If that list cannot be
+/// read, the answer to `fsopen` decides.
+pub fn overlay_supported(proc_filesystems: &Path) -> bool {
+    let opened = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC);
+    match std::fs::read_to_string(proc_filesystems) {
+        Ok(text) => lists_overlay(&text),
+        Err(_) => opened.is_ok(),
+    }
+}
+
+/// Whether a `/proc/filesystems` text lists overlay (`nodev\toverlay`).
+fn lists_overlay(text: &str) -> bool {
+    text.lines()
+        .any(|line| line.split_whitespace().last() == Some("overlay"))
+}
+
 /// Overlay splits its options on `,` and lower directories on `:`.
 fn escape(path: &str) -> String {
     path.replace('\\', "\\\\")
@@ -170,6 +190,15 @@ fn mount_new_api(rootfs: &Rootfs, target: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_is_found_in_the_file_system_list() {
+        let with = "nodev\tsysfs\nnodev\ttmpfs\n\text4\nnodev\toverlay\n";
+        assert!(lists_overlay(with));
+        let without = "nodev\tsysfs\n\text4\nnodev\toverlayish\n";
+        assert!(!lists_overlay(without));
+        assert!(!lists_overlay(""));
+    }
 
     #[test]
     fn classic_options_list_the_top_layer_first_and_escape_separators() {

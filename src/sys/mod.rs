@@ -195,6 +195,19 @@ pub fn spawn_with_fds(
     child
 }
 
+/// Waits, on the tokio reactor of the current runtime, until `fd` turns
+/// readable: for a pidfd, until its process has exited. Must be called
+/// within a tokio runtime.
+pub async fn wait_readable(fd: OwnedFd) -> io::Result<()> {
+    // SAFETY: the `AsyncFd` owns `fd` and drops it last, so the descriptor
+    // it registered stays open and refers to the same file for its whole
+    // life (tokio's requirement for `register_with_interest`).
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)?
+    };
+    registered.readable().await.map(|_| ())
+}
+
 /// Returns free heap memory to the kernel (glibc's `malloc_trim`): for a
 /// long-lived process after a set-up that allocated more than it keeps.
 pub fn trim_heap() {
@@ -332,6 +345,20 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every fd from `first` up. Only for the start of a long-running
+/// process (the daemon), before it opens anything of its own: an fd it
+/// inherited by accident (a caller's pipe) would otherwise stay open for its
+/// whole life and keep that caller waiting for an end of file.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: called before this process holds any fd of its own above
+    // `first`, so no owner is left with a closed descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

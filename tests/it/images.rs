@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use base64::Engine as _;
+use stack::api::Endpoint;
+use stack::api::client::Client;
+use stack::api::images::JsonMessage;
 use stack::image::digest::Digest;
 use stack::image::images::Images;
 
@@ -24,14 +29,32 @@ impl Root {
         self.dir.path()
     }
 
+    fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
     fn stack(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stack"))
-            .arg("--root")
-            .arg(self.path().join("state"))
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
+        crate::output_within(
+            Command::new(env!("CARGO_BIN_EXE_stack"))
+                .arg("--root")
+                .arg(self.state())
+                .args(args)
+                .env("NO_COLOR", "1")
+                .env_remove("STACK_ROOT")
+                .env_remove("STACK_RUN_DIR")
+                .env_remove("STACK_HOST"),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// A client of this root's daemon (started by a first command).
+    fn api(&self) -> Client {
+        self.ok(&["images", "-q"]);
+        Client::new(
+            Endpoint::Unix(stack::daemon::default_socket(&self.state())),
+            None,
+        )
+        .unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -46,7 +69,13 @@ impl Root {
     }
 
     fn images(&self) -> Images {
-        Images::open(&self.path().join("state")).unwrap()
+        Images::open(&self.state()).unwrap()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        crate::stop_daemon(&self.state());
     }
 }
 
@@ -64,7 +93,7 @@ fn tool(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = crate::output_within(cmd, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -247,10 +276,10 @@ fn oci_archives_from_stack_are_read_by_skopeo() {
     assert!(loaded.contains("Loaded image: busybox:oci"), "{loaded}");
 }
 
-#[test]
-fn a_tampered_archive_is_refused_and_leaves_nothing() {
-    let root = Root::new();
-    import_busybox(&root, "busybox:tamper");
+/// An OCI archive of a busybox image with one blob's content changed (its
+/// name still claims the old digest), and that blob's name.
+fn tampered_archive(root: &Root) -> (PathBuf, Digest) {
+    import_busybox(root, "busybox:tamper");
     let archive = root.path().join("ok.tar");
     root.ok(&[
         "save",
@@ -260,8 +289,6 @@ fn a_tampered_archive_is_refused_and_leaves_nothing() {
         archive.to_str().unwrap(),
         "busybox:tamper",
     ]);
-
-    // Re-pack with one blob's content changed (its name still claims the old digest).
     let unpacked = root.path().join("unpacked");
     std::fs::create_dir_all(&unpacked).unwrap();
     run(Command::new("tar")
@@ -286,6 +313,14 @@ fn a_tampered_archive_is_refused_and_leaves_nothing() {
         .arg("-C")
         .arg(&unpacked)
         .arg("."));
+    let digest = Digest::from_hex(victim.file_name().unwrap().to_str().unwrap()).unwrap();
+    (bad, digest)
+}
+
+#[test]
+fn a_tampered_archive_is_refused_and_leaves_nothing() {
+    let root = Root::new();
+    let (bad, victim) = tampered_archive(&root);
 
     let fresh = Root::new();
     let out = fresh.stack(&["load", "-i", bad.to_str().unwrap()]);
@@ -293,12 +328,123 @@ fn a_tampered_archive_is_refused_and_leaves_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not match its digest"), "{stderr}");
     assert_eq!(fresh.ok(&["images", "-q"]), "");
-    let images = fresh.images();
+    assert!(!fresh.images().blobs.contains(&victim));
+}
+
+/// `POST /images/load` with a tampered archive: a 400 naming the blob, no
+/// image, the bad blob not stored, no temp file left.
+#[test]
+fn the_api_refuses_a_tampered_archive_and_stores_nothing() {
+    let root = Root::new();
+    let (bad, victim) = tampered_archive(&root);
+    let fresh = Root::new();
+    let api = fresh.api();
+    let err = api
+        .post("/images/load")
+        .upload(std::fs::File::open(&bad).unwrap())
+        .stream()
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
     assert!(
-        Digest::from_hex(victim.file_name().unwrap().to_str().unwrap())
-            .map(|d| !images.blobs.contains(&d))
-            .unwrap()
+        err.to_string().contains("does not match its digest"),
+        "{err}"
     );
+    let list: Vec<serde_json::Value> = api.get("/images/json").send_json().unwrap();
+    assert!(list.is_empty(), "{list:?}");
+    let images = fresh.images();
+    assert!(!images.blobs.contains(&victim));
+    assert!(images.catalog.list().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(images.blobs.tmp_dir()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+    // The daemon still serves: the sound archive loads.
+    let good = root.path().join("ok.tar");
+    let loaded = api
+        .post("/images/load")
+        .upload(std::fs::File::open(&good).unwrap())
+        .bytes()
+        .unwrap();
+    let message: JsonMessage =
+        serde_json::from_slice(loaded.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        message.stream.as_deref(),
+        Some("Loaded image: busybox:tamper\n")
+    );
+}
+
+/// Unknown images answer 404 with Docker's words, on every image route.
+#[test]
+fn the_api_answers_404_for_an_unknown_image_in_docker_s_words() {
+    let root = Root::new();
+    let api = root.api();
+    for (method, path) in [
+        ("GET", "/images/nope:1/json"),
+        ("GET", "/images/localhost:5000/team/nope:1/history"),
+        ("DELETE", "/images/nope:1"),
+        ("POST", "/images/nope:1/tag"),
+    ] {
+        let call = match method {
+            "GET" => api.get(path),
+            "DELETE" => api.delete(path),
+            _ => api.post(path).query("repo", "other"),
+        };
+        let err = call.bytes().unwrap_err();
+        assert_eq!(err.status(), Some(404), "{method} {path}: {err}");
+        let name = path
+            .trim_start_matches("/images/")
+            .trim_end_matches("/json")
+            .trim_end_matches("/history")
+            .trim_end_matches("/tag");
+        assert_eq!(err.to_string(), format!("No such image: {name}"));
+    }
+    let err = api
+        .get("/images/get")
+        .query("names", "nope:1")
+        .bytes()
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.to_string()),
+        (Some(404), "No such image: nope:1".to_string())
+    );
+    // The command line says the same.
+    let out = root.stack(&["image", "inspect", "nope:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image: nope:1"));
+}
+
+/// A pull whose `X-Registry-Auth` header cannot be read is refused with a
+/// 400 that says why, before any registry is asked.
+#[test]
+fn a_bad_registry_auth_header_is_a_400_with_the_reason() {
+    let root = Root::new();
+    let api = root.api();
+    let url = base64::engine::general_purpose::URL_SAFE;
+    for (header, expected) in [
+        (
+            "%%% not base64 %%%".to_string(),
+            "invalid X-Registry-Auth header: not base64url",
+        ),
+        (
+            url.encode("\"just a string\""),
+            "invalid X-Registry-Auth header: not an auth config",
+        ),
+        (
+            url.encode(r#"{"identitytoken":"abc"}"#),
+            "identity and registry tokens are not supported",
+        ),
+    ] {
+        let err = api
+            .post("/images/create")
+            .query("fromImage", "127.0.0.1:9/nothing")
+            .query("tag", "latest")
+            .header(stack::api::images::REGISTRY_AUTH_HEADER, &header)
+            .stream()
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
 }
 
 #[test]

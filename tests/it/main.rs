@@ -8,6 +8,8 @@
 mod cgroup;
 mod cli_grammar;
 mod compose;
+mod daemon;
+mod health;
 mod images;
 mod interpolate;
 mod layer;
@@ -17,7 +19,11 @@ mod robustness;
 mod runtime;
 mod seccomp;
 mod spec;
+mod supervise;
+mod system;
+mod tls;
 mod verbs;
+mod vfs;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command
 /// set it, and fails the test (killing the command) if it takes longer than
@@ -60,5 +66,30 @@ pub fn output_within(
         status,
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Stops the daemon of state root `root` (if one runs): SIGTERM, then waits
+/// for its pid file lock to go.
+pub fn stop_daemon(root: &std::path::Path) {
+    let pidfile = root.join("run/stack.pid");
+    let Ok(text) = std::fs::read_to_string(&pidfile) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

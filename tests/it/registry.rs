@@ -55,7 +55,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
+    let out = crate::output_within(cmd, Duration::from_secs(300));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -1327,15 +1327,13 @@ fn unescape(s: &str) -> String {
 }
 
 fn sign(key: &Path, input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(tool("openssl", "openssl"))
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::output_within(
+        Command::new(tool("openssl", "openssl"))
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(key)
+            .stdin(stdin_bytes(input)),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     out.stdout
 }
@@ -1659,17 +1657,12 @@ impl StallingProxy {
 /// gzip through the system's `gzip`: tens of MB are too slow for an
 /// unoptimised test build.
 fn gzip_fast(bytes: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(tool("gzip", "gzip"))
-        .args(["-1", "-n", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = crate::output_within(
+        Command::new(tool("gzip", "gzip"))
+            .args(["-1", "-n", "-c"])
+            .stdin(stdin_bytes(bytes)),
+        Duration::from_secs(120),
+    );
     assert!(out.status.success());
     out.stdout
 }
@@ -1700,11 +1693,12 @@ fn bytes_in(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// `stack pull` killed with SIGKILL while its layers stream in (one small
-/// layer in and unpacked, three big ones stalled halfway by the registry)
-/// leaves only verified blobs, complete snapshots and temp files; no image.
-/// The next pull into the same root cleans the temp files up, reuses what
-/// arrived intact, and the image is listed and inspected like any other.
+/// A pull whose daemon is killed with SIGKILL while the layers stream in
+/// (one small layer in and unpacked, three big ones stalled halfway by the
+/// registry) leaves only verified blobs, complete snapshots and temp files;
+/// no image. The next `stack pull` into the same root starts a daemon that
+/// cleans the temp files up, reuses what arrived intact, and the image is
+/// listed and inspected like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() {
     const SMALL: usize = 1 << 20;
@@ -1756,6 +1750,7 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
 
     let proxy = StallingProxy::start(registry.host.clone(), layers[1..].to_vec(), BIG / 2).await;
     let root = dir.path().join("state");
+    let _daemons = Daemons(vec![root.clone()]);
     let name = format!("{}/big:latest", proxy.host);
     let stack = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
@@ -1764,7 +1759,8 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
             .args(args)
             .env("STACK_CONFIG", dir.path().join("config"))
             .env("DOCKER_CONFIG", dir.path().join("no-docker"))
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .env_remove("STACK_HOST");
         cmd
     };
     let mut child = stack(&["pull", &name])
@@ -1793,8 +1789,34 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
         assert!(Instant::now() < deadline, "the pull never got halfway");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // The daemon does the writing: it is what a crash kills.
+    let daemon: i32 = fs::read_to_string(root.join("run/stack.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the pull did not end when its daemon was killed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "the pull fails with its daemon");
+    while fs::read_to_string(format!("/proc/{daemon}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "the daemon did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // What is left: verified blobs, no image, only complete layers, and the
     // temp files of the transfers that were cut.
@@ -1832,7 +1854,7 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
     proxy.release.send(true).unwrap();
     let out = tokio::task::spawn_blocking({
         let mut cmd = stack(&["pull", &name]);
-        move || cmd.output().unwrap()
+        move || crate::output_within(&mut cmd, Duration::from_secs(300))
     })
     .await
     .unwrap();
@@ -1869,7 +1891,7 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
         );
     }
 
-    let listing = stack(&["images"]).output().unwrap();
+    let listing = crate::output_within(&mut stack(&["images"]), Duration::from_secs(60));
     assert!(listing.status.success());
     let listing = String::from_utf8(listing.stdout).unwrap();
     let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
@@ -1881,7 +1903,10 @@ async fn a_pull_killed_halfway_leaves_no_image_and_the_next_pull_completes_it() 
             config_digest.short()
         ]
     );
-    let inspect = stack(&["image", "inspect", &name]).output().unwrap();
+    let inspect = crate::output_within(
+        &mut stack(&["image", "inspect", &name]),
+        Duration::from_secs(60),
+    );
     assert!(inspect.status.success());
     let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(inspect[0]["Id"], json!(config_digest));
@@ -2145,6 +2170,7 @@ async fn listings_follow_link_pages() {
 fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
     let registry = Registry::start(Access::Htpasswd);
     let dir = tempfile::tempdir().unwrap();
+    let _daemons = Daemons(vec![dir.path().join("a"), dir.path().join("b")]);
     let stack = |root: &str, args: &[&str], stdin: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
         cmd.arg("--root")
@@ -2153,20 +2179,9 @@ fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
             .env("STACK_CONFIG", dir.path().join("config"))
             .env("DOCKER_CONFIG", dir.path().join("no-docker"))
             .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
+            .env_remove("STACK_HOST")
+            .stdin(stdin_of(stdin));
+        let out = crate::output_within(&mut cmd, Duration::from_secs(300));
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -2231,6 +2246,32 @@ fn the_cli_pushes_and_pulls_through_a_registry_with_login() {
     assert!(ok && out.contains("Removing login credentials"), "{out}");
 }
 
+/// Standard input for a command: `text` (through a file, so the command
+/// sees its end), or nothing.
+fn stdin_of(text: Option<&str>) -> Stdio {
+    text.map_or_else(Stdio::null, |t| stdin_bytes(t.as_bytes()))
+}
+
+/// Standard input that reads `bytes` and ends.
+fn stdin_bytes(bytes: &[u8]) -> Stdio {
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(bytes).unwrap();
+    std::io::Seek::rewind(&mut file).unwrap();
+    Stdio::from(file)
+}
+
+/// Stops, when a test ends, the daemons the command line started for its
+/// state roots (declare it after the directory that holds them).
+struct Daemons(Vec<PathBuf>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            crate::stop_daemon(root);
+        }
+    }
+}
+
 // ---- credential helpers and Docker's own config ----------------------------
 
 /// Runs the `stack` binary with `--root root`, the environment changes in
@@ -2247,22 +2288,15 @@ fn stack_cli(
         .arg(root)
         .args(args)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("STACK_HOST")
+        .stdin(stdin_of(stdin));
     for (key, value) in env {
         match value {
             Some(value) => cmd.env(key, value),
             None => cmd.env_remove(key),
         };
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::output_within(&mut cmd, Duration::from_secs(300));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -2360,6 +2394,7 @@ fn the_cli_keeps_credentials_in_a_credential_helper() {
         ("DOCKER_CONFIG", Some(no_docker.as_os_str())),
     ];
     let root = dir.path().join("root");
+    let _daemons = Daemons(vec![root.clone(), dir.path().join("again")]);
     let image = format!("{}/busybox:latest", registry.host);
 
     let (ok, _, err) = stack_cli(&root, &["pull", &image], &env, None);
@@ -2445,6 +2480,7 @@ fn the_cli_uses_credentials_from_docker_s_own_config() {
     )
     .unwrap();
     let empty = dir.path().join("stack-config");
+    let _daemons = Daemons(vec![dir.path().join("root"), dir.path().join("root2")]);
     let image = format!("{}/busybox:latest", registry.host);
     let env = [
         ("HOME", Some(home.as_os_str())),
@@ -2687,4 +2723,232 @@ fn search_on_another_registry_lists_its_catalog() {
         ]
     );
     assert!(index.requests.lock().unwrap().is_empty());
+}
+
+// ---- the daemon's API ----------------------------------------------------------
+
+/// A state root whose daemon the command line started, and a client of it.
+fn api_client(root: &Path) -> stack::api::client::Client {
+    let (ok, _, err) = stack_cli(root, &["images", "-q"], &[], None);
+    assert!(ok, "{err}");
+    stack::api::client::Client::new(
+        stack::api::Endpoint::Unix(stack::daemon::default_socket(root)),
+        None,
+    )
+    .unwrap()
+}
+
+/// Reads a JSON-message stream to its end.
+fn messages(reader: impl Read) -> Vec<stack::api::images::JsonMessage> {
+    std::io::BufRead::lines(std::io::BufReader::new(reader))
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+/// `POST /images/create?fromImage=…` answers with Docker's JSON progress
+/// messages while the pull runs: the heading, each layer's download with
+/// its bytes so far, its end, the digest and the status; a second pull finds
+/// the layer there. An unknown image is a 404 before any stream.
+#[test]
+fn a_pull_through_the_api_streams_docker_s_progress_messages() {
+    let registry = Registry::start(Access::Open);
+    let written = push_busybox(&registry, "busybox", None);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let _daemons = Daemons(vec![root.clone()]);
+    let api = api_client(&root);
+    let pull = || {
+        api.post("/images/create")
+            .query("fromImage", format!("{}/busybox", registry.host))
+            .query("tag", "latest")
+            .stream()
+            .unwrap()
+    };
+
+    let lines = messages(pull());
+    let status = |m: &stack::api::images::JsonMessage| m.status.clone().unwrap_or_default();
+    assert_eq!(status(&lines[0]), "Pulling from busybox", "{lines:?}");
+    assert_eq!(lines[0].id.as_deref(), Some("latest"));
+    let layer = written.layers[0].short().to_string();
+    let size = fs::metadata(registry.blob_data(&written.layers[0]))
+        .unwrap()
+        .len();
+    let progress: Vec<_> = lines
+        .iter()
+        .filter(|m| m.id.as_deref() == Some(layer.as_str()) && m.progress_detail.is_some())
+        .map(|m| {
+            assert_eq!(status(m), "Downloading");
+            let detail = m.progress_detail.unwrap();
+            assert_eq!(detail.total, Some(size));
+            detail.current.unwrap()
+        })
+        .collect();
+    assert!(progress.len() >= 2, "{lines:?}");
+    assert_eq!(progress.first(), Some(&0));
+    assert_eq!(progress.last(), Some(&size));
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let layer_statuses: Vec<String> = lines
+        .iter()
+        .filter(|m| m.id.as_deref() == Some(layer.as_str()) && m.progress_detail.is_none())
+        .map(status)
+        .collect();
+    assert_eq!(layer_statuses, ["Download complete", "Pull complete"]);
+    let texts: Vec<String> = lines
+        .iter()
+        .filter(|m| m.id.is_none())
+        .map(status)
+        .collect();
+    assert!(
+        texts.contains(&format!("Digest: {}", written.manifest)),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&format!(
+            "Status: Downloaded newer image for {}/busybox:latest",
+            registry.host
+        )),
+        "{texts:?}"
+    );
+    let aux = lines.iter().find_map(|m| m.aux.clone()).unwrap();
+    assert_eq!(aux["Id"], json!(written.config));
+    assert!(lines.iter().all(|m| m.error.is_none()));
+
+    let again = messages(pull());
+    let statuses: Vec<String> = again.iter().map(status).collect();
+    assert!(
+        statuses.contains(&"Already exists".to_string()),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&format!(
+            "Status: Image is up to date for {}/busybox:latest",
+            registry.host
+        )),
+        "{statuses:?}"
+    );
+
+    let err = api
+        .post("/images/create")
+        .query("fromImage", format!("{}/nothing", registry.host))
+        .query("tag", "latest")
+        .stream()
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+}
+
+/// Credentials travel with the request in `X-Registry-Auth`: the daemon
+/// pulls from a registry that wants them only when the header has them.
+#[test]
+fn the_api_pulls_with_the_credentials_of_the_request() {
+    use stack::api::images::{REGISTRY_AUTH_HEADER, RegistryAuth};
+    let registry = Registry::start(Access::Htpasswd);
+    let written = push_busybox(&registry, "busybox", Some(&format!("{USER}:{PASSWORD}")));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let _daemons = Daemons(vec![root.clone()]);
+    let api = api_client(&root);
+    let pull = |auth: Option<RegistryAuth>| {
+        let mut call = api
+            .post("/images/create")
+            .query("fromImage", format!("{}/busybox", registry.host))
+            .query("tag", "latest");
+        if let Some(auth) = auth {
+            call = call.header(REGISTRY_AUTH_HEADER, auth.encode());
+        }
+        call.stream()
+    };
+    let err = pull(None).unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(err.to_string().contains("log in first"), "{err}");
+    let err = pull(Some(RegistryAuth::new(USER, "wrong", &registry.host))).unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(err.to_string().contains("not accepted"), "{err}");
+    let lines = messages(pull(Some(RegistryAuth::new(USER, PASSWORD, &registry.host))).unwrap());
+    let aux = lines.iter().find_map(|m| m.aux.clone()).unwrap();
+    assert_eq!(aux["Id"], json!(written.config));
+}
+
+/// A client that goes away in the middle of a pull (its layer held halfway
+/// by the registry) cancels it, as with Docker: the daemon drops the
+/// transfer and its temp file, records no image, and serves the next pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_whose_client_goes_away_is_cancelled() {
+    const BIG: usize = 4 << 20;
+    let registry = Registry::start(Access::Open);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("layout"));
+    let noise = noise(BIG, 5);
+    let written = layout.image(&[tar_of(&[("noise", &noise)], &[])], "linux", "amd64");
+    layout.index(
+        oci::MEDIA_OCI_MANIFEST,
+        &written.manifest,
+        written.manifest_size,
+        "latest",
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", layout.dir.display()),
+        &format!("docker://{}/big:latest", registry.host),
+    ]);
+    let proxy = StallingProxy::start(registry.host.clone(), written.layers.clone(), BIG / 2).await;
+    let root = dir.path().join("root");
+    let _daemons = Daemons(vec![root.clone()]);
+    let name = format!("{}/big", proxy.host);
+    let tmp = root.join("tmp");
+
+    let held = proxy.held.clone();
+    tokio::task::spawn_blocking({
+        let (root, name, tmp) = (root.clone(), name.clone(), tmp.clone());
+        move || {
+            let api = api_client(&root);
+            let stream = api
+                .post("/images/create")
+                .query("fromImage", name)
+                .query("tag", "latest")
+                .stream()
+                .unwrap();
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
+            let first: stack::api::images::JsonMessage =
+                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            assert_eq!(first.status.as_deref(), Some("Pulling from big"));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !(held.load(Ordering::SeqCst) == 1 && bytes_in(&tmp) >= (BIG / 4) as u64) {
+                assert!(Instant::now() < deadline, "the pull never got halfway");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // The client goes: its connection closes.
+            drop(lines);
+            drop(api);
+        }
+    })
+    .await
+    .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_dir(&tmp).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled transfer kept its temp file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fs::read_dir(root.join("images/records")).unwrap().count(),
+        0
+    );
+    assert!(
+        !root
+            .join("blobs/sha256")
+            .join(written.layers[0].hex())
+            .exists()
+    );
+
+    proxy.release.send(true).unwrap();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        stack_cli(&root, &["pull", &format!("{name}:latest")], &[], None)
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("Downloaded newer image"), "{out}{err}");
 }

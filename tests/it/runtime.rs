@@ -24,12 +24,12 @@ fn require_root() {
 
 /// A state root with a busybox image `bb` in it, removed (containers too)
 /// when dropped.
-struct Host {
+pub(crate) struct Host {
     dir: tempfile::TempDir,
 }
 
 impl Host {
-    fn new() -> Host {
+    pub(crate) fn new() -> Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("image");
@@ -64,18 +64,18 @@ impl Host {
         host
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
         cmd.arg("--root").arg(self.root()).args(args);
         cmd.env_remove("STACK_ROOT").env_remove("STACK_RUN_DIR");
         cmd
     }
 
-    fn stack(&self, args: &[&str]) -> Output {
+    pub(crate) fn stack(&self, args: &[&str]) -> Output {
         crate::output_within(
             self.cmd(args).stdin(Stdio::null()),
             Duration::from_secs(120),
@@ -83,7 +83,7 @@ impl Host {
     }
 
     /// Runs `stack run --rm ARGS bb CMD…` and returns (exit code, stdout, stderr).
-    fn run(&self, flags: &[&str], command: &[&str]) -> (i32, String, String) {
+    pub(crate) fn run(&self, flags: &[&str], command: &[&str]) -> (i32, String, String) {
         let mut args = vec!["run", "--rm"];
         args.extend_from_slice(flags);
         args.push("bb");
@@ -97,7 +97,7 @@ impl Host {
     }
 
     /// Runs a command that must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.stack(args);
         assert!(
             out.status.success(),
@@ -107,7 +107,7 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn inspect(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn inspect(&self, name: &str) -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
         v[0].clone()
     }
@@ -120,6 +120,7 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        crate::stop_daemon(&self.root());
     }
 }
 

@@ -31,7 +31,8 @@ fn require_root() {
 }
 
 /// A state root with a busybox image `bb`, and a scratch directory on the
-/// host; containers are removed when dropped.
+/// host; containers are removed and the root's daemon (autostarted by the
+/// first command) is stopped when dropped.
 struct Host {
     dir: tempfile::TempDir,
 }
@@ -168,6 +169,8 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        // The commands autostarted a daemon on this root: stop it.
+        crate::stop_daemon(&self.root());
     }
 }
 

@@ -1,5 +1,6 @@
 //! Writing a directory out as a layer tar: an overlayfs upper dir as a diff
-//! ([`diff`]), or a plain tree ([`tar_dir`]).
+//! ([`diff`]), a plain tree ([`tar_dir`]), or the changed paths of a plain
+//! tree ([`write_changes`], for containers without an upper dir).
 //!
 //! The walk only reads: directories are opened with `O_NOFOLLOW` relative to
 //! their parent's fd, symlinks are read with `readlinkat`, never followed.
@@ -15,10 +16,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 use tar::{EntryType, Header};
 
+use super::naive_diff::{Change, ChangeKind};
 use super::unpack::{list_dir, proc_fd_path};
 use super::{
     LayerError, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, RelPath, WHITEOUT_OPAQUE, WHITEOUT_PREFIX,
@@ -77,16 +79,8 @@ pub fn tar_path(
     as_name: &[u8],
     out: impl Write,
 ) -> Result<DiffStats, LayerError> {
-    let writer = BufWriter::with_capacity(WRITE_BUFFER, HashingWriter::new(out));
-    let mut archiver = Archiver {
-        builder: tar::Builder::new(writer),
-        overlay: false,
-        links: HashMap::new(),
-        entries: 0,
-        list_buf: vec![0; XATTR_MAX],
-        value_buf: vec![0; XATTR_MAX],
-        prefix: Some(as_name.to_vec()),
-    };
+    let mut archiver = Archiver::new(out, false);
+    archiver.prefix = Some(as_name.to_vec());
     let top = RelPath::default();
     let name_c = CString::new(name.as_bytes())
         .map_err(|e| read_error(&top, "name", io::Error::new(io::ErrorKind::InvalidInput, e)))?;
@@ -109,24 +103,11 @@ pub fn tar_path(
         )?;
         archiver.walk(dir.as_fd(), &top)?;
     } else {
-        archiver.entry(parent, &name_c, &top, &top)?;
+        let st = rfs::statat(parent, &name_c, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| read_error(&top, "metadata", e))?;
+        archiver.entry(parent, &name_c, &top, &st, true)?;
     }
-    let entries = archiver.entries;
-    let finish_error = |source| LayerError::WriteArchive {
-        path: String::new(),
-        source,
-    };
-    let writer = archiver.builder.into_inner().map_err(finish_error)?;
-    let hashing = writer
-        .into_inner()
-        .map_err(|e| finish_error(e.into_error()))?;
-    let (diff_id, size, mut out) = hashing.finish();
-    out.flush().map_err(finish_error)?;
-    Ok(DiffStats {
-        diff_id,
-        size,
-        entries,
-    })
+    archiver.finish()
 }
 
 /// Write buffer between the tar builder and the output.
@@ -135,7 +116,106 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const XATTR_MAX: usize = 64 * 1024;
 
 fn archive(root: &Path, out: impl Write, overlay: bool) -> Result<DiffStats, LayerError> {
-    let root_fd = rfs::open(
+    let root_fd = open_root(root)?;
+    let mut archiver = Archiver::new(out, overlay);
+    archiver.walk(root_fd.as_fd(), &RelPath::default())?;
+    archiver.finish()
+}
+
+/// Writes the paths `changes` names, as they are in the plain tree `root`,
+/// to `out` as an uncompressed layer tar: an added or modified path is
+/// written as [`tar_dir`] would write it (a directory without what is in
+/// it: its entries are changes of their own), a deleted one as a whiteout
+/// `.wh.NAME` (an empty file with owner 0:0, mode 0 and mtime 0, so the
+/// same changes always give the same `diff_id`). This is the layer a commit
+/// of a container without an upper directory adds (moby
+/// `archive.ExportChanges`).
+///
+/// Parents are resolved below `root` without following symlinks; a path
+/// that is gone by the time it is written is left out, as Docker leaves it
+/// out.
+pub fn write_changes(
+    root: &Path,
+    changes: &[Change],
+    out: impl Write,
+) -> Result<DiffStats, LayerError> {
+    let root_fd = open_root(root)?;
+    let mut archiver = Archiver::new(out, false);
+    let mut sorted: Vec<&Change> = changes.iter().collect();
+    sorted.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+    let mut parent_cache: Option<(Vec<u8>, OwnedFd)> = None;
+    for change in sorted {
+        let Some(path) = change.rel_path() else {
+            continue;
+        };
+        let (parent, base) = path.split_last();
+        if change.kind == ChangeKind::Deleted {
+            let mut hidden = WHITEOUT_PREFIX.to_vec();
+            hidden.extend_from_slice(base);
+            let mut whiteout = Header::new_gnu();
+            whiteout.set_entry_type(EntryType::Regular);
+            whiteout.set_size(0);
+            whiteout.set_mode(0);
+            whiteout.set_uid(0);
+            whiteout.set_gid(0);
+            whiteout.set_mtime(0);
+            let entry = RelPath(parent.to_vec()).join(&hidden);
+            archiver.append(whiteout, &entry, &[], io::empty())?;
+            continue;
+        }
+        let cached = parent.is_empty() || parent_cache.as_ref().is_some_and(|(p, _)| p == parent);
+        if !cached {
+            match open_beneath(root_fd.as_fd(), parent) {
+                Ok(fd) => parent_cache = Some((parent.to_vec(), fd)),
+                Err(e) if vanished(e) => {
+                    tracing::debug!(path = %path, "changed path gone before it was archived");
+                    continue;
+                }
+                Err(e) => return Err(read_error(&path, "directory", e)),
+            }
+        }
+        let dir = match &parent_cache {
+            Some((_, fd)) if !parent.is_empty() => fd.as_fd(),
+            _ => root_fd.as_fd(),
+        };
+        let name =
+            CString::new(base).map_err(|e| read_error(&path, "metadata", io::Error::other(e)))?;
+        let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if vanished(e) => {
+                tracing::debug!(path = %path, "changed path gone before it was archived");
+                continue;
+            }
+            Err(e) => return Err(read_error(&path, "metadata", e)),
+        };
+        archiver.entry(dir, &name, &path, &st, false)?;
+    }
+    archiver.finish()
+}
+
+/// A path that stopped being there, or stopped being reachable without a
+/// symlink, between listing and archiving.
+fn vanished(e: Errno) -> bool {
+    matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV)
+}
+
+/// Opens the directory `rel` below `root`, never through a symlink.
+fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH
+        .union(ResolveFlags::NO_SYMLINKS)
+        .union(ResolveFlags::NO_MAGICLINKS);
+    loop {
+        match rfs::openat2(root, OsStr::from_bytes(rel), flags, Mode::empty(), resolve) {
+            // The kernel asks for a retry when a rename raced the lookup.
+            Err(Errno::AGAIN) => {}
+            other => return other,
+        }
+    }
+}
+
+fn open_root(root: &Path) -> Result<OwnedFd, LayerError> {
+    rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
@@ -143,33 +223,6 @@ fn archive(root: &Path, out: impl Write, overlay: bool) -> Result<DiffStats, Lay
     .map_err(|source| LayerError::OpenSource {
         path: root.to_path_buf(),
         source,
-    })?;
-    let writer = BufWriter::with_capacity(WRITE_BUFFER, HashingWriter::new(out));
-    let mut archiver = Archiver {
-        builder: tar::Builder::new(writer),
-        overlay,
-        links: HashMap::new(),
-        entries: 0,
-        list_buf: vec![0; XATTR_MAX],
-        value_buf: vec![0; XATTR_MAX],
-        prefix: None,
-    };
-    archiver.walk(root_fd.as_fd(), &RelPath::default())?;
-    let entries = archiver.entries;
-    let finish_error = |source| LayerError::WriteArchive {
-        path: String::new(),
-        source,
-    };
-    let writer = archiver.builder.into_inner().map_err(finish_error)?;
-    let hashing = writer
-        .into_inner()
-        .map_err(|e| finish_error(e.into_error()))?;
-    let (diff_id, size, mut out) = hashing.finish();
-    out.flush().map_err(finish_error)?;
-    Ok(DiffStats {
-        diff_id,
-        size,
-        entries,
     })
 }
 
@@ -197,115 +250,143 @@ enum XattrSource<'a> {
 type Xattrs = Vec<(String, Vec<u8>)>;
 
 impl<W: Write> Archiver<W> {
+    fn new(out: W, overlay: bool) -> Self {
+        let writer = BufWriter::with_capacity(WRITE_BUFFER, HashingWriter::new(out));
+        Archiver {
+            builder: tar::Builder::new(writer),
+            overlay,
+            links: HashMap::new(),
+            entries: 0,
+            list_buf: vec![0; XATTR_MAX],
+            value_buf: vec![0; XATTR_MAX],
+            prefix: None,
+        }
+    }
+
+    /// Writes the trailer and flushes.
+    fn finish(self) -> Result<DiffStats, LayerError> {
+        let entries = self.entries;
+        let finish_error = |source| LayerError::WriteArchive {
+            path: String::new(),
+            source,
+        };
+        let writer = self.builder.into_inner().map_err(finish_error)?;
+        let hashing = writer
+            .into_inner()
+            .map_err(|e| finish_error(e.into_error()))?;
+        let (diff_id, size, mut out) = hashing.finish();
+        out.flush().map_err(finish_error)?;
+        Ok(DiffStats {
+            diff_id,
+            size,
+            entries,
+        })
+    }
+
     fn walk(&mut self, dir: BorrowedFd<'_>, rel: &RelPath) -> Result<(), LayerError> {
         let mut names = list_dir(dir).map_err(|e| read_error(rel, "directory", e))?;
         names.sort();
         for name in names {
             let path = rel.join(name.as_bytes());
-            self.entry(dir, &name, &path, rel)?;
+            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| read_error(&path, "metadata", e))?;
+            self.entry(dir, &name, &path, &st, true)?;
         }
         Ok(())
     }
 
-    /// Archives `name` of `dir` as `path` (`rel` is `dir`'s path) and, for a
-    /// directory, what is below it.
+    /// Writes the entry `name` of `dir` (at `path`, stat `st`); with
+    /// `recurse`, a directory's content after it.
     fn entry(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &CStr,
         path: &RelPath,
-        rel: &RelPath,
+        st: &Stat,
+        recurse: bool,
     ) -> Result<(), LayerError> {
-        {
-            let path = path.clone();
-            let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| read_error(&path, "metadata", e))?;
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    let flags =
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let sub = rfs::openat(dir, name, flags, Mode::empty())
-                        .map_err(|e| read_error(&path, "directory", e))?;
-                    let (xattrs, opaque) = self.xattrs(XattrSource::Fd(sub.as_fd()), &path)?;
-                    let header = header(&st, EntryType::Directory, 0);
-                    self.append(header, &path, &xattrs, io::empty())?;
-                    if opaque {
-                        // moby's overlay converter writes the marker as an
-                        // empty file carrying the directory's owner and mode.
-                        let mut marker = header_of(&st, EntryType::Regular, 0);
-                        marker.set_mode(st.st_mode & 0o777);
-                        self.append(marker, &path.join(WHITEOUT_OPAQUE), &[], io::empty())?;
-                    }
-                    self.walk(sub.as_fd(), &path)?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let sub = rfs::openat(dir, name, flags, Mode::empty())
+                    .map_err(|e| read_error(path, "directory", e))?;
+                let (xattrs, opaque) = self.xattrs(XattrSource::Fd(sub.as_fd()), path)?;
+                let header = header(st, EntryType::Directory, 0);
+                self.append(header, path, &xattrs, io::empty())?;
+                if opaque {
+                    // moby's overlay converter writes the marker as an
+                    // empty file carrying the directory's owner and mode.
+                    let mut marker = header_of(st, EntryType::Regular, 0);
+                    marker.set_mode(st.st_mode & 0o777);
+                    self.append(marker, &path.join(WHITEOUT_OPAQUE), &[], io::empty())?;
                 }
-                FileType::RegularFile => {
-                    if self.append_if_link(&st, &path)? {
-                        return Ok(());
-                    }
-                    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let fd: OwnedFd = rfs::openat(dir, name, flags, Mode::empty())
-                        .map_err(|e| read_error(&path, "content", e))?;
-                    // The size from the open file, in case it changed since
-                    // the stat: header and content must agree.
-                    let st = rfs::fstat(&fd).map_err(|e| read_error(&path, "metadata", e))?;
-                    let (xattrs, _) = self.xattrs(XattrSource::Fd(fd.as_fd()), &path)?;
-                    let size = u64::try_from(st.st_size).unwrap_or(0);
-                    let content = ExactReader {
-                        inner: File::from(fd),
-                        remaining: size,
-                    };
-                    self.append(
-                        header(&st, EntryType::Regular, size),
-                        &path,
-                        &xattrs,
-                        content,
-                    )?;
+                if recurse {
+                    self.walk(sub.as_fd(), path)?;
                 }
-                FileType::Symlink => {
-                    if self.append_if_link(&st, &path)? {
-                        return Ok(());
-                    }
-                    let target = rfs::readlinkat(dir, name, Vec::new())
-                        .map_err(|e| read_error(&path, "link target", e))?;
-                    let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), &path)?;
-                    let header = header(&st, EntryType::Symlink, 0);
-                    self.write_pax(&xattrs, &path)?;
-                    self.put(header, &path, Some(target.as_bytes()), io::empty())
-                        .map_err(|source| write_error(&path, source))?;
-                    self.entries += 1;
+            }
+            FileType::Socket | FileType::Unknown => {
+                tracing::debug!(path = %path, "socket or unknown file type not archived");
+            }
+            // Before the hard link check: overlayfs links whiteouts to one
+            // shared inode, and each stays a whiteout of its own name.
+            FileType::CharacterDevice if self.overlay && st.st_rdev == 0 => {
+                // An overlay whiteout: `.wh.NAME`, an empty file, as
+                // moby's overlay converter writes it.
+                let mut whiteout = header_of(st, EntryType::Regular, 0);
+                whiteout.set_mode(0o600);
+                let mut hidden = WHITEOUT_PREFIX.to_vec();
+                hidden.extend_from_slice(name.to_bytes());
+                let (parent, _) = path.split_last();
+                let entry = RelPath(parent.to_vec()).join(&hidden);
+                self.append(whiteout, &entry, &[], io::empty())?;
+            }
+            _ if self.append_if_link(st, path)? => {}
+            FileType::RegularFile => {
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd: OwnedFd = rfs::openat(dir, name, flags, Mode::empty())
+                    .map_err(|e| read_error(path, "content", e))?;
+                // The size from the open file, in case it changed since
+                // the stat: header and content must agree.
+                let st = rfs::fstat(&fd).map_err(|e| read_error(path, "metadata", e))?;
+                let (xattrs, _) = self.xattrs(XattrSource::Fd(fd.as_fd()), path)?;
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                let content = ExactReader {
+                    inner: File::from(fd),
+                    remaining: size,
+                };
+                self.append(
+                    header(&st, EntryType::Regular, size),
+                    path,
+                    &xattrs,
+                    content,
+                )?;
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(dir, name, Vec::new())
+                    .map_err(|e| read_error(path, "link target", e))?;
+                let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), path)?;
+                let header = header(st, EntryType::Symlink, 0);
+                self.write_pax(&xattrs, path)?;
+                self.put(header, path, Some(target.as_bytes()), io::empty())
+                    .map_err(|source| write_error(path, source))?;
+                self.entries += 1;
+            }
+            kind @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
+                let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), path)?;
+                let entry_type = match kind {
+                    FileType::CharacterDevice => EntryType::Char,
+                    FileType::BlockDevice => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                let mut header = header(st, entry_type, 0);
+                if entry_type != EntryType::Fifo {
+                    let rdev = st.st_rdev;
+                    header
+                        .set_device_major(rfs::major(rdev))
+                        .and_then(|()| header.set_device_minor(rfs::minor(rdev)))
+                        .map_err(|source| write_error(path, source))?;
                 }
-                FileType::CharacterDevice if self.overlay && st.st_rdev == 0 => {
-                    // An overlay whiteout: `.wh.NAME`, an empty file, as
-                    // moby's overlay converter writes it.
-                    let mut whiteout = header_of(&st, EntryType::Regular, 0);
-                    whiteout.set_mode(0o600);
-                    let mut hidden = WHITEOUT_PREFIX.to_vec();
-                    hidden.extend_from_slice(name.to_bytes());
-                    self.append(whiteout, &rel.join(&hidden), &[], io::empty())?;
-                }
-                kind @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
-                    if self.append_if_link(&st, &path)? {
-                        return Ok(());
-                    }
-                    let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), &path)?;
-                    let entry_type = match kind {
-                        FileType::CharacterDevice => EntryType::Char,
-                        FileType::BlockDevice => EntryType::Block,
-                        _ => EntryType::Fifo,
-                    };
-                    let mut header = header(&st, entry_type, 0);
-                    if entry_type != EntryType::Fifo {
-                        let rdev = st.st_rdev;
-                        header
-                            .set_device_major(rfs::major(rdev))
-                            .and_then(|()| header.set_device_minor(rfs::minor(rdev)))
-                            .map_err(|source| write_error(&path, source))?;
-                    }
-                    self.append(header, &path, &xattrs, io::empty())?;
-                }
-                _ => {
-                    tracing::debug!(path = %path, "socket or unknown file type not archived");
-                }
+                self.append(header, path, &xattrs, io::empty())?;
             }
         }
         Ok(())

@@ -1,5 +1,7 @@
-//! Image layers on disk: applying a layer tar to a directory ([`unpack`]) and
-//! writing a directory back out as a layer tar ([`diff`], [`tar_dir`]).
+//! Image layers on disk: applying a layer tar to a directory ([`unpack`]),
+//! writing a directory back out as a layer tar ([`diff`], [`tar_dir`]),
+//! copying a stack of unpacked layers into one plain tree ([`flatten`]) and
+//! telling what changed in such a copy ([`tree_changes`], [`write_changes`]).
 //!
 //! This module owns the translation between the OCI layer format (a tar
 //! stream, maybe gzip or zstd compressed, with `.wh.` whiteout entries) and
@@ -9,6 +11,8 @@
 //! touched with `*at` calls that do not follow symlinks (see [`unpack`]).
 
 mod diff;
+mod flatten;
+mod naive_diff;
 mod unpack;
 
 use std::ffi::OsStr;
@@ -23,7 +27,9 @@ use thiserror::Error;
 
 use crate::image::digest::{Digest, HashingReader};
 
-pub use diff::{DiffStats, diff, tar_dir, tar_path};
+pub use diff::{DiffStats, diff, tar_dir, tar_path, write_changes};
+pub use flatten::{FlattenStats, flatten};
+pub use naive_diff::{Change, ChangeKind, changes_size, tree_changes};
 pub use unpack::{UnpackOptions, UnpackStats, Whiteouts, unpack, unpack_at};
 
 /// Prefix of a whiteout entry: `.wh.NAME` hides `NAME` of lower layers.
