@@ -364,7 +364,7 @@ fn cp_into_a_container_follows_the_same_rules() {
     let err = host.fails(&["cp", "tree/a", "dst:/no/such/dir/"]);
     assert!(!err.is_empty());
     let err = host.fails(&["cp", "tree/a", "nosuch:/b"]);
-    assert!(err.contains("no such container"), "{err}");
+    assert!(err.contains("No such container: nosuch"), "{err}");
     let err = host.fails(&["cp", "tree/a", "tree/b"]);
     assert!(err.contains("at least one container"), "{err}");
 }
@@ -665,7 +665,7 @@ fn port_prints_nothing_without_published_ports() {
     );
     assert!(
         host.fails(&["port", "nosuch"])
-            .contains("no such container")
+            .contains("No such container: nosuch")
     );
 }
 
