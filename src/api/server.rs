@@ -117,7 +117,9 @@ impl From<ContainersError> for ApiError {
             ContainersError::Container(_) | ContainersError::Reference(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ContainersError::Health(_) => StatusCode::BAD_REQUEST,
+            ContainersError::Health(_)
+            | ContainersError::BindSourceMissing { .. }
+            | ContainersError::MountOption { .. } => StatusCode::BAD_REQUEST,
             ContainersError::SeccompArch(_) | ContainersError::Seccomp(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -1,6 +1,7 @@
 //! The container verbs, with Docker's flags: `run`, `create`, `start`,
-//! `stop`, `restart`, `kill`, `rm`, `ps`, `logs`, `exec`, `inspect`, `wait`,
-//! `pause`, `unpause`, `rename`, `stats`.
+//! `stop`, `restart`, `kill`, `rm`, `logs`, `exec`, `wait`, `pause`,
+//! `unpause`, `rename`, `stats`, `attach`, `export`, `commit` (`ps`,
+//! `inspect` and the newer verbs are in `containers_extra`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
@@ -12,7 +13,7 @@ use clap::Args;
 use miette::{IntoDiagnostic, WrapErr, miette};
 
 use super::daemon::{api_error, client};
-use super::output::{age, human_duration, human_size, parse_rfc3339, table};
+use super::output::{human_duration, human_size, parse_rfc3339, table};
 use crate::api::client::{Client, ClientError, segment};
 use crate::api::{Created, Listed, Usage, Waited};
 use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
@@ -20,53 +21,17 @@ use crate::reconcile::health::{HealthRequest, HealthStatus};
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;
 use crate::runtime::logs;
-use crate::runtime::{ContainerRecord, ContainerState, Status};
+use crate::runtime::{ContainerState, Status};
 use crate::spec::device::DeviceMapping;
 use crate::spec::duration::DurationSpec;
 use crate::spec::extra_host::ExtraHost;
 use crate::spec::mount::{MountSpec, parse_tmpfs};
-use crate::spec::size::parse_human_size;
 use crate::spec::ulimit::Ulimit;
 
-/// The options of `run` and `create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Assign a name to the container
-    #[arg(long)]
-    name: Option<String>,
-    /// Set environment variables (KEY=value, or KEY to pass the host's)
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Read environment variables from a file
-    #[arg(long = "env-file", value_name = "FILE")]
-    env_file: Vec<PathBuf>,
-    /// Bind mount or volume: [SOURCE:]TARGET[:OPTIONS]
-    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
-    volumes: Vec<String>,
-    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
-    #[arg(long = "mount", value_name = "SPEC")]
-    mounts: Vec<String>,
-    /// Mount a tmpfs: PATH[:OPTIONS]
-    #[arg(long = "tmpfs", value_name = "SPEC")]
-    tmpfs: Vec<String>,
-    /// Mount the volumes of another container: NAME[:ro|:rw]
-    #[arg(long = "volumes-from", value_name = "CONTAINER")]
-    volumes_from: Vec<String>,
-    /// Write the container id to this file (which must not exist)
-    #[arg(long = "cidfile", value_name = "FILE")]
-    cidfile: Option<PathBuf>,
-    /// Link to another container: NAME[:ALIAS] (needs a bridge network)
-    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
-    link: Vec<String>,
-    /// Publish a port (needs a bridge network)
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
-    publish: Vec<String>,
-    /// Publish every exposed port (needs a bridge network)
-    #[arg(short = 'P', long = "publish-all")]
-    publish_all: bool,
-    /// Expose a port without publishing it
-    #[arg(long = "expose", value_name = "PORT")]
-    expose: Vec<String>,
+/// The resource limits `run`, `create` and `update` share, with Docker's
+/// flags.
+#[derive(Debug, Default, Args)]
+pub struct LimitArgs {
     /// Memory limit (e.g. 512m)
     #[arg(short = 'm', long = "memory", value_name = "BYTES")]
     memory: Option<String>,
@@ -100,6 +65,81 @@ pub struct CreateArgs {
     /// Block IO weight (10-1000)
     #[arg(long = "blkio-weight")]
     blkio_weight: Option<u16>,
+}
+
+impl LimitArgs {
+    /// The limits asked for (`None`: not given).
+    pub fn resources(&self) -> miette::Result<Resources> {
+        Ok(Resources {
+            memory: self
+                .memory
+                .as_deref()
+                .map(|m| size("memory", m))
+                .transpose()?,
+            memory_swap: self
+                .memory_swap
+                .as_deref()
+                .map(|m| size("memory-swap", m))
+                .transpose()?,
+            memory_reservation: self
+                .memory_reservation
+                .as_deref()
+                .map(|m| size("memory-reservation", m))
+                .transpose()?,
+            cpu_shares: self.cpu_shares,
+            cpus: self.cpus,
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            pids_limit: self.pids_limit,
+            blkio_weight: self.blkio_weight,
+            oom_kill_disable: false,
+        })
+    }
+}
+
+/// The options of `run` and `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables (KEY=value, or KEY to pass the host's)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Bind mount or volume: [SOURCE:]TARGET[:OPTIONS]
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    volumes: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly,bind-propagation=…,volume-nocopy,tmpfs-size=…]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS]
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    tmpfs: Vec<String>,
+    /// Mount the volumes of another container: NAME[:ro|:rw]
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    volumes_from: Vec<String>,
+    /// Write the container id to this file (which must not exist)
+    #[arg(long = "cidfile", value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Link to another container: NAME[:ALIAS] (needs a bridge network)
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    link: Vec<String>,
+    /// Publish a port (needs a bridge network)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// Publish every exposed port (needs a bridge network)
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port without publishing it
+    #[arg(long = "expose", value_name = "PORT")]
+    expose: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Disable the OOM killer
     #[arg(long = "oom-kill-disable")]
     oom_kill_disable: bool,
@@ -284,7 +324,16 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         mounts.push(m);
     }
     for spec in &args.mounts {
-        mounts.push(parse_mount_flag(spec, &cwd)?);
+        let mut m = crate::spec::mount::parse_mount_flag(spec)
+            .map_err(|e| miette!("invalid argument {spec:?} for \"--mount\" flag: {e}"))?;
+        // docker/cli makes a bind source starting with `.` absolute.
+        if m.kind == crate::spec::mount::MountKind::Bind
+            && let Some(src) = &m.source
+            && src.starts_with('.')
+        {
+            m.source = Some(cwd.join(src).to_string_lossy().into_owned());
+        }
+        mounts.push(m);
     }
     for t in &args.tmpfs {
         mounts.push(parse_tmpfs(t).map_err(|e| miette!("invalid tmpfs {t:?}: {e}"))?);
@@ -404,30 +453,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         })
         .collect::<miette::Result<Vec<_>>>()?;
     let resources = Resources {
-        memory: args
-            .memory
-            .as_deref()
-            .map(|m| size("memory", m))
-            .transpose()?,
-        memory_swap: args
-            .memory_swap
-            .as_deref()
-            .map(|m| size("memory-swap", m))
-            .transpose()?,
-        memory_reservation: args
-            .memory_reservation
-            .as_deref()
-            .map(|m| size("memory-reservation", m))
-            .transpose()?,
-        cpu_shares: args.cpu_shares,
-        cpus: args.cpus,
-        cpu_period: args.cpu_period,
-        cpu_quota: args.cpu_quota,
-        cpuset_cpus: args.cpuset_cpus.clone(),
-        cpuset_mems: args.cpuset_mems.clone(),
-        pids_limit: args.pids_limit,
-        blkio_weight: args.blkio_weight,
         oom_kill_disable: args.oom_kill_disable,
+        ..args.limits.resources()?
     };
     Ok(RunRequest {
         image: args.image.clone(),
@@ -508,60 +535,6 @@ fn health_request(args: &CreateArgs) -> HealthRequest {
         start_period: args.health_start_period.map(|d| d.0),
         start_interval: args.health_start_interval.map(|d| d.0),
     }
-}
-
-/// `--mount type=…,source=…,target=…,readonly`.
-fn parse_mount_flag(spec: &str, cwd: &Path) -> miette::Result<MountSpec> {
-    let mut kind = crate::spec::mount::MountKind::Volume;
-    let (mut source, mut target, mut read_only) = (None, None, false);
-    let mut size_opt = None;
-    let mut mode = None;
-    for field in spec.split(',') {
-        let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        match k {
-            "type" => {
-                kind = v
-                    .parse()
-                    .map_err(|e| miette!("invalid --mount {spec:?}: {e}"))?
-            }
-            "source" | "src" => source = Some(v.to_string()),
-            "target" | "destination" | "dst" => target = Some(v.to_string()),
-            "readonly" | "ro" => read_only = v.is_empty() || v == "true" || v == "1",
-            "tmpfs-size" => {
-                size_opt = Some(crate::spec::size::ByteSize(
-                    parse_human_size(v).map_err(|e| miette!("{e}"))?,
-                ))
-            }
-            "tmpfs-mode" => {
-                mode = Some(
-                    u32::from_str_radix(v, 8).map_err(|_| miette!("invalid tmpfs-mode {v:?}"))?,
-                )
-            }
-            _ => return Err(miette!("invalid --mount {spec:?}: unknown field {k:?}")),
-        }
-    }
-    let target = target.ok_or_else(|| miette!("invalid --mount {spec:?}: target is required"))?;
-    if kind == crate::spec::mount::MountKind::Bind {
-        let s = source
-            .as_deref()
-            .ok_or_else(|| miette!("invalid --mount {spec:?}: source is required"))?;
-        if !Path::new(s).exists() {
-            return Err(miette!(
-                "invalid --mount {spec:?}: bind source path does not exist: {s}"
-            ));
-        }
-        source = Some(cwd.join(s).to_string_lossy().into_owned());
-    }
-    Ok(MountSpec {
-        kind,
-        source,
-        target,
-        read_only,
-        propagation: None,
-        nocopy: false,
-        tmpfs_size: size_opt,
-        tmpfs_mode: mode,
-    })
 }
 
 fn signal_number(name: &str) -> miette::Result<i32> {
@@ -1019,29 +992,6 @@ pub fn rename(root: &Path, args: &RenameArgs) -> miette::Result<i32> {
     Ok(0)
 }
 
-/// `stack ps`.
-#[derive(Debug, Args)]
-pub struct PsArgs {
-    /// Show all containers (default: running ones)
-    #[arg(short = 'a', long = "all")]
-    all: bool,
-    /// Only print ids
-    #[arg(short = 'q', long = "quiet")]
-    quiet: bool,
-    /// Do not shorten ids and commands
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-    /// Show only the latest created container
-    #[arg(short = 'l', long = "latest")]
-    latest: bool,
-    /// Filter: status=…, name=…, id=…, label=KEY[=VALUE], ancestor=IMAGE
-    #[arg(short = 'f', long = "filter")]
-    filter: Vec<String>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = super::images::ListFormat::Table)]
-    format: super::images::ListFormat,
-}
-
 /// Docker's STATUS column; a running container with a health check shows
 /// its health too (`Up 3 seconds (healthy)`).
 pub fn status_text(st: &ContainerState, health: Option<HealthStatus>) -> String {
@@ -1068,128 +1018,6 @@ pub fn status_text(st: &ContainerState, health: Option<HealthStatus>) -> String 
             }
         }
     }
-}
-
-fn matches_filter(
-    record: &ContainerRecord,
-    st: &ContainerState,
-    health: Option<HealthStatus>,
-    filter: &str,
-) -> miette::Result<bool> {
-    let (key, value) = filter
-        .split_once('=')
-        .ok_or_else(|| miette!("invalid filter {filter:?}"))?;
-    Ok(match key {
-        "status" => st.status.to_string() == value,
-        "name" => record.name.contains(value),
-        "id" => record.id.starts_with(value),
-        "ancestor" => record.image == value || record.image_id.contains(value),
-        "label" => match value.split_once('=') {
-            Some((k, v)) => record.labels.get(k).is_some_and(|x| x == v),
-            None => record.labels.contains_key(value),
-        },
-        "exited" => st.status == Status::Exited && st.exit_code.to_string() == value,
-        "health" => health.map_or("none", HealthStatus::as_str) == value,
-        _ => return Err(miette!("invalid filter {key:?}")),
-    })
-}
-
-/// `stack ps`.
-pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
-    let c = client(root)?;
-    let listed: Vec<Listed> = c
-        .get("/containers/json")
-        .flag("all", true)
-        .send_json()
-        .map_err(api_error)?;
-    let mut commands = std::collections::HashMap::new();
-    let mut healths = std::collections::HashMap::new();
-    let mut rows = Vec::new();
-    for l in listed {
-        commands.insert(l.record.id.clone(), l.command);
-        if let Some(h) = l.health {
-            healths.insert(l.record.id.clone(), h);
-        }
-        rows.push((l.record, l.state));
-    }
-    rows.reverse();
-    let health = |r: &ContainerRecord, _: &ContainerState| healths.get(&r.id).copied();
-    let mut kept = Vec::new();
-    for (record, st) in rows {
-        let listed = args.all
-            || args.latest
-            || matches!(st.status, Status::Running | Status::Paused)
-            || args.filter.iter().any(|f| f.starts_with("status="));
-        if !listed {
-            continue;
-        }
-        let mut ok = true;
-        for f in &args.filter {
-            ok &= matches_filter(&record, &st, health(&record, &st), f)?;
-        }
-        if ok {
-            kept.push((record, st));
-        }
-    }
-    if args.latest {
-        kept.truncate(1);
-    }
-    let short = |id: &str| {
-        if args.no_trunc {
-            id.to_string()
-        } else {
-            id[..12.min(id.len())].to_string()
-        }
-    };
-    if args.quiet {
-        for (r, _) in &kept {
-            println!("{}", short(&r.id));
-        }
-        return Ok(0);
-    }
-    let command = |r: &ContainerRecord| -> String {
-        let full = commands.get(&r.id).map(|a| a.join(" ")).unwrap_or_default();
-        if args.no_trunc || full.chars().count() <= 20 {
-            format!("\"{full}\"")
-        } else {
-            format!("\"{}…\"", full.chars().take(19).collect::<String>())
-        }
-    };
-    if args.format == super::images::ListFormat::Json {
-        for (r, st) in &kept {
-            let line = serde_json::json!({
-                "ID": short(&r.id), "Image": r.image, "Command": command(r),
-                "CreatedAt": r.created, "Status": status_text(st, health(r, st)), "State": st.status.to_string(),
-                "Names": r.name, "Labels": r.labels,
-            });
-            println!("{line}");
-        }
-        return Ok(0);
-    }
-    let out = table(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "NAMES",
-        ],
-        kept.iter().map(|(r, st)| {
-            vec![
-                short(&r.id),
-                r.image.clone(),
-                command(r),
-                age(Some(&r.created)),
-                status_text(st, health(r, st)),
-                String::new(),
-                r.name.clone(),
-            ]
-        }),
-    );
-    print!("{out}");
-    Ok(0)
 }
 
 /// `stack logs`.
@@ -1320,21 +1148,6 @@ pub fn exec(root: &Path, args: &ExecArgs) -> miette::Result<i32> {
         AttachEnd::Detached => Ok(0),
         AttachEnd::Lost => Err(miette!("the connection to the daemon was lost")),
     }
-}
-
-/// `stack inspect` for containers.
-pub fn inspect(root: &Path, args: &NamesArgs) -> miette::Result<i32> {
-    let c = client(root)?;
-    let mut out = Vec::new();
-    for name in &args.containers {
-        let v: serde_json::Value = c
-            .get(&format!("/containers/{}/json", segment(name)))
-            .send_json()
-            .map_err(api_error)?;
-        out.push(v);
-    }
-    println!("{}", serde_json::to_string_pretty(&out).into_diagnostic()?);
-    Ok(0)
 }
 
 /// `stack stats --no-stream`.

@@ -71,9 +71,9 @@ pub struct ImagesArgs {
     /// Filter: dangling=true|false, reference=PATTERN
     #[arg(short, long, value_name = "FILTER")]
     filter: Vec<String>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    format: ListFormat,
+    /// Output: table, json, or a Go template ('table {{.Repository}}\t{{.ID}}')
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
 }
 
 /// `stack rmi`.
@@ -312,10 +312,54 @@ fn images(root: &Path, args: &ImagesArgs) -> miette::Result<()> {
                 writeln!(out, "{}", id(s)).into_diagnostic()?;
             }
         }
-    } else if args.format == ListFormat::Json {
+    } else if args.format.as_deref() == Some("json") {
         for s in &list {
             writeln!(out, "{}", serde_json::to_string(s).into_diagnostic()?).into_diagnostic()?;
         }
+    } else if let Some(format) = args
+        .format
+        .as_deref()
+        .filter(|f| !f.is_empty() && *f != "table")
+    {
+        let default = if args.digests {
+            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        } else {
+            "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        };
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|s| {
+                let created = s.created.as_deref().and_then(super::output::parse_rfc3339);
+                serde_json::json!({
+                    "Containers": "N/A",
+                    "CreatedAt": created.map(super::containers_extra::go_time).unwrap_or_default(),
+                    "CreatedSince": age(s.created.as_deref()),
+                    "Digest": s.digest,
+                    "ID": id(s),
+                    "Repository": s.repository,
+                    "SharedSize": "N/A",
+                    "Size": human_size(s.size),
+                    "Tag": s.tag,
+                    "UniqueSize": "N/A",
+                    "VirtualSize": human_size(s.size),
+                })
+            })
+            .collect();
+        let titles = serde_json::json!({
+            "Containers": "CONTAINERS", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED",
+            "Digest": "DIGEST", "ID": "IMAGE ID", "Repository": "REPOSITORY",
+            "SharedSize": "SHARED SIZE", "Size": "SIZE", "Tag": "TAG",
+            "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE",
+        });
+        let text = super::template::format_rows(
+            format,
+            default,
+            &rows,
+            &titles,
+            &super::template::no_methods,
+        )
+        .map_err(|e| miette!("{e}"))?;
+        out.write_all(text.as_bytes()).into_diagnostic()?;
     } else {
         let mut headers = vec!["REPOSITORY", "TAG"];
         if args.digests {

@@ -14,11 +14,14 @@ use crate::spec::{self, LoadOptions, SpecError};
 
 pub mod config_file;
 mod containers;
+mod containers_extra;
 mod daemon;
+mod filter;
 mod images;
 mod output;
 mod registry;
 mod system;
+mod template;
 pub mod tls;
 
 use output::color_stderr;
@@ -150,13 +153,13 @@ enum Command {
     Rm(containers::RmArgs),
     /// List containers
     #[command(visible_alias = "ls")]
-    Ps(containers::PsArgs),
+    Ps(containers_extra::PsArgs),
     /// Show a container's output
     Logs(containers::LogsArgs),
     /// Run a command in a running container
     Exec(containers::ExecArgs),
     /// Show containers' configuration and state as JSON
-    Inspect(containers::NamesArgs),
+    Inspect(containers_extra::InspectArgs),
     /// Wait for containers to stop and print their exit codes
     Wait(containers::NamesArgs),
     /// Freeze every process of containers
@@ -173,6 +176,19 @@ enum Command {
     Export(containers::ExportArgs),
     /// Make an image from a container's changes
     Commit(containers::CommitArgs),
+    /// Show the processes of a running container
+    Top(containers_extra::TopArgs),
+    /// Show what a container changed in its file system
+    Diff(containers_extra::DiffArgs),
+    /// Copy files between a container and the host
+    Cp(containers_extra::CpArgs),
+    /// Change containers' resource limits and restart policy
+    Update(containers_extra::UpdateArgs),
+    /// Show a container's published ports
+    Port(containers_extra::PortArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Run the daemon: the REST API on a unix socket, container supervision
     Daemon(daemon::DaemonArgs),
     /// Show how the daemon runs and what it holds
@@ -189,6 +205,100 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+}
+
+/// `stack container …`: the container verbs under Docker's management
+/// command.
+#[derive(Debug, Subcommand)]
+enum ContainerCommand {
+    /// Remove stopped containers
+    Prune(containers_extra::PruneArgs),
+    /// List containers
+    #[command(visible_alias = "ps", alias = "list")]
+    Ls(containers_extra::PsArgs),
+    /// Show containers' configuration and state as JSON
+    Inspect(containers_extra::InspectArgs),
+    /// Remove containers
+    #[command(alias = "remove")]
+    Rm(containers::RmArgs),
+    /// Create and start a container
+    #[command(disable_help_flag = true)]
+    Run(containers::RunArgs),
+    /// Create a container without starting it
+    #[command(disable_help_flag = true)]
+    Create(containers::CreateArgs),
+    /// Start stopped containers
+    Start(containers::StartArgs),
+    /// Stop running containers
+    Stop(containers::StopArgs),
+    /// Stop and start containers again
+    Restart(containers::StopArgs),
+    /// Send a signal to containers
+    Kill(containers::KillArgs),
+    /// Show a container's output
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Wait for containers to stop and print their exit codes
+    Wait(containers::NamesArgs),
+    /// Freeze every process of containers
+    Pause(containers::NamesArgs),
+    /// Thaw paused containers
+    Unpause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Show containers' resource usage
+    Stats(containers::StatsArgs),
+    /// Attach this terminal to a running container's stdio
+    Attach(containers::AttachArgs),
+    /// Write a container's file system as a tar archive
+    Export(containers::ExportArgs),
+    /// Make an image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Show the processes of a running container
+    Top(containers_extra::TopArgs),
+    /// Show what a container changed in its file system
+    Diff(containers_extra::DiffArgs),
+    /// Copy files between a container and the host
+    Cp(containers_extra::CpArgs),
+    /// Change containers' resource limits and restart policy
+    Update(containers_extra::UpdateArgs),
+    /// Show a container's published ports
+    Port(containers_extra::PortArgs),
+}
+
+impl ContainerCommand {
+    /// The top-level command this is another name for (`container ls` is
+    /// `ps`), or `None` for `prune`, which only exists here.
+    fn into_command(self) -> Result<Command, containers_extra::PruneArgs> {
+        Ok(match self {
+            ContainerCommand::Prune(args) => return Err(args),
+            ContainerCommand::Ls(a) => Command::Ps(a),
+            ContainerCommand::Inspect(a) => Command::Inspect(a),
+            ContainerCommand::Rm(a) => Command::Rm(a),
+            ContainerCommand::Run(a) => Command::Run(a),
+            ContainerCommand::Create(a) => Command::Create(a),
+            ContainerCommand::Start(a) => Command::Start(a),
+            ContainerCommand::Stop(a) => Command::Stop(a),
+            ContainerCommand::Restart(a) => Command::Restart(a),
+            ContainerCommand::Kill(a) => Command::Kill(a),
+            ContainerCommand::Logs(a) => Command::Logs(a),
+            ContainerCommand::Exec(a) => Command::Exec(a),
+            ContainerCommand::Wait(a) => Command::Wait(a),
+            ContainerCommand::Pause(a) => Command::Pause(a),
+            ContainerCommand::Unpause(a) => Command::Unpause(a),
+            ContainerCommand::Rename(a) => Command::Rename(a),
+            ContainerCommand::Stats(a) => Command::Stats(a),
+            ContainerCommand::Attach(a) => Command::Attach(a),
+            ContainerCommand::Export(a) => Command::Export(a),
+            ContainerCommand::Commit(a) => Command::Commit(a),
+            ContainerCommand::Top(a) => Command::Top(a),
+            ContainerCommand::Diff(a) => Command::Diff(a),
+            ContainerCommand::Cp(a) => Command::Cp(a),
+            ContainerCommand::Update(a) => Command::Update(a),
+            ContainerCommand::Port(a) => Command::Port(a),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -285,7 +395,20 @@ impl From<miette::Report> for Failure {
 fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
     let root = cli.root.clone();
     daemon::configure(&root, &cli.client, &cli.tls);
-    match cli.command {
+    let command = match cli.command {
+        Command::Container(c) => match c.into_command() {
+            Ok(command) => command,
+            Err(prune) => return Ok(containers_extra::prune(&root, &prune)?),
+        },
+        other => other,
+    };
+    match command {
+        Command::Container(_) => Err(miette::miette!("nested container command").into()),
+        Command::Top(args) => Ok(containers_extra::top(&root, &args)?),
+        Command::Diff(args) => Ok(containers_extra::diff(&root, &args)?),
+        Command::Cp(args) => Ok(containers_extra::cp(&root, &args)?),
+        Command::Update(args) => Ok(containers_extra::update(&root, &args)?),
+        Command::Port(args) => Ok(containers_extra::port(&root, &args)?),
         Command::Daemon(args) => Ok(daemon::daemon(&root, &cli.client, &cli.tls, &args, given)?),
         Command::Info => Ok(daemon::info(&root)?),
         Command::Events(args) => Ok(daemon::events(&root, &args)?),
@@ -299,10 +422,10 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
         Command::Restart(args) => Ok(containers::restart(&root, &args)?),
         Command::Kill(args) => Ok(containers::kill(&root, &args)?),
         Command::Rm(args) => Ok(containers::rm(&root, &args)?),
-        Command::Ps(args) => Ok(containers::ps(&root, &args)?),
+        Command::Ps(args) => Ok(containers_extra::ps(&root, &args)?),
         Command::Logs(args) => Ok(containers::logs(&root, &args)?),
         Command::Exec(args) => Ok(containers::exec(&root, &args)?),
-        Command::Inspect(args) => Ok(containers::inspect(&root, &args)?),
+        Command::Inspect(args) => Ok(containers_extra::inspect(&root, &args)?),
         Command::Wait(args) => Ok(containers::wait(&root, &args)?),
         Command::Pause(args) => Ok(containers::pause(&root, &args, true)?),
         Command::Unpause(args) => Ok(containers::pause(&root, &args, false)?),

@@ -367,7 +367,19 @@ fn bind(
     read_only: bool,
     propagation: &str,
 ) -> Result<Mount, ContainerError> {
-    let mut options = vec!["rbind".to_string(), propagation.to_string()];
+    bind_with(dest, source, read_only, propagation, true)
+}
+
+/// A bind mount; `recursive` binds the mounts below `source` too (`rbind`).
+fn bind_with(
+    dest: &str,
+    source: &Path,
+    read_only: bool,
+    propagation: &str,
+    recursive: bool,
+) -> Result<Mount, ContainerError> {
+    let kind = if recursive { "rbind" } else { "bind" };
+    let mut options = vec![kind.to_string(), propagation.to_string()];
     if read_only {
         options.push("ro".into());
     }
@@ -661,7 +673,13 @@ pub fn build(
                     .propagation
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "rprivate".into());
-                bind(&m.target, Path::new(&source), m.read_only, &propagation)?
+                bind_with(
+                    &m.target,
+                    Path::new(&source),
+                    m.read_only,
+                    &propagation,
+                    m.bind_recursive != crate::spec::mount::BindRecursive::Disabled,
+                )?
             }
             MountKind::Volume => {
                 let Some(dir) = place.volume_dirs.get(&m.target) else {

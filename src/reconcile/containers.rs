@@ -58,6 +58,21 @@ pub enum ContainersError {
     /// cannot serve.
     #[error("{0}")]
     Reference(String),
+    /// A `--mount type=bind` source that does not exist (Docker's message;
+    /// `-v` creates a missing source instead).
+    #[error("invalid mount config for type \"bind\": bind source path does not exist: {}", path.display())]
+    BindSourceMissing {
+        /// The source on the host.
+        path: PathBuf,
+    },
+    /// A mount option this runtime does not implement.
+    #[error("mount at {target}: {option} is not supported")]
+    MountOption {
+        /// The mount's target.
+        target: String,
+        /// The option, as the user wrote it.
+        option: String,
+    },
     /// The image could not be copied into a `vfs` container's root.
     #[error("copy image {image} into the root of the new container")]
     CopyImage {
@@ -254,18 +269,14 @@ impl Containers {
         let mut mounts = req.mounts.clone();
         for path in run_config.volumes.iter().flat_map(|v| v.keys()) {
             if !mounts.iter().any(|m| m.target == *path) {
-                mounts.push(crate::spec::mount::MountSpec {
-                    kind: MountKind::Volume,
-                    source: None,
-                    target: path.clone(),
-                    read_only: false,
-                    propagation: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                });
+                mounts.push(crate::spec::mount::MountSpec::new(
+                    MountKind::Volume,
+                    None,
+                    path.clone(),
+                ));
             }
         }
+        check_mounts(&mounts)?;
         let mut volume_dirs = BTreeMap::new();
         let mut anonymous = Vec::new();
         for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
@@ -277,7 +288,17 @@ impl Containers {
                     n
                 }
             };
-            volume_dirs.insert(m.target.clone(), self.volume(&name, !m.nocopy)?);
+            let mut dir = self.volume(&name, !m.nocopy)?;
+            if let Some(sub) = &m.volume_subpath {
+                dir = dir.join(sub);
+                if !dir.exists() {
+                    return Err(ContainersError::MountOption {
+                        target: m.target.clone(),
+                        option: format!("volume-subpath={sub} (no such path in volume {name})"),
+                    });
+                }
+            }
+            volume_dirs.insert(m.target.clone(), dir);
         }
         for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
             let source = m.source.clone().unwrap_or_default();
@@ -679,6 +700,54 @@ impl Containers {
         }
         Ok(out)
     }
+}
+
+/// Refuses mounts this runtime cannot make as asked, before anything is
+/// created: a required bind source that is missing, volume drivers and
+/// driver options (only local directories exist), a volume subpath that
+/// leaves the volume, and recursively read-only binds (the init makes the
+/// top mount read-only only).
+fn check_mounts(mounts: &[crate::spec::mount::MountSpec]) -> Result<(), ContainersError> {
+    use crate::spec::mount::BindRecursive;
+    for m in mounts {
+        let unsupported = |option: String| ContainersError::MountOption {
+            target: m.target.clone(),
+            option,
+        };
+        match m.kind {
+            MountKind::Bind => {
+                let source = m.source.as_deref().unwrap_or_default();
+                if m.require_source && fs::symlink_metadata(source).is_err() {
+                    return Err(ContainersError::BindSourceMissing {
+                        path: PathBuf::from(source),
+                    });
+                }
+                if m.bind_recursive == BindRecursive::Readonly {
+                    return Err(unsupported("bind-recursive=readonly".into()));
+                }
+            }
+            MountKind::Volume => {
+                if let Some(driver) = m.volume_driver.as_deref().filter(|d| *d != "local") {
+                    return Err(unsupported(format!("volume-driver={driver}")));
+                }
+                if let Some((k, v)) = m.volume_options.iter().next() {
+                    return Err(unsupported(format!("volume-opt={k}={v}")));
+                }
+                if let Some(sub) = &m.volume_subpath
+                    && (sub.starts_with('/')
+                        || Path::new(sub)
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir)))
+                {
+                    return Err(unsupported(format!(
+                        "volume-subpath={sub} (must be a relative path inside the volume)"
+                    )));
+                }
+            }
+            MountKind::Tmpfs => {}
+        }
+    }
+    Ok(())
 }
 
 /// Which container uses an image: what keeps `rmi` and `image prune` from

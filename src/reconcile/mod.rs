@@ -2,6 +2,8 @@
 //! ([`containers`]), built from requests by [`container`]; the stack loop
 //! (desired state, plan, executor) joins them here.
 
+pub mod archive;
 pub mod container;
 pub mod containers;
 pub mod health;
+pub mod verbs;

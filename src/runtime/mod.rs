@@ -733,6 +733,85 @@ impl Runtime {
         Ok(())
     }
 
+    /// The container's root file system as the host can reach it (an
+    /// `O_PATH` directory fd; resolve paths under it with
+    /// `openat2(RESOLVE_IN_ROOT)`): the root of its pid 1 while it runs,
+    /// with its volumes and binds mounted; otherwise its image layers
+    /// under its writable layer in a detached overlay mount that no mount
+    /// namespace shows and that is gone once the fd is closed. Safe to call
+    /// from multi-threaded processes (no fork, no namespace change).
+    pub fn open_root(&self, id: &str) -> Result<OwnedFd, RuntimeError> {
+        let record = self.record(id)?;
+        let st = self.state(id)?;
+        if matches!(st.status, Status::Running | Status::Paused) && st.pid > 0 {
+            let path = PathBuf::from(format!("/proc/{}/root", st.pid));
+            let fd = rustix::fs::open(
+                &path,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            );
+            // The pid is still the container's only if the state still says
+            // so after the open (it may have exited and the pid been reused).
+            let still = self
+                .state(id)
+                .is_ok_and(|now| now.pid == st.pid && now.status != Status::Exited);
+            match fd {
+                Ok(fd) if still => return Ok(fd),
+                Ok(_) => {}
+                Err(e) if still => return Err(io_err("open the root of", &path)(e.into())),
+                Err(_) => {}
+            }
+        }
+        let bundle = self.bundle(id);
+        rootfs::mount_detached(&record.rootfs)
+            .map_err(io_err("mount the root file system of", bundle.dir()))
+    }
+
+    /// The pids of every process in the container's cgroup (host pids).
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        self.cgroup_of(id)?
+            .procs()
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Changes the limits of a running container's cgroup (only the fields
+    /// `resources` sets are written).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), RuntimeError> {
+        self.cgroup_of(id)?
+            .apply(resources)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Replaces a container's OCI spec (atomically; the next start uses it).
+    pub fn write_spec(&self, id: &str, spec: &Spec) -> Result<(), RuntimeError> {
+        let path = self.bundle(id).spec();
+        if !path.exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        state::write_json(&path, spec).map_err(io_err("write", &path))
+    }
+
+    /// Replaces a container's record (atomically). The id must not change.
+    pub fn write_record(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
+        let path = self.bundle(&record.id).record();
+        if !path.exists() {
+            return Err(RuntimeError::NotFound(record.id.clone()));
+        }
+        state::write_json(&path, record).map_err(io_err("write", &path))
+    }
+
     /// Renames a container.
     pub fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
         let mut record = self.record(id)?;

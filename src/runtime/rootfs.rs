@@ -10,7 +10,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::CWD;
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
     fsconfig_set_string, fsmount, fsopen, move_mount,
@@ -120,6 +122,50 @@ pub fn mount_private(rootfs: &Rootfs, target: &Path) -> io::Result<()> {
     )
     .map_err(nix_err)?;
     mount(rootfs, target)
+}
+
+/// Mounts `rootfs` without attaching it anywhere and returns the mount's
+/// root (an `O_PATH` fd): no mount namespace ever shows it, it needs no
+/// fork or namespace change (so multi-threaded callers may use it), and it
+/// goes away when the last fd into it is closed. A root without layers is
+/// the writable layer's directory itself.
+pub fn mount_detached(rootfs: &Rootfs) -> io::Result<OwnedFd> {
+    if rootfs.lowers.is_empty() {
+        return Ok(rustix::fs::open(
+            &rootfs.upper,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+    }
+    let configure = |one_by_one: bool| -> io::Result<OwnedFd> {
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        if one_by_one {
+            for lower in rootfs.lowers.iter().rev() {
+                fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
+            }
+        } else {
+            let lowers: Vec<String> = rootfs
+                .lowers
+                .iter()
+                .rev()
+                .map(|p| escape(&p.to_string_lossy()))
+                .collect();
+            fsconfig_set_string(&fs, "lowerdir", lowers.join(":"))?;
+        }
+        fsconfig_set_string(&fs, "upperdir", rootfs.upper.as_path())?;
+        fsconfig_set_string(&fs, "workdir", rootfs.work.as_path())?;
+        fsconfig_create(&fs)?;
+        Ok(fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::empty(),
+        )?)
+    };
+    match configure(true) {
+        // Kernels before 6.8 have no `lowerdir+`.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => configure(false),
+        other => other,
+    }
 }
 
 fn mount_new_api(rootfs: &Rootfs, target: &Path) -> io::Result<()> {

@@ -714,16 +714,7 @@ impl Decoder<'_, '_> {
         let mut kind = None;
         let mut source = None;
         let mut target = None;
-        let mut m = MountSpec {
-            kind: MountKind::Volume,
-            source: None,
-            target: String::new(),
-            read_only: false,
-            propagation: None,
-            nocopy: false,
-            tmpfs_size: None,
-            tmpfs_mode: None,
-        };
+        let mut m = MountSpec::new(MountKind::Volume, None, String::new());
         for e in self.entries(v, "a volume", MOUNT_KEYS) {
             let val = &e.value;
             match e.key.as_str() {

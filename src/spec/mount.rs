@@ -1,13 +1,17 @@
 //! Mounts as `docker run -v` / compose `volumes:` short syntax writes them
-//! (`/host:/ctr:ro`, `name:/data:nocopy`, `/anon`) and as `--tmpfs` writes them
-//! (`/run:size=64m,mode=1777`).
+//! (`/host:/ctr:ro`, `name:/data:nocopy`, `/anon`), as `--tmpfs` writes them
+//! (`/run:size=64m,mode=1777`) and as `--mount` writes them
+//! (`type=bind,src=/a,dst=/b,readonly`).
 //!
 //! The `-v` grammar is docker/cli's compose loader `ParseVolume`
 //! (`cli/compose/loader/volume.go`) with Linux semantics: Windows drive letters
-//! and named pipes are not recognised. This module only reads and writes the
-//! text; it never resolves relative or `~` sources (the loader does, relative to
-//! the stack file) and never mounts anything.
+//! and named pipes are not recognised. The `--mount` grammar is docker/cli's
+//! `opts.MountOpt.Set` (`opts/mount.go`): one CSV record of `key=value`
+//! fields. This module only reads and writes the text; it never resolves
+//! relative or `~` sources (the loader and the CLI do, relative to the stack
+//! file or the working directory) and never mounts anything.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -49,6 +53,40 @@ pub enum Propagation {
     Rslave,
 }
 
+/// How a bind mount treats the mounts below its source (`bind-recursive`,
+/// Docker's `BindOptions.NonRecursive`, `ReadOnlyNonRecursive` and
+/// `ReadOnlyForceRecursive`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BindRecursive {
+    /// `enabled`: submounts are bound too (`rbind`); a read-only mount is
+    /// read-only as far as the kernel allows.
+    #[default]
+    Enabled,
+    /// `disabled` (or `bind-nonrecursive`): only the source itself, not the
+    /// mounts below it.
+    Disabled,
+    /// `writable`: submounts are bound but stay writable under a read-only
+    /// mount.
+    Writable,
+    /// `readonly`: submounts are read-only too, or the mount fails.
+    Readonly,
+}
+
+impl BindRecursive {
+    /// The value `bind-recursive=` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindRecursive::Enabled => "enabled",
+            BindRecursive::Disabled => "disabled",
+            BindRecursive::Writable => "writable",
+            BindRecursive::Readonly => "readonly",
+        }
+    }
+}
+
 /// One mount of a service.
 ///
 /// Its `Display` is the `-v` short form where that can say it (binds and volumes)
@@ -75,6 +113,22 @@ pub struct MountSpec {
     pub tmpfs_size: Option<ByteSize>,
     /// For tmpfs: the mode of the root directory, e.g. `0o1777`.
     pub tmpfs_mode: Option<u32>,
+    /// For binds: what happens to the mounts below the source.
+    pub bind_recursive: BindRecursive,
+    /// For binds: a missing source is an error instead of being created as a
+    /// directory (`--mount type=bind` without `bind-create-src`; `-v`
+    /// creates it).
+    pub require_source: bool,
+    /// For volumes: mount this path inside the volume instead of its root
+    /// (`volume-subpath`).
+    pub volume_subpath: Option<String>,
+    /// For volumes: the volume driver (`volume-driver`).
+    pub volume_driver: Option<String>,
+    /// For volumes: labels of a volume created by this mount (`volume-label`).
+    pub volume_labels: BTreeMap<String, String>,
+    /// For volumes: driver options of a volume created by this mount
+    /// (`volume-opt`).
+    pub volume_options: BTreeMap<String, String>,
 }
 
 /// Why a mount did not parse or is not consistent.
@@ -147,6 +201,91 @@ pub enum MountError {
         /// The value as written.
         value: String,
     },
+    /// `--mount ""`.
+    #[error("value is empty")]
+    EmptyMountFlag,
+    /// `--mount` text that is not one CSV record.
+    #[error("invalid CSV in --mount: {reason}")]
+    Csv {
+        /// What is wrong with the quoting.
+        reason: &'static str,
+    },
+    /// `--mount` field whose key has spaces around it.
+    #[error("invalid option '{key}' in '{field}': option should not have whitespace")]
+    OptionWhitespace {
+        /// The key, trimmed.
+        key: String,
+        /// The whole field.
+        field: String,
+    },
+    /// `--mount` field `key=` with nothing after the `=`.
+    #[error("invalid value for '{key}': value is empty")]
+    EmptyOptionValue {
+        /// The key.
+        key: String,
+    },
+    /// `--mount` field whose value has spaces around it.
+    #[error("invalid value for '{key}' in '{field}': value should not have whitespace")]
+    ValueWhitespace {
+        /// The key.
+        key: String,
+        /// The whole field.
+        field: String,
+    },
+    /// `--mount` field without `=` that is not a flag.
+    #[error("invalid field '{field}' must be a key=value pair")]
+    NotKeyValue {
+        /// The field.
+        field: String,
+    },
+    /// `--mount` key Docker does not know.
+    #[error("unknown option '{key}' in '{field}'")]
+    UnknownOption {
+        /// The key.
+        key: String,
+        /// The whole field.
+        field: String,
+    },
+    /// `--mount` boolean that is not `true`, `1`, `false` or `0`.
+    #[error(
+        "invalid value for '{key}': invalid boolean value ({value:?}): must be one of \"true\", \"1\", \"false\", or \"0\" (default \"true\")"
+    )]
+    InvalidBool {
+        /// The key.
+        key: String,
+        /// The value as written.
+        value: String,
+    },
+    /// `bind-recursive=` that is not one of the four.
+    #[error(
+        "invalid value for bind-recursive: {value} (must be \"enabled\", \"disabled\", \"writable\", or \"readonly\")"
+    )]
+    InvalidBindRecursive {
+        /// The value as written.
+        value: String,
+    },
+    /// `bind-*`, `volume-*`, `tmpfs-*` or `image-*` options on another type.
+    #[error("cannot mix '{prefix}-*' options with mount type '{kind}'")]
+    MixedOptions {
+        /// `bind`, `volume`, `tmpfs` or `image`.
+        prefix: &'static str,
+        /// The mount's type as written.
+        kind: String,
+    },
+    /// `bind-recursive=writable|readonly` without `readonly`.
+    #[error("option 'bind-recursive={value}' requires 'readonly' to be specified in conjunction")]
+    RecursiveNeedsReadonly {
+        /// `writable` or `readonly`.
+        value: &'static str,
+    },
+    /// `bind-recursive=readonly` with a propagation other than `rprivate`.
+    #[error(
+        "option 'bind-recursive=readonly' requires 'bind-propagation=rprivate' to be specified in conjunction"
+    )]
+    RecursiveNeedsRprivate,
+    /// `--mount` without a target.
+    #[error("target is required")]
+    MissingTarget,
 }
 
 impl MountKind {
@@ -246,7 +385,7 @@ impl From<Propagation> for String {
 
 impl MountSpec {
     /// A mount of `kind` at `target` with every option at its default.
-    fn new(kind: MountKind, source: Option<String>, target: String) -> Self {
+    pub fn new(kind: MountKind, source: Option<String>, target: String) -> Self {
         MountSpec {
             kind,
             source,
@@ -256,7 +395,22 @@ impl MountSpec {
             nocopy: false,
             tmpfs_size: None,
             tmpfs_mode: None,
+            bind_recursive: BindRecursive::Enabled,
+            require_source: false,
+            volume_subpath: None,
+            volume_driver: None,
+            volume_labels: BTreeMap::new(),
+            volume_options: BTreeMap::new(),
         }
+    }
+
+    /// Whether any volume-only option is set.
+    fn has_volume_options(&self) -> bool {
+        self.nocopy
+            || self.volume_subpath.is_some()
+            || self.volume_driver.is_some()
+            || !self.volume_labels.is_empty()
+            || !self.volume_options.is_empty()
     }
 
     /// Checks what the text forms cannot get wrong but a map or a hand-built
@@ -285,6 +439,21 @@ impl MountSpec {
             }
             MountKind::Bind | MountKind::Volume if self.tmpfs_mode.is_some() => {
                 return not_for("mode");
+            }
+            MountKind::Volume | MountKind::Tmpfs
+                if self.bind_recursive != BindRecursive::Enabled =>
+            {
+                return not_for("bind-recursive");
+            }
+            MountKind::Volume | MountKind::Tmpfs if self.require_source => {
+                return not_for("require-source");
+            }
+            MountKind::Tmpfs if self.has_volume_options() => {
+                return not_for("volume options");
+            }
+            // `-v /a:/b:nocopy` is accepted (and means nothing) on a bind.
+            MountKind::Bind if self.has_volume_options() && !self.nocopy => {
+                return not_for("volume options");
             }
             _ => {}
         }
@@ -401,6 +570,254 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountSpec, MountError> {
     mount.check(spec)
 }
 
+/// Parses `--mount`: one CSV record of fields such as
+/// `type=bind,source=/a,target=/b,readonly`, as docker/cli's `MountOpt.Set`
+/// reads it, with the daemon's checks where docker/cli leaves them to it
+/// (a known mount type, a target, a valid propagation).
+///
+/// Keys: `type` (`bind`, `volume` — the default —, `tmpfs`), `source`/`src`,
+/// `target`/`destination`/`dst`, `readonly`/`ro[=BOOL]`, `consistency`
+/// (ignored, as on Linux), `bind-propagation`, `bind-recursive`,
+/// `bind-nonrecursive[=BOOL]`, `bind-create-src[=BOOL]`, `volume-subpath`,
+/// `volume-nocopy[=BOOL]`, `volume-label=K=V`, `volume-driver`,
+/// `volume-opt=K=V`, `tmpfs-size`, `tmpfs-mode`. Keys are case-insensitive,
+/// as in docker/cli. A `type=bind` mount requires its source to exist
+/// ([`MountSpec::require_source`]) unless `bind-create-src` is given. A
+/// relative source is kept as written: the caller resolves it (docker/cli
+/// makes a source starting with `.` absolute against the working
+/// directory).
+pub fn parse_mount_flag(value: &str) -> Result<MountSpec, MountError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(MountError::EmptyMountFlag);
+    }
+    let fields = csv_record(value)?;
+    let mut kind = String::from("volume");
+    let mut mount = MountSpec::new(MountKind::Volume, None, String::new());
+    let mut target = None;
+    // Which option families were used, for docker/cli's "cannot mix" check.
+    let (mut bind_opts, mut volume_opts, mut tmpfs_opts, mut image_opts) =
+        (false, false, false, false);
+    let mut create_source = false;
+    for field in &fields {
+        let (key, val, has_value) = match field.split_once('=') {
+            Some((k, v)) => (k, v, true),
+            None => (field.as_str(), "", false),
+        };
+        if key.trim() != key {
+            return Err(MountError::OptionWhitespace {
+                key: key.trim().to_owned(),
+                field: field.clone(),
+            });
+        }
+        if has_value {
+            if val.trim().is_empty() {
+                return Err(MountError::EmptyOptionValue {
+                    key: key.to_owned(),
+                });
+            }
+            if val.trim() != val {
+                return Err(MountError::ValueWhitespace {
+                    key: key.to_owned(),
+                    field: field.clone(),
+                });
+            }
+        }
+        let key = key.to_ascii_lowercase();
+        if !has_value
+            && !matches!(
+                key.as_str(),
+                "readonly" | "ro" | "volume-nocopy" | "bind-nonrecursive" | "bind-create-src"
+            )
+        {
+            return Err(MountError::NotKeyValue {
+                field: field.clone(),
+            });
+        }
+        let boolean = || parse_bool(&key, val, has_value);
+        match key.as_str() {
+            "type" => kind = val.to_ascii_lowercase(),
+            "source" | "src" => mount.source = Some(val.to_owned()),
+            "target" | "dst" | "destination" => target = Some(val.to_owned()),
+            "readonly" | "ro" => mount.read_only = boolean()?,
+            "consistency" => {}
+            "bind-propagation" => {
+                bind_opts = true;
+                mount.propagation = Some(val.to_ascii_lowercase().parse()?);
+            }
+            "bind-nonrecursive" => {
+                if boolean()? {
+                    bind_opts = true;
+                    mount.bind_recursive = BindRecursive::Disabled;
+                }
+            }
+            "bind-recursive" => {
+                mount.bind_recursive = match val {
+                    "enabled" => BindRecursive::Enabled,
+                    "disabled" => BindRecursive::Disabled,
+                    "writable" => BindRecursive::Writable,
+                    "readonly" => BindRecursive::Readonly,
+                    _ => {
+                        return Err(MountError::InvalidBindRecursive {
+                            value: val.to_owned(),
+                        });
+                    }
+                };
+                bind_opts |= mount.bind_recursive != BindRecursive::Enabled;
+            }
+            "bind-create-src" => {
+                bind_opts = true;
+                create_source = boolean()?;
+            }
+            "volume-subpath" => {
+                volume_opts = true;
+                mount.volume_subpath = Some(val.to_owned());
+            }
+            "volume-nocopy" => {
+                volume_opts = true;
+                mount.nocopy = boolean()?;
+            }
+            "volume-label" => {
+                volume_opts = true;
+                set_on_map(&mut mount.volume_labels, val);
+            }
+            "volume-driver" => {
+                volume_opts = true;
+                mount.volume_driver = Some(val.to_owned());
+            }
+            "volume-opt" => {
+                volume_opts = true;
+                set_on_map(&mut mount.volume_options, val);
+            }
+            "image-subpath" => image_opts = true,
+            "tmpfs-size" => {
+                tmpfs_opts = true;
+                mount.tmpfs_size =
+                    Some(val.parse().map_err(|source| MountError::InvalidTmpfsSize {
+                        value: val.to_owned(),
+                        source,
+                    })?);
+            }
+            "tmpfs-mode" => {
+                tmpfs_opts = true;
+                mount.tmpfs_mode = Some(parse_mode(val)?);
+            }
+            _ => {
+                return Err(MountError::UnknownOption {
+                    key,
+                    field: field.clone(),
+                });
+            }
+        }
+    }
+    for (used, prefix) in [
+        (volume_opts, "volume"),
+        (image_opts, "image"),
+        (bind_opts, "bind"),
+        (tmpfs_opts, "tmpfs"),
+    ] {
+        if used && kind != prefix {
+            return Err(MountError::MixedOptions { prefix, kind });
+        }
+    }
+    match mount.bind_recursive {
+        BindRecursive::Writable if !mount.read_only => {
+            return Err(MountError::RecursiveNeedsReadonly { value: "writable" });
+        }
+        BindRecursive::Readonly if !mount.read_only => {
+            return Err(MountError::RecursiveNeedsReadonly { value: "readonly" });
+        }
+        BindRecursive::Readonly if mount.propagation != Some(Propagation::Rprivate) => {
+            return Err(MountError::RecursiveNeedsRprivate);
+        }
+        _ => {}
+    }
+    mount.kind = kind.parse()?;
+    mount.target = target.ok_or(MountError::MissingTarget)?;
+    mount.require_source = mount.kind == MountKind::Bind && !create_source;
+    mount.check(value)
+}
+
+/// docker/cli's `parseBoolValue`: a flag alone is true.
+fn parse_bool(key: &str, value: &str, has_value: bool) -> Result<bool, MountError> {
+    if !has_value {
+        return Ok(true);
+    }
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(MountError::InvalidBool {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+    }
+}
+
+/// docker/cli's `setValueOnMap`: `K=V` (or `K` for an empty value); an
+/// empty key is ignored.
+fn set_on_map(map: &mut BTreeMap<String, String>, key_value: &str) {
+    let (k, v) = key_value.split_once('=').unwrap_or((key_value, ""));
+    if !k.is_empty() {
+        map.insert(k.to_owned(), v.to_owned());
+    }
+}
+
+/// The first record of `text` as Go's `encoding/csv` reads it: fields split
+/// on `,`; a field that starts with `"` is quoted, ends at the closing `"`
+/// and has `""` for a literal quote (so it may hold `,`); a `"` anywhere else
+/// is an error. The record ends at the first unquoted newline.
+fn csv_record(text: &str) -> Result<Vec<String>, MountError> {
+    let mut fields = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => {
+                        return Err(MountError::Csv {
+                            reason: "extraneous or missing \" in quoted-field",
+                        });
+                    }
+                }
+            }
+            match chars.peek() {
+                None | Some(',' | '\n' | '\r') => {}
+                Some(_) => {
+                    return Err(MountError::Csv {
+                        reason: "extraneous or missing \" in quoted-field",
+                    });
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if matches!(c, ',' | '\n' | '\r') {
+                    break;
+                }
+                if c == '"' {
+                    return Err(MountError::Csv {
+                        reason: "bare \" in non-quoted-field",
+                    });
+                }
+                field.push(c);
+                chars.next();
+            }
+        }
+        fields.push(field);
+        match chars.next() {
+            Some(',') => {}
+            _ => return Ok(fields),
+        }
+    }
+}
+
 /// An octal mode up to `7777`, as `tmpfs-mode` takes it (`strconv.ParseUint(v, 8, 32)`
 /// in docker/cli, then the kernel's limit on mode bits).
 fn parse_mode(value: &str) -> Result<u32, MountError> {
@@ -475,6 +892,22 @@ struct MountMap {
     size: Option<ByteSize>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "octal_mode")]
     mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    bind_recursive: BindRecursive,
+    #[serde(default, skip_serializing_if = "is_false")]
+    require_source: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subpath: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    options: BTreeMap<String, String>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn is_false(b: &bool) -> bool {
@@ -546,6 +979,12 @@ impl From<&MountSpec> for MountMap {
             nocopy: m.nocopy,
             size: m.tmpfs_size,
             mode: m.tmpfs_mode,
+            bind_recursive: m.bind_recursive,
+            require_source: m.require_source,
+            subpath: m.volume_subpath.clone(),
+            driver: m.volume_driver.clone(),
+            labels: m.volume_labels.clone(),
+            options: m.volume_options.clone(),
         }
     }
 }
@@ -589,6 +1028,12 @@ impl<'de> Visitor<'de> for MountVisitor {
             nocopy: m.nocopy,
             tmpfs_size: m.size,
             tmpfs_mode: m.mode,
+            bind_recursive: m.bind_recursive,
+            require_source: m.require_source,
+            volume_subpath: m.subpath,
+            volume_driver: m.driver,
+            volume_labels: m.labels,
+            volume_options: m.options,
         }
         .check(&target)
         .map_err(de::Error::custom)

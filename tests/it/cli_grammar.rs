@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde_json::{Value, json};
 use stack::spec::device::DeviceMapping;
 use stack::spec::extra_host::ExtraHost;
-use stack::spec::mount::MountSpec;
+use stack::spec::mount::{BindRecursive, MountKind, MountSpec, parse_mount_flag};
 use stack::spec::port::PortSpec;
 use stack::spec::restart::parse_restart;
 use stack::spec::size::{ByteSize, parse_human_size};
@@ -376,5 +376,140 @@ fn device_rows_match_docker() {
         },
         no_normalization,
         &[],
+    );
+}
+
+/// The directory docker/cli ran in when the `--mount` rows were made: it
+/// makes a bind source that starts with `.` absolute against it, which our
+/// CLI does against its own working directory.
+const MOUNT_ROWS_CWD: &str = "/tmp/external/vectors";
+
+#[test]
+fn mount_rows_match_docker() {
+    // Types this runtime has no use for: docker/cli passes any type on and
+    // the daemon decides; we refuse them when parsing.
+    const NOT_A_TYPE: Deviation = Deviation::Rejected(&["invalid mount type"]);
+    check_rows(
+        "mount.tsv",
+        |input| {
+            let m = parse_mount_flag(input).map_err(|e| e.to_string())?;
+            let mut v = json!({"Type": m.kind.to_string(), "Target": m.target});
+            if let Some(source) = &m.source {
+                let source = if m.kind == MountKind::Bind && source.starts_with('.') {
+                    format!("{MOUNT_ROWS_CWD}/{}", source.trim_start_matches("./"))
+                } else {
+                    source.clone()
+                };
+                v["Source"] = json!(source);
+            }
+            if m.read_only {
+                v["ReadOnly"] = json!(true);
+            }
+            let mut bind = serde_json::Map::new();
+            if let Some(p) = m.propagation {
+                bind.insert("Propagation".into(), json!(p.to_string()));
+            }
+            match m.bind_recursive {
+                BindRecursive::Enabled => {}
+                BindRecursive::Disabled => {
+                    bind.insert("NonRecursive".into(), json!(true));
+                }
+                BindRecursive::Writable => {
+                    bind.insert("ReadOnlyNonRecursive".into(), json!(true));
+                }
+                BindRecursive::Readonly => {
+                    bind.insert("ReadOnlyForceRecursive".into(), json!(true));
+                }
+            }
+            if m.kind == MountKind::Bind && !m.require_source {
+                bind.insert("CreateMountpoint".into(), json!(true));
+            }
+            if !bind.is_empty() {
+                v["BindOptions"] = json!(bind);
+            }
+            let mut volume = serde_json::Map::new();
+            if m.nocopy {
+                volume.insert("NoCopy".into(), json!(true));
+            }
+            if !m.volume_labels.is_empty() {
+                volume.insert("Labels".into(), json!(m.volume_labels));
+            }
+            let mut driver = serde_json::Map::new();
+            if let Some(name) = &m.volume_driver {
+                driver.insert("Name".into(), json!(name));
+            }
+            if !m.volume_options.is_empty() {
+                driver.insert("Options".into(), json!(m.volume_options));
+            }
+            if !driver.is_empty() {
+                volume.insert("DriverConfig".into(), json!(driver));
+            }
+            if let Some(sub) = &m.volume_subpath {
+                volume.insert("Subpath".into(), json!(sub));
+            }
+            if !volume.is_empty() {
+                v["VolumeOptions"] = json!(volume);
+            }
+            let mut tmpfs = serde_json::Map::new();
+            if let Some(size) = m.tmpfs_size {
+                tmpfs.insert("SizeBytes".into(), json!(size.0));
+            }
+            if let Some(mode) = m.tmpfs_mode {
+                tmpfs.insert("Mode".into(), json!(mode));
+            }
+            if !tmpfs.is_empty() {
+                v["TmpfsOptions"] = json!(tmpfs);
+            }
+            // What we accept must read back the same through the map form
+            // that requests and records are stored in.
+            let stored = serde_json::to_value(&m).expect("a mount serializes");
+            let again: MountSpec = serde_json::from_value(stored).expect("and reads back");
+            assert_eq!(again, m, "{input:?}");
+            // docker/cli's value is the list of mounts given so far.
+            Ok(json!([v]))
+        },
+        no_normalization,
+        &[
+            ("type=image,source=busybox,target=/img", NOT_A_TYPE),
+            ("type=npipe,source=x,target=y", NOT_A_TYPE),
+            ("type=cluster,target=/x", NOT_A_TYPE),
+            // docker/cli leaves the missing target to the daemon, which
+            // refuses it; we refuse it while parsing.
+            ("source=/foo", Deviation::Rejected(&["target is required"])),
+        ],
+    );
+}
+
+#[test]
+fn mount_flag_reads_quoted_csv_fields() {
+    let m = parse_mount_flag(r#"type=bind,"source=/a,b",target=/c"#).unwrap();
+    assert_eq!(m.source.as_deref(), Some("/a,b"));
+    let m = parse_mount_flag(r#"type=volume,target=/d,"volume-opt=o=""x""""#).unwrap();
+    assert_eq!(m.volume_options.get("o").map(String::as_str), Some("\"x\""));
+    for bad in [
+        r#"type=bind,sou"rce=/a,target=/b"#,
+        r#"type=bind,"source=/a"x,target=/b"#,
+    ] {
+        let e = parse_mount_flag(bad).unwrap_err().to_string();
+        assert!(e.contains("CSV"), "{bad}: {e}");
+    }
+    let m = parse_mount_flag("type=bind,src=/a,dst=/b,bind-nonrecursive").unwrap();
+    assert_eq!(m.bind_recursive, BindRecursive::Disabled);
+    assert!(m.require_source);
+    let m = parse_mount_flag("type=bind,src=/a,dst=/b,bind-create-src").unwrap();
+    assert!(!m.require_source);
+    let m = parse_mount_flag("type=volume,src=v,dst=/b,volume-subpath=x/y").unwrap();
+    assert_eq!(m.volume_subpath.as_deref(), Some("x/y"));
+    assert!(
+        parse_mount_flag("type=bind,src=/a,dst=/b,ro=maybe")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid boolean value")
+    );
+    assert!(
+        parse_mount_flag("type=bind,src=/a,dst=/b,readonly,bind-recursive=readonly")
+            .unwrap_err()
+            .to_string()
+            .contains("bind-propagation=rprivate")
     );
 }

@@ -22,6 +22,7 @@ mod spec;
 mod supervise;
 mod system;
 mod tls;
+mod verbs;
 mod vfs;
 
 /// Runs a command to its end, with stdin from /dev/null unless the command

@@ -63,6 +63,53 @@ pub fn tar_dir(root: &Path, out: impl Write) -> Result<DiffStats, LayerError> {
     archive(root, out, false)
 }
 
+/// Writes one entry of the directory `parent` — `name` in it, or `parent`
+/// itself for `.` — and, for a directory, everything below it, as the tar
+/// Docker's `GET /containers/{id}/archive` sends: every entry name starts
+/// with `as_name` (the top entry is `as_name` itself, a directory's with a
+/// trailing `/`, everything below is `as_name/rel`, or `/rel` when
+/// `as_name` is `/`), written into the header as is, so `.` and `/`
+/// prefixes survive (moby's `TarWithOptions` with `RebaseNames`). Hard
+/// links inside the tree point at names with the same prefix. Otherwise as
+/// [`tar_dir`]: nothing is followed, owners are numeric, xattrs are PAX
+/// records.
+pub fn tar_path(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    as_name: &[u8],
+    out: impl Write,
+) -> Result<DiffStats, LayerError> {
+    let mut archiver = Archiver::new(out, false);
+    archiver.prefix = Some(as_name.to_vec());
+    let top = RelPath::default();
+    let name_c = CString::new(name.as_bytes())
+        .map_err(|e| read_error(&top, "name", io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    if name.as_bytes() == b"." {
+        // The directory itself: reopen it readable for listing and xattrs.
+        let dir = rfs::openat(
+            parent,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| read_error(&top, "directory", e))?;
+        let st = rfs::fstat(&dir).map_err(|e| read_error(&top, "metadata", e))?;
+        let (xattrs, _) = archiver.xattrs(XattrSource::Fd(dir.as_fd()), &top)?;
+        archiver.append(
+            header(&st, EntryType::Directory, 0),
+            &top,
+            &xattrs,
+            io::empty(),
+        )?;
+        archiver.walk(dir.as_fd(), &top)?;
+    } else {
+        let st = rfs::statat(parent, &name_c, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| read_error(&top, "metadata", e))?;
+        archiver.entry(parent, &name_c, &top, &st, true)?;
+    }
+    archiver.finish()
+}
+
 /// Write buffer between the tar builder and the output.
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Linux's `XATTR_LIST_MAX` and `XATTR_SIZE_MAX`.
@@ -187,6 +234,8 @@ struct Archiver<W: Write> {
     entries: u64,
     list_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    /// For [`tar_path`]: the name every entry starts with, written raw.
+    prefix: Option<Vec<u8>>,
 }
 
 /// Where to read an entry's xattrs from.
@@ -210,6 +259,7 @@ impl<W: Write> Archiver<W> {
             entries: 0,
             list_buf: vec![0; XATTR_MAX],
             value_buf: vec![0; XATTR_MAX],
+            prefix: None,
         }
     }
 
@@ -315,14 +365,9 @@ impl<W: Write> Archiver<W> {
                 let target = rfs::readlinkat(dir, name, Vec::new())
                     .map_err(|e| read_error(path, "link target", e))?;
                 let (xattrs, _) = self.xattrs(XattrSource::At(dir, name), path)?;
-                let mut header = header(st, EntryType::Symlink, 0);
+                let header = header(st, EntryType::Symlink, 0);
                 self.write_pax(&xattrs, path)?;
-                self.builder
-                    .append_link(
-                        &mut header,
-                        path.as_os_str(),
-                        OsStr::from_bytes(target.as_bytes()),
-                    )
+                self.put(header, path, Some(target.as_bytes()), io::empty())
                     .map_err(|source| write_error(path, source))?;
                 self.entries += 1;
             }
@@ -358,24 +403,115 @@ impl<W: Write> Archiver<W> {
             self.links.insert(key, path.clone());
             return Ok(false);
         };
-        let mut header = header(st, EntryType::Link, 0);
-        self.builder
-            .append_link(&mut header, path.as_os_str(), first.as_os_str())
+        let header = header(st, EntryType::Link, 0);
+        let target = self.name_of(first, false);
+        self.put(header, path, Some(&target), io::empty())
             .map_err(|source| write_error(path, source))?;
         self.entries += 1;
         Ok(true)
     }
 
-    fn append(
+    /// The name `path` gets in the archive: itself, or with [`tar_path`]'s
+    /// prefix (and a trailing `/` for a directory).
+    fn name_of(&self, path: &RelPath, dir: bool) -> Vec<u8> {
+        let Some(prefix) = &self.prefix else {
+            return path.as_bytes().to_vec();
+        };
+        let mut name = prefix.clone();
+        if !path.is_root() {
+            if !name.ends_with(b"/") {
+                name.push(b'/');
+            }
+            name.extend_from_slice(path.as_bytes());
+        }
+        if dir && !name.ends_with(b"/") {
+            name.push(b'/');
+        }
+        name
+    }
+
+    /// Appends an entry named after `path`, with `link` as the link target
+    /// of a symlink or hard link. Without a prefix tar-rs checks and writes
+    /// the names; with one they are written as they are (a `./` or `/`
+    /// start is part of Docker's format), long ones through GNU long-name
+    /// entries.
+    fn put(
         &mut self,
         mut header: Header,
+        path: &RelPath,
+        link: Option<&[u8]>,
+        content: impl Read,
+    ) -> io::Result<()> {
+        if self.prefix.is_none() {
+            return match link {
+                Some(target) => self.builder.append_link(
+                    &mut header,
+                    path.as_os_str(),
+                    OsStr::from_bytes(target),
+                ),
+                None => self
+                    .builder
+                    .append_data(&mut header, path.as_os_str(), content),
+            };
+        }
+        let is_dir = header.entry_type() == EntryType::Directory;
+        let name = self.name_of(path, is_dir);
+        let fields = header
+            .as_gnu_mut()
+            .ok_or_else(|| io::Error::other("not a GNU header"))?;
+        if name.len() > fields.name.len() {
+            self.long_name(EntryType::GNULongName, &name)?;
+        }
+        let fields = header
+            .as_gnu_mut()
+            .ok_or_else(|| io::Error::other("not a GNU header"))?;
+        let n = name.len().min(fields.name.len());
+        fields.name = [0; 100];
+        fields.name[..n].copy_from_slice(&name[..n]);
+        if let Some(target) = link {
+            if target.len() > fields.linkname.len() {
+                self.long_name(EntryType::GNULongLink, target)?;
+            }
+            let fields = header
+                .as_gnu_mut()
+                .ok_or_else(|| io::Error::other("not a GNU header"))?;
+            let n = target.len().min(fields.linkname.len());
+            fields.linkname = [0; 100];
+            fields.linkname[..n].copy_from_slice(&target[..n]);
+        }
+        header.set_cksum();
+        self.builder.append(&header, content)
+    }
+
+    /// A GNU `././@LongLink` entry carrying a name that does not fit a
+    /// header, before the entry it belongs to.
+    fn long_name(&mut self, kind: EntryType, name: &[u8]) -> io::Result<()> {
+        let mut header = Header::new_gnu();
+        let fields = header
+            .as_gnu_mut()
+            .ok_or_else(|| io::Error::other("not a GNU header"))?;
+        fields.name[..13].copy_from_slice(b"././@LongLink");
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(kind);
+        let mut data = name.to_vec();
+        data.push(0);
+        header.set_size(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        header.set_cksum();
+        self.builder.append(&header, data.as_slice())
+    }
+
+    fn append(
+        &mut self,
+        header: Header,
         path: &RelPath,
         xattrs: &[(String, Vec<u8>)],
         content: impl Read,
     ) -> Result<(), LayerError> {
         self.write_pax(xattrs, path)?;
-        self.builder
-            .append_data(&mut header, path.as_os_str(), content)
+        self.put(header, path, None, content)
             .map_err(|source| write_error(path, source))?;
         self.entries += 1;
         Ok(())
@@ -573,6 +709,52 @@ mod tests {
         out.clear();
         long.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abcd");
+    }
+
+    #[test]
+    fn tar_path_names_entries_after_the_prefix_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let long = "n".repeat(150);
+        std::fs::create_dir_all(tmp.path().join("d/sub")).unwrap();
+        std::fs::write(tmp.path().join("d/sub").join(&long), b"x").unwrap();
+        std::fs::hard_link(tmp.path().join("d/sub").join(&long), tmp.path().join("d/z")).unwrap();
+        std::os::unix::fs::symlink("/far/away", tmp.path().join("d/l")).unwrap();
+        let parent =
+            rfs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let entries = |name: &str, prefix: &[u8]| {
+            let mut out = Vec::new();
+            tar_path(parent.as_fd(), OsStr::new(name), prefix, &mut out).unwrap();
+            let mut archive = tar::Archive::new(&out[..]);
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let link = e
+                        .link_name_bytes()
+                        .map(|l| String::from_utf8(l.to_vec()).unwrap());
+                    (String::from_utf8(e.path_bytes().to_vec()).unwrap(), link)
+                })
+                .collect::<Vec<_>>()
+        };
+        let got = entries("d", b".");
+        let long_path = format!("./sub/{long}");
+        assert_eq!(
+            got,
+            [
+                ("./".to_string(), None),
+                ("./l".to_string(), Some("/far/away".to_string())),
+                ("./sub/".to_string(), None),
+                (long_path.clone(), None),
+                ("./z".to_string(), Some(long_path)),
+            ]
+        );
+        let got = entries("d", b"renamed");
+        assert_eq!(got[0].0, "renamed/");
+        assert_eq!(got[1].0, "renamed/l");
+        // One file, named as asked.
+        let got = entries("d/l", b"link");
+        assert_eq!(got, [("link".to_string(), Some("/far/away".to_string()))]);
     }
 
     #[test]

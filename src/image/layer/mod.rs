@@ -27,10 +27,10 @@ use thiserror::Error;
 
 use crate::image::digest::{Digest, HashingReader};
 
-pub use diff::{DiffStats, diff, tar_dir, write_changes};
+pub use diff::{DiffStats, diff, tar_dir, tar_path, write_changes};
 pub use flatten::{FlattenStats, flatten};
 pub use naive_diff::{Change, ChangeKind, changes_size, tree_changes};
-pub use unpack::{UnpackOptions, UnpackStats, Whiteouts, unpack};
+pub use unpack::{UnpackOptions, UnpackStats, Whiteouts, unpack, unpack_at};
 
 /// Prefix of a whiteout entry: `.wh.NAME` hides `NAME` of lower layers.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -380,6 +380,17 @@ pub enum LayerError {
         /// The cause.
         #[source]
         source: Errno,
+    },
+    /// An entry would replace a directory with a non-directory or the other
+    /// way round, which [`UnpackOptions::no_overwrite_dir_non_dir`] refuses.
+    #[error("cannot overwrite {existing} {entry:?} with {with}")]
+    WouldReplace {
+        /// The entry.
+        entry: String,
+        /// What is there.
+        existing: &'static str,
+        /// What the entry is.
+        with: &'static str,
     },
     /// Creating a hard link failed (e.g. its target does not exist).
     #[error("link {entry:?} to {target:?}")]

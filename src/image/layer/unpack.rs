@@ -44,6 +44,9 @@ pub enum Whiteouts {
     /// way overlayfs itself records deletions. Needs `CAP_MKNOD` and
     /// `CAP_SYS_ADMIN`.
     Overlay,
+    /// Not a layer but a plain archive (`docker cp`): names starting with
+    /// `.wh.` are ordinary files, nothing is deleted.
+    Plain,
     /// The destination already holds the lower layers (plain-copy storage):
     /// `.wh.NAME` deletes `NAME` and `.wh..wh..opq` deletes what lower layers
     /// put in its directory.
@@ -66,6 +69,15 @@ pub struct UnpackOptions {
     pub max_entry_size: u64,
     /// Most tar entries the layer may have.
     pub max_entries: u64,
+    /// Refuse to replace a directory with a non-directory or the other way
+    /// round, instead of removing what is there (moby's
+    /// `NoOverwriteDirNonDir`, which `docker cp` sets).
+    pub no_overwrite_dir_non_dir: bool,
+    /// Renames entries on the way in, as moby's `RebaseArchiveEntries`:
+    /// an entry name (and hard link target) that is `old` or starts with
+    /// `old/` gets `new` in place of `old`. An `old` of `/` matches the
+    /// leading `/` of names that have one.
+    pub rebase: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for UnpackOptions {
@@ -79,6 +91,8 @@ impl Default for UnpackOptions {
             max_total_size: 64 << 30,
             max_entry_size: 32 << 30,
             max_entries: 4_000_000,
+            no_overwrite_dir_non_dir: false,
+            rebase: None,
         }
     }
 }
@@ -140,6 +154,34 @@ pub fn unpack(
         path: dest.to_path_buf(),
         source,
     })?;
+    unpack_into(reader, root, opts)
+}
+
+/// [`unpack`] into the directory open as `dest` (any fd of it, `O_PATH`
+/// too), e.g. one resolved inside a container's root.
+pub fn unpack_at(
+    reader: impl Read,
+    dest: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
+    let root = rfs::openat(
+        dest,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| LayerError::OpenDestination {
+        path: PathBuf::from("."),
+        source,
+    })?;
+    unpack_into(reader, root, opts)
+}
+
+fn unpack_into(
+    reader: impl Read,
+    root: OwnedFd,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
     let tripped = Rc::new(Cell::new(false));
     let stream = LimitReader {
         inner: Decompressor::new(reader).map_err(LayerError::StartDecompress)?,
@@ -277,7 +319,7 @@ impl Unpacker<'_> {
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<String, LayerError> {
-        let raw_name = entry.path_bytes().into_owned();
+        let raw_name = rebased(self.opts, entry.path_bytes().into_owned());
         let name = lossy(&raw_name);
         let path = normalize(&raw_name).map_err(|source| LayerError::InvalidName {
             entry: name.clone(),
@@ -373,15 +415,16 @@ impl Unpacker<'_> {
         name: &str,
     ) -> Result<Action, LayerError> {
         let (_, base) = path.split_last();
+        let layer = self.opts.whiteouts != Whiteouts::Plain;
         // AUFS bookkeeping at the root (`.wh..wh.plnk`, `.wh..wh.aufs`) is
         // not content; moby `pkg/archive/diff.go` skips it the same way.
-        if path.as_bytes().starts_with(WHITEOUT_META_PREFIX) {
+        if layer && path.as_bytes().starts_with(WHITEOUT_META_PREFIX) {
             return Ok(Action::Skip);
         }
-        if base == WHITEOUT_OPAQUE {
+        if layer && base == WHITEOUT_OPAQUE {
             return Ok(Action::Opaque);
         }
-        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX).filter(|_| layer) {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(LayerError::InvalidName {
                     entry: name.to_string(),
@@ -425,7 +468,7 @@ impl Unpacker<'_> {
                 target: link_target(entry, name)?,
             },
             EntryType::Link => {
-                let raw = link_target(entry, name)?;
+                let raw = rebased(self.opts, link_target(entry, name)?);
                 let target = match normalize(&raw) {
                     Ok(target) if target.is_root() => Err(NameError::Root),
                     other => other,
@@ -566,6 +609,18 @@ impl Unpacker<'_> {
     ) -> Result<T, LayerError> {
         match make(dir.as_fd(), base) {
             Err(Errno::EXIST) => {
+                if self.opts.no_overwrite_dir_non_dir && kind != "directory" {
+                    let existing = rfs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW);
+                    if existing
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                    {
+                        return Err(LayerError::WouldReplace {
+                            entry: entry.to_string(),
+                            existing: "directory",
+                            with: "non-directory",
+                        });
+                    }
+                }
                 self.remove(dir, base, entry)?;
                 make(dir.as_fd(), base)
             }
@@ -645,6 +700,13 @@ impl Unpacker<'_> {
                     .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
                 // A directory over a directory merges; over anything else it
                 // replaces (moby `createTarFile`).
+                if !is_dir && self.opts.no_overwrite_dir_non_dir {
+                    return Err(LayerError::WouldReplace {
+                        entry: entry.to_string(),
+                        existing: "non-directory",
+                        with: "directory",
+                    });
+                }
                 if !is_dir {
                     self.create(dir, base, entry, "directory", mkdir)?;
                 }
@@ -707,6 +769,8 @@ impl Unpacker<'_> {
         entry: &str,
     ) -> Result<(), LayerError> {
         match self.opts.whiteouts {
+            // Plain archives never classify an entry as a whiteout.
+            Whiteouts::Plain => {}
             Whiteouts::Apply => {
                 if let Some(dir) = self.existing_dir(parent, entry)? {
                     self.remove(&dir, hidden, entry)?;
@@ -746,6 +810,7 @@ impl Unpacker<'_> {
     /// `DIR/.wh..wh..opq`: hides everything lower layers put in `DIR`.
     fn opaque(&mut self, parent: &RelPath, entry: &str) -> Result<(), LayerError> {
         match self.opts.whiteouts {
+            Whiteouts::Plain => {}
             Whiteouts::Apply => {
                 if let Some(dir) = self.existing_dir(parent, entry)? {
                     self.cache = None;
@@ -896,6 +961,26 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
+}
+
+/// An entry name after [`UnpackOptions::rebase`].
+fn rebased(opts: &UnpackOptions, name: Vec<u8>) -> Vec<u8> {
+    let Some((old, new)) = &opts.rebase else {
+        return name;
+    };
+    // moby matches the root as an empty prefix of the names that start
+    // with the separator.
+    let old: &[u8] = if old.as_slice() == b"/" { b"" } else { old };
+    if !name.starts_with(old) {
+        return name;
+    }
+    let rest = &name[old.len()..];
+    if !old.is_empty() && !rest.is_empty() && !rest.starts_with(b"/") {
+        return name;
+    }
+    let mut out = new.clone();
+    out.extend_from_slice(rest);
+    out
 }
 
 fn resolve_error(entry: &str, parent: &RelPath, source: Errno) -> LayerError {

@@ -1,0 +1,830 @@
+//! More container verbs with Docker's flags and output: `ps` and `inspect`
+//! (with `--format` and `--filter`), `top`, `diff`, `cp`, `update`,
+//! `port` and `container prune`. The work is done by the library
+//! (`reconcile::verbs`, `reconcile::archive`); this file parses flags and
+//! prints.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use miette::{IntoDiagnostic, miette};
+use serde_json::{Value, json};
+
+use super::containers::LimitArgs;
+use super::daemon::{api_error, client};
+use super::filter::{Filters, PsEntry, PsQuery};
+use super::output::{human_duration, human_size};
+use super::template::{self, Template};
+use crate::api::Listed;
+use crate::api::client::segment;
+use crate::reconcile::archive::{self as cp_rules, CopyInfo, PutOptions};
+use crate::reconcile::containers::Containers;
+use crate::reconcile::health::HealthStatus;
+use crate::reconcile::verbs::{
+    CHANGE_ADDED, CHANGE_DELETED, ContainerSummary, PruneFilters, RestartPolicy, UpdateRequest,
+    VerbError, summary_of,
+};
+
+fn open(root: &Path) -> miette::Result<Containers> {
+    Containers::open(root, &crate::runtime::default_run_dir(root)).into_diagnostic()
+}
+
+/// A library error as a diagnostic with its whole chain of causes.
+fn report(e: VerbError) -> miette::Report {
+    miette!("{}", crate::error_chain(&e))
+}
+
+/// `stack ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones)
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// Only print ids
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// Do not shorten ids and commands
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Show only the latest created container (of any state)
+    #[arg(short = 'l', long = "latest")]
+    latest: bool,
+    /// Show the N last created containers (of any state)
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<i64>,
+    /// Show sizes: the writable layer and, in parentheses, with the image
+    #[arg(short = 's', long = "size")]
+    size: bool,
+    /// Filter: id, name, label, status, exited, ancestor, before, since,
+    /// health, volume, network, is-task (KEY=VALUE, repeatable)
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Output: table, json, or a Go template ('table {{.ID}}\t{{.Names}}')
+    #[arg(long = "format", value_name = "FORMAT")]
+    format: Option<String>,
+}
+
+/// Docker's `ps` default columns.
+const PS_TABLE: &str =
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
+/// Column titles of `ps` fields, as docker/cli names them.
+fn ps_titles() -> Value {
+    json!({
+        "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+        "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+        "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",
+        "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+        "LocalVolumes": "LOCAL VOLUMES",
+    })
+}
+
+/// docker/cli's `Ellipsis`: at most `n` characters, the last one `…`.
+fn ellipsis(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Go's `strconv.Quote` for the texts containers have.
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// "2006-01-02 15:04:05 +0000 UTC" (Go's `time.Time.String` in UTC), the
+/// `CreatedAt` of `ps` and `images`.
+pub fn go_time(t: SystemTime) -> String {
+    let text = crate::runtime::logs::rfc3339_nanos(t);
+    match (text.get(0..10), text.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time} +0000 UTC"),
+        _ => text,
+    }
+}
+
+/// One `ps` row in docker/cli's formatter fields.
+fn ps_row(s: &ContainerSummary, trunc: bool, now: SystemTime) -> Value {
+    let id = if trunc {
+        s.id.chars().take(12).collect()
+    } else {
+        s.id.clone()
+    };
+    let command = if trunc {
+        ellipsis(&s.command, 20)
+    } else {
+        s.command.clone()
+    };
+    let names: Vec<String> = s
+        .names
+        .iter()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect();
+    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mounts: Vec<String> = s
+        .mounts
+        .iter()
+        .map(|m| {
+            let name = if m.name.is_empty() {
+                &m.source
+            } else {
+                &m.name
+            };
+            if trunc {
+                ellipsis(name, 15)
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    let networks: Vec<String> = s
+        .network_settings
+        .get("Networks")
+        .and_then(Value::as_object)
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    let created = UNIX_EPOCH + Duration::from_secs(u64::try_from(s.created).unwrap_or(0));
+    let running_for = now.duration_since(created).unwrap_or(Duration::ZERO);
+    let size = match (s.size_rw, s.size_root_fs) {
+        (Some(rw), Some(virt)) if virt > 0 => {
+            format!("{} (virtual {})", human_size(rw), human_size(virt))
+        }
+        (Some(rw), _) => human_size(rw),
+        _ => "0B".into(),
+    };
+    json!({
+        "ID": id,
+        "Image": s.image,
+        "Command": go_quote(&command),
+        "CreatedAt": go_time(created),
+        "RunningFor": format!("{} ago", human_duration(running_for)),
+        "Ports": "",
+        "State": s.state,
+        "Status": s.status,
+        "Size": size,
+        "Names": names.join(","),
+        "Labels": labels.join(","),
+        "Mounts": mounts.join(","),
+        "Networks": networks.join(","),
+        "LocalVolumes": s.mounts.iter().filter(|m| m.kind == "volume").count().to_string(),
+    })
+}
+
+/// What the filters look at.
+fn ps_entry(s: &ContainerSummary) -> PsEntry {
+    PsEntry {
+        id: s.id.clone(),
+        name: s
+            .names
+            .first()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default(),
+        labels: s.labels.clone(),
+        state: s.state.clone(),
+        exit_code: s.exit_code,
+        started: !s.started_at.is_empty(),
+        image_id: s.image_id.clone(),
+        health: s.health.clone(),
+        mounts: s
+            .mounts
+            .iter()
+            .map(|m| {
+                let name = if m.name.is_empty() {
+                    &m.source
+                } else {
+                    &m.name
+                };
+                (name.clone(), m.destination.clone())
+            })
+            .collect(),
+        networks: s
+            .network_settings
+            .get("Networks")
+            .and_then(Value::as_object)
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// The format to use: `table` and nothing mean the default table, `json`
+/// is `{{json .}}`.
+fn effective_format(format: Option<&str>, default_table: &str) -> String {
+    match format.map(str::trim) {
+        None | Some("") | Some("table") => default_table.to_string(),
+        Some("json") => "{{json .}}".to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `stack ps`.
+pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
+    let c = client(root)?;
+    let listed: Vec<Listed> = c
+        .get("/containers/json")
+        .flag("all", true)
+        .flag("size", args.size)
+        .send_json()
+        .map_err(api_error)?;
+    let image_sizes: BTreeMap<String, u64> = if args.size {
+        let images: Vec<crate::api::images::ImageSummary> =
+            c.get("/images/json").send_json().map_err(api_error)?;
+        images.into_iter().map(|i| (i.id, i.size)).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let summaries: Vec<ContainerSummary> = listed
+        .iter()
+        .rev()
+        .map(|l| {
+            let health = l.health.map_or("none", HealthStatus::as_str);
+            let mut s = summary_of(
+                &l.record,
+                &l.state,
+                &l.command,
+                health,
+                l.size.or(args.size.then_some(0)),
+                image_sizes.get(&l.record.image_id).copied(),
+                None,
+            );
+            s.status = super::containers::status_text(&l.state, l.health);
+            s
+        })
+        .collect();
+    let filters = Filters::parse(&args.filter).map_err(|e| miette!("{e}"))?;
+    let last = match (args.latest, args.last) {
+        (true, _) => Some(1),
+        (false, Some(n)) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => None,
+    };
+    let query = PsQuery {
+        all: args.all,
+        last,
+    };
+    let entries: Vec<PsEntry> = summaries.iter().map(ps_entry).collect();
+    let image_id = |reference: &str| {
+        c.get(&format!("/images/{reference}/json"))
+            .send_json::<Value>()
+            .ok()
+            .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
+    };
+    let picked =
+        super::filter::select(&entries, &filters, query, &image_id).map_err(|e| miette!("{e}"))?;
+    let trunc = !args.no_trunc;
+    let now = SystemTime::now();
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        for i in picked {
+            let id = &summaries[i].id;
+            let id = if trunc { &id[..12.min(id.len())] } else { id };
+            writeln!(out, "{id}").into_diagnostic()?;
+        }
+        return Ok(0);
+    }
+    let default = if args.size {
+        format!("{PS_TABLE}\t{{{{.Size}}}}")
+    } else {
+        PS_TABLE.to_string()
+    };
+    let format = effective_format(args.format.as_deref(), &default);
+    let rows: Vec<Value> = picked
+        .iter()
+        .map(|&i| ps_row(&summaries[i], trunc, now))
+        .collect();
+    let labels: BTreeMap<String, BTreeMap<String, String>> = picked
+        .iter()
+        .map(|&i| {
+            let s = &summaries[i];
+            let id = if trunc {
+                s.id.chars().take(12).collect()
+            } else {
+                s.id.clone()
+            };
+            (id, s.labels.clone())
+        })
+        .collect();
+    // docker/cli's `{{.Label "name"}}`.
+    let methods = |name: &str, dot: &Value, args: &[Value]| -> Option<Result<Value, String>> {
+        if name != "Label" {
+            return None;
+        }
+        let [Value::String(key)] = args else {
+            return Some(Err("Label takes one label name".into()));
+        };
+        let id = dot.get("ID").and_then(Value::as_str).unwrap_or_default();
+        Some(Ok(Value::String(
+            labels
+                .get(id)
+                .and_then(|l| l.get(key))
+                .cloned()
+                .unwrap_or_default(),
+        )))
+    };
+    let text = template::format_rows(&format, &default, &rows, &ps_titles(), &methods)
+        .map_err(|e| miette!("{e}"))?;
+    out.write_all(text.as_bytes()).into_diagnostic()?;
+    Ok(0)
+}
+
+/// `stack inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format each result with a Go template ('{{.State.Status}}'); json
+    /// for one JSON document per container
+    #[arg(short = 'f', long = "format", value_name = "FORMAT")]
+    format: Option<String>,
+    /// Containers (names or ids)
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack inspect` for containers: a JSON array, or one line per container
+/// with `--format`.
+pub fn inspect(root: &Path, args: &InspectArgs) -> miette::Result<i32> {
+    let c = client(root)?;
+    let mut docs = Vec::new();
+    for name in &args.containers {
+        let doc: Value = c
+            .get(&format!("/containers/{}/json", segment(name)))
+            .send_json()
+            .map_err(api_error)?;
+        docs.push(doc);
+    }
+    let mut out = io::stdout().lock();
+    match args.format.as_deref() {
+        None | Some("") => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&docs).into_diagnostic()?
+            )
+            .into_diagnostic()?;
+        }
+        Some(format) => {
+            let format = if format == "json" {
+                "{{json .}}"
+            } else {
+                format
+            };
+            let template = Template::parse(format).map_err(|e| miette!("{e}"))?;
+            for doc in &docs {
+                let line = template
+                    .render(doc, &template::no_methods)
+                    .map_err(|e| miette!("{e}"))?;
+                writeln!(out, "{line}").into_diagnostic()?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `stack top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The container
+    container: String,
+    /// Options for ps (default -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_options: Vec<String>,
+}
+
+/// `stack top`: the container's processes, as docker/cli prints them.
+pub fn top(root: &Path, args: &TopArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let result = c.top(&id, &args.ps_options.join(" ")).map_err(report)?;
+    let mut text = result.titles.join("\t");
+    text.push('\n');
+    for p in &result.processes {
+        text.push_str(&p.join("\t"));
+        text.push('\n');
+    }
+    // docker/cli: tabwriter with a minimum width of 20.
+    io::stdout()
+        .write_all(template::tabwrite_min(&text, 20).as_bytes())
+        .into_diagnostic()?;
+    Ok(0)
+}
+
+/// `stack diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The container
+    container: String,
+}
+
+/// `stack diff`: `A`, `C` or `D` and the path, one change per line.
+pub fn diff(root: &Path, args: &DiffArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let mut out = io::stdout().lock();
+    for change in c.changes(&id).map_err(report)? {
+        let kind = match change.kind {
+            CHANGE_ADDED => 'A',
+            CHANGE_DELETED => 'D',
+            _ => 'C',
+        };
+        writeln!(out, "{kind} {}", change.path).into_diagnostic()?;
+    }
+    Ok(0)
+}
+
+/// `stack cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep uid and gid of what is copied into the container (default: root)
+    #[arg(short = 'a', long = "archive")]
+    archive: bool,
+    /// Follow a symlink named as the source
+    #[arg(short = 'L', long = "follow-link")]
+    follow_link: bool,
+    /// Print nothing about the copy
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// CONTAINER:SRC_PATH, a host path, or - for a tar stream on stdin
+    source: String,
+    /// CONTAINER:DEST_PATH, a host path, or - for a tar stream on stdout
+    destination: String,
+}
+
+/// docker/cli's `splitCpArg`: `CONTAINER:PATH`, or a local path (absolute,
+/// or starting with `.`, or without `:`).
+fn split_cp_arg(arg: &str) -> (Option<&str>, &str) {
+    if arg.starts_with('/') {
+        return (None, arg);
+    }
+    match arg.split_once(':') {
+        Some((container, path)) if !container.starts_with('.') => (Some(container), path),
+        _ => (None, arg),
+    }
+}
+
+/// docker/cli's `resolveLocalPath`: absolute, keeping a trailing `/` or
+/// `/.`.
+fn local_path(path: &str) -> miette::Result<String> {
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    let joined: PathBuf = cwd.join(path);
+    let mut parts: Vec<String> = Vec::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    let last_is_dot = path == "." || path.ends_with("/.");
+    if last_is_dot && !out.ends_with("/.") {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push('.');
+    }
+    if !out.ends_with('/') && path.ends_with('/') {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// `stack cp`: copies between a container and the host (or a tar stream),
+/// with Docker's path rules.
+pub fn cp(root: &Path, args: &CpArgs) -> miette::Result<i32> {
+    let (src_container, src) = if args.source == "-" {
+        (None, "-")
+    } else {
+        split_cp_arg(&args.source)
+    };
+    let (dst_container, dst) = if args.destination == "-" {
+        (None, "-")
+    } else {
+        split_cp_arg(&args.destination)
+    };
+    let c = open(root)?;
+    let copied = match (src_container, dst_container) {
+        (Some(_), Some(_)) => return Err(miette!("copying between containers is not supported")),
+        (None, None) => return Err(miette!("must specify at least one container source")),
+        (Some(container), None) => {
+            let id = c.runtime.resolve(container).into_diagnostic()?;
+            copy_from(&c, &id, src, dst, args)?
+        }
+        (None, Some(container)) => {
+            let id = c.runtime.resolve(container).into_diagnostic()?;
+            copy_to(&c, &id, container, src, dst, args)?
+        }
+    };
+    if !args.quiet && io::stderr().is_terminal() && args.destination != "-" {
+        eprintln!(
+            "Successfully copied {} to {}",
+            human_size(copied),
+            args.destination
+        );
+    }
+    Ok(0)
+}
+
+/// Counts what passes through.
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += u64::try_from(n).unwrap_or(0);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn copy_from(c: &Containers, id: &str, src: &str, dst: &str, args: &CpArgs) -> miette::Result<u64> {
+    let mut src_path = src.to_string();
+    let mut rebase_name = String::new();
+    if args.follow_link {
+        let stat = c.archive_stat(id, src).map_err(report)?;
+        if stat.is_symlink() {
+            // The target keeps the name the link was asked by.
+            rebase_name = cp_rules::split_path_dir_entry(src).1;
+            src_path = stat.link_target;
+        }
+    }
+    if dst == "-" {
+        let mut out = Counting {
+            inner: io::stdout().lock(),
+            count: 0,
+        };
+        c.archive_get(id, &src_path, &mut out).map_err(report)?;
+        out.flush().into_diagnostic()?;
+        return Ok(out.count);
+    }
+    let stat = c.archive_stat(id, &src_path).map_err(report)?;
+    let dst_info = cp_rules::local_destination(&local_path(dst)?).map_err(report)?;
+    let src_info = CopyInfo {
+        path: src_path.clone(),
+        exists: true,
+        is_dir: stat.is_dir(),
+        rebase_name: rebase_name.clone(),
+    };
+    let mut plan = cp_rules::prepare_copy(&src_info, &dst_info).map_err(report)?;
+    // The daemon names the entries after the path it was asked for; rename
+    // them to what the rules want.
+    let sent = cp_rules::split_path_dir_entry(&src_path).1;
+    let wanted = match &plan.rebase {
+        Some((_, new)) => new.clone(),
+        None if !rebase_name.is_empty() => rebase_name,
+        None => sent.clone(),
+    };
+    plan.rebase = (wanted != sent).then_some((sent, wanted));
+    let (reader, writer) = io::pipe().into_diagnostic()?;
+    let extract = std::thread::spawn(move || cp_rules::untar_local(reader, &plan));
+    let mut writer = Counting {
+        inner: writer,
+        count: 0,
+    };
+    let sent = c.archive_get(id, &src_path, &mut writer);
+    let count = writer.count;
+    drop(writer);
+    let extracted = extract
+        .join()
+        .map_err(|_| miette!("the extraction thread panicked"))?;
+    sent.map_err(report)?;
+    extracted.map_err(report)?;
+    Ok(count)
+}
+
+fn copy_to(
+    c: &Containers,
+    id: &str,
+    container: &str,
+    src: &str,
+    dst: &str,
+    args: &CpArgs,
+) -> miette::Result<u64> {
+    let opts = PutOptions {
+        copy_uid_gid: args.archive,
+        ..PutOptions::default()
+    };
+    // What the destination is in the container (a symlink is followed).
+    let mut dst_info = CopyInfo {
+        path: dst.to_string(),
+        ..CopyInfo::default()
+    };
+    let mut stat = c.archive_stat(id, dst);
+    if let Ok(s) = &stat
+        && s.is_symlink()
+    {
+        dst_info.path = s.link_target.clone();
+        stat = c.archive_stat(id, &s.link_target);
+    }
+    if let Ok(s) = &stat {
+        dst_info.exists = true;
+        dst_info.is_dir = s.is_dir();
+    }
+    if src == "-" {
+        if !dst_info.is_dir {
+            return Err(miette!(
+                "destination \"{container}:{dst}\" must be a directory"
+            ));
+        }
+        let mut input = io::stdin().lock();
+        c.archive_put(id, &dst_info.path, &mut input, &opts)
+            .map_err(report)?;
+        return Ok(0);
+    }
+    let src_info = cp_rules::local_source(&local_path(src)?, args.follow_link).map_err(report)?;
+    let plan = cp_rules::prepare_copy(&src_info, &dst_info).map_err(report)?;
+    let name = plan.rebase.as_ref().map(|(_, new)| new.clone());
+    let (mut reader, writer) = io::pipe().into_diagnostic()?;
+    let make = std::thread::spawn(move || {
+        let mut writer = Counting {
+            inner: writer,
+            count: 0,
+        };
+        cp_rules::tar_local(&src_info, name.as_deref(), &mut writer).map(|()| writer.count)
+    });
+    let put = c.archive_put(id, &plan.dest_dir, &mut reader, &opts);
+    drop(reader);
+    let made = make
+        .join()
+        .map_err(|_| miette!("the archiving thread panicked"))?;
+    put.map_err(report)?;
+    made.map_err(report)
+}
+
+/// `stack update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped
+    #[arg(long = "restart")]
+    restart: Option<String>,
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `stack update`: new limits (live for running containers, kept for later
+/// starts) and restart policy; prints each container done.
+pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let resources = args.limits.resources()?;
+    let restart = args
+        .restart
+        .as_deref()
+        .map(|r| {
+            crate::spec::restart::parse_restart(r)
+                .map(|(name, count)| RestartPolicy {
+                    name,
+                    maximum_retry_count: count.unwrap_or(0),
+                })
+                .map_err(|e| miette!("invalid --restart: {e}"))
+        })
+        .transpose()?;
+    if resources == Default::default() && restart.is_none() {
+        return Err(miette!(
+            "you must provide one or more flags when using this command"
+        ));
+    }
+    let request = UpdateRequest { resources, restart };
+    let mut failed = 0;
+    for name in &args.containers {
+        let result = c
+            .runtime
+            .resolve(name)
+            .map_err(VerbError::from)
+            .and_then(|id| c.update(&id, &request));
+        match result {
+            Ok(r) => {
+                for w in r.warnings {
+                    eprintln!("WARNING: {w}");
+                }
+                println!("{name}");
+            }
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", crate::error_chain(&e));
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(miette!(
+            "{failed} of {} containers were not updated",
+            args.containers.len()
+        ));
+    }
+    Ok(0)
+}
+
+/// `stack port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The container
+    container: String,
+    /// Only this port: PORT[/PROTO]
+    private_port: Option<String>,
+}
+
+/// `stack port`: `80/tcp -> 0.0.0.0:8080` per published port.
+pub fn port(root: &Path, args: &PortArgs) -> miette::Result<i32> {
+    let c = open(root)?;
+    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let ports = c.ports(&id).map_err(report)?;
+    let wanted = args.private_port.as_deref().map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    if let Some(w) = &wanted
+        && !ports.contains_key(w)
+    {
+        return Err(miette!(
+            "no public port '{w}' published for {}",
+            args.container
+        ));
+    }
+    let mut out = io::stdout().lock();
+    for (port, bindings) in &ports {
+        if wanted.as_ref().is_some_and(|w| w != port) {
+            continue;
+        }
+        for b in bindings {
+            let host = if b.host_ip.contains(':') {
+                format!("[{}]:{}", b.host_ip, b.host_port)
+            } else {
+                format!("{}:{}", b.host_ip, b.host_port)
+            };
+            if wanted.is_some() {
+                writeln!(out, "{host}").into_diagnostic()?;
+            } else {
+                writeln!(out, "{port} -> {host}").into_diagnostic()?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `stack container prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    /// Filter: until=TIMESTAMP|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE]
+    #[arg(long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+/// `stack container prune`: removes stopped containers and prints Docker's
+/// report.
+pub fn prune(root: &Path, args: &PruneArgs) -> miette::Result<i32> {
+    let filters = Filters::parse(&args.filter).map_err(|e| miette!("{e}"))?;
+    filters
+        .validate(&["until", "label", "label!"])
+        .map_err(|e| miette!("{e}"))?;
+    let until: Vec<&str> = filters.values("until").collect();
+    if until.len() > 1 {
+        return Err(miette!("more than one until filter specified"));
+    }
+    let prune = PruneFilters {
+        until: until.first().map(|u| u.to_string()),
+        label: filters.values("label").map(str::to_string).collect(),
+        label_not: filters.values("label!").map(str::to_string).collect(),
+    };
+    if !args.force {
+        eprint!(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer).into_diagnostic()?;
+        if !matches!(answer.trim(), "y" | "Y") {
+            return Ok(0);
+        }
+    }
+    let c = open(root)?;
+    let report_ = c.prune(&prune).map_err(report)?;
+    let mut out = io::stdout().lock();
+    if !report_.containers_deleted.is_empty() {
+        writeln!(out, "Deleted Containers:").into_diagnostic()?;
+        for id in &report_.containers_deleted {
+            writeln!(out, "{id}").into_diagnostic()?;
+        }
+        writeln!(out).into_diagnostic()?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        human_size(report_.space_reclaimed)
+    )
+    .into_diagnostic()?;
+    Ok(0)
+}
