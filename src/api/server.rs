@@ -354,10 +354,17 @@ async fn list(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Respo
         let runtime = &d.containers.runtime;
         let mut rows = Vec::new();
         for (record, state) in runtime.list()? {
-            let command = runtime
-                .spec(&record.id)
-                .ok()
-                .and_then(|s| s.process().as_ref().and_then(|p| p.args().clone()))
+            // Recorded at create; older containers have it in their spec only.
+            let command = record
+                .extra
+                .get("command")
+                .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
+                .or_else(|| {
+                    runtime
+                        .spec(&record.id)
+                        .ok()
+                        .and_then(|s| s.process().as_ref().and_then(|p| p.args().clone()))
+                })
                 .unwrap_or_default();
             let size = size.then(|| match containers::driver_of(&record) {
                 StorageDriver::Overlay => dir_size(&record.rootfs.upper),

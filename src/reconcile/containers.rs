@@ -396,6 +396,13 @@ impl Containers {
             .extra
             .insert("anonymous_volumes".into(), json!(anonymous));
         record.extra.insert("restart".into(), json!(req.restart));
+        // The command line, for listings that should not parse the spec.
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        record.extra.insert("command".into(), json!(args));
         if let Some(check) = super::health::effective(&req.health, &run_config) {
             record.extra.insert("healthcheck".into(), json!(check));
         }
