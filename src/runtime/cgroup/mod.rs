@@ -384,8 +384,8 @@ impl Hierarchy {
     }
 
     /// True when [`Cgroup::apply`] enforces device rules: with the v1
-    /// `devices` controller. On v2 it would take an eBPF program, which is
-    /// not implemented (see the module docs).
+    /// `devices` controller, or on v2 always (an eBPF program attached to
+    /// the cgroup).
     pub fn can_filter_devices(&self) -> bool {
         match &self.kind {
             HierarchyKind::V1 { mounts } => mounts.iter().any(|m| m.has_controller("devices")),
