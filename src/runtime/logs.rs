@@ -1324,10 +1324,40 @@ struct OpenLog {
 }
 
 /// Opens the log files of `id`, newest first, stopping before the file
-/// `stop_at` (which the caller already has). A rotation while this runs moves
-/// files to higher numbers, the way this walks, so a file can be met twice
-/// (skipped by identity) but not jumped over.
+/// `stop_at` (which the caller already has).
+///
+/// A rotation moves every file one number up, the way the walk goes, so a
+/// walk that overlaps one rotation meets a file twice at most (skipped by
+/// identity) and never sees them out of order. Two rotations during one walk
+/// could show a newer file after an older one, so the walk is bracketed by the
+/// identities of the current file and `.1`, and done again when they changed.
+/// (The pair, because a rotation goes through states where either is missing;
+/// no two of them are alike.)
 fn open_newest_first(
+    dir: &Path,
+    id: &str,
+    stop_at: Option<FileId>,
+) -> Result<Vec<OpenLog>, LogError> {
+    /// A writer rotating faster than a walk completes this many times over is
+    /// not one this crate runs; the last walk is used as it is.
+    const ATTEMPTS: usize = 1000;
+    let (current, first) = (numbered_path(dir, id, 0), numbered_path(dir, id, 1));
+    let identity = |path: &Path| fs::metadata(path).ok().map(|meta| file_id(&meta));
+    let witness = || (identity(&current), identity(&first));
+    let mut attempt = 0;
+    loop {
+        let before = witness();
+        let files = walk_newest_first(dir, id, stop_at)?;
+        attempt += 1;
+        if witness() == before || attempt >= ATTEMPTS {
+            return Ok(files);
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// One walk of [`open_newest_first`].
+fn walk_newest_first(
     dir: &Path,
     id: &str,
     stop_at: Option<FileId>,
@@ -1861,6 +1891,8 @@ fn find_tail_start(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn escaped(bytes: &[u8]) -> String {
         let mut out = Vec::new();
@@ -1870,6 +1902,61 @@ mod tests {
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    /// The number in the first entry of each file, in the order given.
+    fn first_numbers(files: &mut [OpenLog]) -> Vec<u64> {
+        files
+            .iter_mut()
+            .filter_map(|log| {
+                let mut text = String::new();
+                log.file.read_to_string(&mut text).expect("read a log file");
+                let entry = parse_line(text.lines().next()?.as_bytes())?;
+                String::from_utf8_lossy(&entry.bytes).trim().parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listing_keeps_the_order_while_files_rotate_under_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = "a".repeat(64);
+        // One entry per file: every write rotates.
+        let options = LogOptions {
+            max_size: 1,
+            max_files: 32,
+        };
+        let mut writer = LogWriter::open(dir.path(), &id, options).expect("open the writer");
+        writer
+            .write(Stream::Stdout, b"0\n", SystemTime::now())
+            .expect("write");
+        writer.flush().expect("flush");
+        let done = Arc::new(AtomicBool::new(false));
+        let writing = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                for n in 1..1_500u64 {
+                    let line = format!("{n}\n");
+                    writer
+                        .write(Stream::Stdout, line.as_bytes(), SystemTime::now())
+                        .expect("write");
+                }
+                writer.flush().expect("flush");
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut walks = 0;
+        while !done.load(Ordering::SeqCst) {
+            let mut files = open_newest_first(dir.path(), &id, None).expect("list");
+            let numbers = first_numbers(&mut files);
+            assert!(
+                numbers.windows(2).all(|w| w[0] > w[1]),
+                "newest first, got {numbers:?}"
+            );
+            walks += 1;
+        }
+        writing.join().expect("the writer thread");
+        assert!(walks > 0);
     }
 
     #[test]
