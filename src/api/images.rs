@@ -12,7 +12,7 @@
 //! The wire types come first; the daemon's handlers follow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,9 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::server::{ApiError, ApiResult, Params, blocking, channel_body, json_response, truthy};
+use super::server::{
+    ApiError, ApiResult, ChunkSink, Params, blocking, channel_body, json_response, read_body, truthy,
+};
 use crate::daemon::Daemon;
 use crate::daemon::events::Event;
 use crate::image::archive::{ArchiveError, ArchiveFormat};
@@ -1143,24 +1145,6 @@ async fn push(
 // ---------------------------------------------------------------------------
 // Save, load, import
 
-/// A writer whose bytes become chunks of a streamed answer.
-struct ChunkSink {
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
-}
-
-impl Write for ChunkSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /images/get?names=A&names=B[&format=oci]`: a tar stream of the
 /// images, Docker's archive format unless `format=oci`.
 async fn save(
@@ -1212,64 +1196,6 @@ async fn save(
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(channel_body(rx))
         .unwrap_or_default())
-}
-
-/// A blocking reader over a request body that an async task feeds, a few
-/// chunks ahead at most.
-struct BodyReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        let chunk = self.current.split_to(n);
-        buf.get_mut(..n)
-            .ok_or_else(|| io::Error::other("short buffer"))?
-            .copy_from_slice(&chunk);
-        Ok(n)
-    }
-}
-
-/// Streams `body` into a [`BodyReader`]. When the reader stops early (the
-/// archive was refused), the rest of the body is still read and dropped, so
-/// the client finishes its upload and gets the answer.
-fn read_body(body: Body) -> (BodyReader, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let pump = tokio::spawn(async move {
-        let mut stream = body.into_data_stream();
-        let mut reading = true;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    if reading && tx.send(Ok(bytes)).await.is_err() {
-                        reading = false;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)))
-                        .await;
-                    return;
-                }
-            }
-        }
-    });
-    (
-        BodyReader {
-            rx,
-            current: Bytes::new(),
-        },
-        pump,
-    )
 }
 
 fn json_lines(messages: &[JsonMessage]) -> Response {

@@ -16,12 +16,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{Created, ErrorBody, Listed, MAX_JSON_BODY, Usage, Waited};
+use crate::chunks::ChunkReader;
 use crate::daemon::Daemon;
 use crate::daemon::events::{Event, EventFilter};
 use crate::image::driver::StorageDriver;
@@ -763,6 +765,55 @@ impl Write for FrameSink {
             .blocking_send(Ok(Bytes::from(framed)))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
         Ok(chunk.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams a request body into a blocking reader, a few chunks ahead at
+/// most (uploads are bounded by the disk, never by memory). When the reader
+/// stops early (the archive was refused), the rest of the body is still
+/// read and dropped, so the client finishes its upload and gets the answer;
+/// await the pump before answering.
+pub(super) fn read_body(body: Body) -> (ChunkReader, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let pump = tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut reading = true;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if reading && tx.send(Ok(bytes)).await.is_err() {
+                        reading = false;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    (ChunkReader::new(rx), pump)
+}
+
+/// A writer that sends what it is given, unframed, to a streamed answer
+/// body (tar streams).
+pub(super) struct ChunkSink {
+    /// Where the chunks go.
+    pub(super) tx: tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>,
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

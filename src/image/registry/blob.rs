@@ -23,6 +23,7 @@ use super::{
     MAX_ATTEMPTS, Operation, RegistryClient, RegistryError, Repository, backoff, pull_scope,
     push_scope, read_limited, resolve,
 };
+use crate::chunks::ChunkReader;
 use crate::image::digest::Digest;
 use crate::image::oci::Descriptor;
 use crate::image::store::{BlobStore, StoreError};
@@ -36,30 +37,6 @@ pub enum UploadOutcome {
     Mounted,
     /// The bytes were sent.
     Uploaded,
-}
-
-/// A blocking reader over the chunks a download task sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        let chunk = self.current.split_to(n);
-        buf.get_mut(..n)
-            .expect("n is at most the buffer length")
-            .copy_from_slice(&chunk);
-        Ok(n)
-    }
 }
 
 pub(super) async fn download(
@@ -79,14 +56,7 @@ pub(super) async fn download(
         let digest = descriptor.digest.clone();
         let size = descriptor.size;
         tokio::task::spawn_blocking(move || {
-            store.put(
-                ChannelReader {
-                    rx,
-                    current: Bytes::new(),
-                },
-                Some(&digest),
-                Some(size),
-            )
+            store.put(ChunkReader::new(rx), Some(&digest), Some(size))
         })
     };
     let fed = feed(client, repository, descriptor, operation, advanced, &tx).await;
@@ -543,29 +513,5 @@ mod tests {
                 digest.hex()
             )
         );
-    }
-
-    #[test]
-    fn channel_reader_joins_chunks_and_passes_errors() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Ok(Bytes::from_static(b"hel"))).unwrap();
-        tx.try_send(Ok(Bytes::from_static(b"lo"))).unwrap();
-        drop(tx);
-        let mut reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        let mut out = String::new();
-        reader.read_to_string(&mut out).unwrap();
-        assert_eq!(out, "hello");
-
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Ok(Bytes::from_static(b"x"))).unwrap();
-        tx.try_send(Err(io::Error::other("broken"))).unwrap();
-        let mut reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
-        assert!(reader.read_to_end(&mut Vec::new()).is_err());
     }
 }
