@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -130,6 +131,11 @@ impl Client {
     /// `PUT path`.
     pub fn put(&self, path: &str) -> Call<'_> {
         self.call(Method::PUT, path)
+    }
+
+    /// `HEAD path`.
+    pub fn head(&self, path: &str) -> Call<'_> {
+        self.call(Method::HEAD, path)
     }
 
     /// Whether the daemon answers `/_ping`.
@@ -370,13 +376,22 @@ impl Call<'_> {
         self.bytes().map(|_| ())
     }
 
+    /// Sends the request; the answer's headers, its body left unread (for
+    /// `HEAD`, which has none).
+    pub fn headers(self) -> Result<HeaderMap, ClientError> {
+        let rt = &self.client.rt;
+        rt.block_on(async move { Ok(self.exchange(false).await?.headers().clone()) })
+    }
+
     /// Sends the request; a reader over the answer body as it streams in.
     pub fn stream(self) -> Result<BodyReader, ClientError> {
         let handle = self.client.rt.handle().clone();
         let response = self.client.rt.block_on(self.exchange(false))?;
+        let (parts, body) = response.into_parts();
         Ok(BodyReader {
             handle,
-            body: response.into_body(),
+            headers: parts.headers,
+            body,
             buf: Bytes::new(),
         })
     }
@@ -450,8 +465,16 @@ where
 /// A blocking reader over a streamed answer body.
 pub struct BodyReader {
     handle: tokio::runtime::Handle,
+    headers: HeaderMap,
     body: Incoming,
     buf: Bytes,
+}
+
+impl BodyReader {
+    /// A header of the answer, when it is there and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 impl std::fmt::Debug for BodyReader {

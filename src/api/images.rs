@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::server::{
-    ApiError, ApiResult, ChunkSink, Params, blocking, channel_body, json_response, read_body, truthy,
+    ApiError, ApiResult, ChunkSink, Params, blocking, channel_body, json_response, read_body,
+    truthy,
 };
 use crate::daemon::Daemon;
 use crate::daemon::events::Event;

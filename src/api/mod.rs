@@ -13,6 +13,7 @@ pub mod client;
 pub mod images;
 pub mod server;
 pub mod tls;
+pub mod verbs;
 
 use std::path::PathBuf;
 

@@ -28,8 +28,10 @@ use crate::daemon::Daemon;
 use crate::daemon::events::{Event, EventFilter};
 use crate::image::driver::StorageDriver;
 use crate::image::images::ImageError;
+use crate::image::layer::LayerError;
 use crate::reconcile::container::RunRequest;
 use crate::reconcile::containers::{self, ContainersError};
+use crate::reconcile::verbs::VerbError;
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;
 use crate::runtime::logs::{self, ReadOptions};
@@ -54,6 +56,16 @@ impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// 500 from any error, with its causes.
@@ -111,25 +123,31 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
-impl From<ContainersError> for ApiError {
-    fn from(e: ContainersError) -> ApiError {
-        let status = match &e {
+impl ApiError {
+    /// `e`'s status with the message of `outer` (the error that wraps it,
+    /// or `e` itself).
+    fn from_containers(e: &ContainersError, outer: &dyn std::error::Error) -> ApiError {
+        let status = match e {
             ContainersError::Runtime(r) => runtime_status(r),
             ContainersError::Image(i) => image_status(i),
-            ContainersError::Container(_) | ContainersError::Reference(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ContainersError::Health(_)
+            ContainersError::Container(_)
+            | ContainersError::Reference(_)
+            | ContainersError::Health(_)
             | ContainersError::BindSourceMissing { .. }
-            | ContainersError::MountOption { .. } => StatusCode::BAD_REQUEST,
-            ContainersError::SeccompArch(_) | ContainersError::Seccomp(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | ContainersError::MountOption { .. }
+            | ContainersError::SeccompArch(_)
+            | ContainersError::Seccomp(_) => StatusCode::BAD_REQUEST,
             ContainersError::Io { .. } | ContainersError::CopyImage { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        ApiError::new(status, crate::error_chain(&e))
+        ApiError::new(status, crate::error_chain(outer))
+    }
+}
+
+impl From<ContainersError> for ApiError {
+    fn from(e: ContainersError) -> ApiError {
+        ApiError::from_containers(&e, &e)
     }
 }
 
@@ -141,6 +159,59 @@ impl From<crate::daemon::supervisor::SupervisorError> for ApiError {
             E::Containers(c) => c.into(),
             other => ApiError::internal(&other),
         }
+    }
+}
+
+impl From<VerbError> for ApiError {
+    fn from(e: VerbError) -> ApiError {
+        let status = match &e {
+            VerbError::Runtime(r) => runtime_status(r),
+            VerbError::Containers(c) => return ApiError::from_containers(c, &e),
+            // moby answers a stopped container's `top` with 409.
+            VerbError::NotRunning(_) => StatusCode::CONFLICT,
+            // moby's update checks are `errdefs.InvalidParameter`.
+            VerbError::PsArgs(_)
+            | VerbError::Conflict(_)
+            | VerbError::Invalid(_)
+            | VerbError::BadPath { .. } => StatusCode::BAD_REQUEST,
+            VerbError::PathNotFound { .. } => StatusCode::NOT_FOUND,
+            // Docker: "the volume or container rootfs is marked as read-only".
+            VerbError::ReadOnlyRoot => StatusCode::FORBIDDEN,
+            VerbError::Archive { source, .. } if is_bad_archive(source) => StatusCode::BAD_REQUEST,
+            VerbError::Archive { .. }
+            | VerbError::Ps { .. }
+            | VerbError::PsNoPid
+            | VerbError::PsBadPid(_)
+            | VerbError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, crate::error_chain(&e))
+    }
+}
+
+/// Whether an extraction failed on what the client sent (a hostile or
+/// broken tar, an entry that would replace a directory) rather than on the
+/// daemon's side.
+fn is_bad_archive(e: &LayerError) -> bool {
+    match e {
+        LayerError::ResolveParent { source, .. } => {
+            matches!(*source, rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
+        }
+        LayerError::StartDecompress(_)
+        | LayerError::ReadStream { .. }
+        | LayerError::Truncated { .. }
+        | LayerError::LayerTooLarge { .. }
+        | LayerError::EntryTooLarge { .. }
+        | LayerError::TooManyEntries { .. }
+        | LayerError::InvalidName { .. }
+        | LayerError::InvalidLinkTarget { .. }
+        | LayerError::MissingLinkTarget { .. }
+        | LayerError::InvalidHeader { .. }
+        | LayerError::UnsupportedEntryType { .. }
+        | LayerError::DeviceNotAllowed { .. }
+        | LayerError::ForbiddenXattr { .. }
+        | LayerError::InvalidPax { .. }
+        | LayerError::WouldReplace { .. } => true,
+        _ => false,
     }
 }
 
@@ -165,7 +236,7 @@ where
 
 /// Reads a JSON body of at most [`MAX_JSON_BODY`] bytes; a wrong field is
 /// named in the 400 answer.
-async fn json_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
+pub(super) async fn json_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
         .await
         .map_err(|_| {
@@ -239,6 +310,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/commit", post(commit))
         .route("/events", get(events))
         .merge(super::images::routes())
+        .merge(super::verbs::routes())
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())
@@ -420,6 +492,41 @@ fn resolve(d: &Daemon, name: &str) -> ApiResult<String> {
     Ok(d.containers.runtime.resolve(name)?)
 }
 
+/// The prologue every container handler shares: on the blocking pool,
+/// `name` (a name, id or id prefix) resolved to the container's id, then
+/// `f` with the daemon and that id. Library errors become their API status
+/// and message through `?` (`No such container: x` is a 404).
+pub(super) async fn with_container<T, F>(d: &Arc<Daemon>, name: String, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&Daemon, &str) -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let d = d.clone();
+    blocking(move || {
+        let id = resolve(&d, &name)?;
+        f(&d, &id)
+    })
+    .await
+}
+
+/// The container's id (`name` resolved on the blocking pool).
+pub(super) async fn container_id(d: &Arc<Daemon>, name: String) -> ApiResult<String> {
+    with_container(d, name, |_, id| Ok(id.to_string())).await
+}
+
+/// [`with_container`] holding the supervisor's lock of the container, so
+/// no start, stop, policy restart or removal runs while `f` changes it.
+pub(super) async fn with_locked_container<T, F>(d: &Arc<Daemon>, name: String, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&Daemon, &str) -> ApiResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let id = container_id(d, name).await?;
+    let _guard = d.supervisor.lock(&id).await;
+    let d = d.clone();
+    blocking(move || f(&d, &id)).await
+}
+
 async fn create(
     State(d): State<Arc<Daemon>>,
     Query(q): Params,
@@ -445,10 +552,9 @@ async fn create(
 }
 
 async fn inspect(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    let value = blocking(move || {
-        let id = resolve(&d, &name)?;
-        let mut value = d.containers.inspect(&id)?;
-        value["RestartCount"] = json!(d.supervisor.restart_count(&id));
+    let value = with_container(&d, name, |d, id| {
+        let mut value = d.containers.inspect(id)?;
+        value["RestartCount"] = json!(d.supervisor.restart_count(id));
         Ok(value)
     })
     .await?;
@@ -530,16 +636,15 @@ async fn attach_to(
             "attach needs an upgraded connection (Connection: Upgrade)",
         ));
     }
-    let stream = blocking(move || {
-        let id = resolve(&d, &name)?;
-        let st = d.containers.runtime.state(&id)?;
+    let stream = with_container(&d, name, |d, id| {
+        let st = d.containers.runtime.state(id)?;
         if !matches!(st.status, Status::Running | Status::Paused) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("container {id} is {}: cannot attach to it", st.status),
             ));
         }
-        Ok(d.containers.runtime.attach(&id)?)
+        Ok(d.containers.runtime.attach(id)?)
     })
     .await?;
     Ok(switch_protocols(req, move |up| splice(up, stream)))
@@ -572,11 +677,9 @@ async fn resolve_record(
     d: &Arc<Daemon>,
     name: String,
 ) -> ApiResult<(String, crate::runtime::ContainerRecord)> {
-    let d = d.clone();
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        let record = d.containers.runtime.record(&id)?;
-        Ok((id, record))
+    with_container(d, name, |d, id| {
+        let record = d.containers.runtime.record(id)?;
+        Ok((id.to_string(), record))
     })
     .await
 }
@@ -636,39 +739,20 @@ async fn wait(
             "invalid condition {condition:?}: expected not-running, next-exit or removed"
         )));
     }
-    let d2 = d.clone();
-    let id = blocking(move || resolve(&d2, &name)).await?;
+    let id = container_id(&d, name).await?;
+    if condition == "next-exit" {
+        return Ok(json_response(&next_exit(&d, &id).await?));
+    }
     // Removal is awaited through the event bus: subscribed before the
     // container is looked at, so its `destroy` cannot slip past.
     let mut removed = if condition == "removed" {
-        let filter = EventFilter::from_pairs([
-            ("container".to_string(), id.clone()),
-            ("event".to_string(), "destroy".to_string()),
-        ])
-        .map_err(|e| ApiError::internal(&e))?;
-        Some(
-            d.events
-                .subscribe(filter, None, None)
-                .map_err(|e| ApiError::internal(&e))?,
-        )
+        Some(subscribe_container(&d, &id, &["destroy"])?)
     } else {
         None
     };
     let d2 = d.clone();
     let waited = blocking(move || {
-        let d = d2;
-        let runtime = &d.containers.runtime;
-        let mut st = runtime.state(&id)?;
-        if condition == "next-exit" {
-            // Wait for a start, then for the exit after it.
-            let count = st.start_count;
-            while !matches!(st.status, Status::Running | Status::Paused) && st.start_count == count
-            {
-                std::thread::sleep(Duration::from_millis(20));
-                st = runtime.state(&id)?;
-            }
-        }
-        let st = runtime.wait(&id, None)?;
+        let st = d2.containers.runtime.wait(&id, None)?;
         Ok((
             id,
             Waited {
@@ -688,21 +772,64 @@ async fn wait(
     Ok(json_response(&waited))
 }
 
+/// The live events of container `id` whose action is one of `actions`.
+fn subscribe_container(
+    d: &Daemon,
+    id: &str,
+    actions: &[&str],
+) -> ApiResult<crate::daemon::events::Subscription> {
+    let mut pairs = vec![("container".to_string(), id.to_string())];
+    pairs.extend(actions.iter().map(|a| ("event".to_string(), a.to_string())));
+    let filter = EventFilter::from_pairs(pairs).map_err(|e| ApiError::internal(&e))?;
+    d.events
+        .subscribe(filter, None, None)
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// `wait?condition=next-exit`: the exit code of the container's next `die`
+/// on the event bus. As moby's `WaitConditionNextExit`, whatever the state
+/// now, the wait ends the next time the container stops; a removal first
+/// ends it with the last exit code. Nothing polls, and a client that goes
+/// away drops the subscription with the request.
+async fn next_exit(d: &Daemon, id: &str) -> ApiResult<Waited> {
+    // Subscribed before the state is read, so no exit slips between.
+    let mut exits = subscribe_container(d, id, &["die", "destroy"])?;
+    let last = d.containers.runtime.state(id)?.exit_code;
+    while let Some(event) = exits.next().await {
+        // The filter matches names and id prefixes too.
+        if event.actor.id != id {
+            continue;
+        }
+        let status_code = match event.action.as_str() {
+            "die" => event
+                .actor
+                .attributes
+                .get("exitCode")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(last),
+            _ => last,
+        };
+        return Ok(Waited { status_code });
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the daemon is shutting down",
+    ))
+}
+
 async fn pause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        d.containers.runtime.pause(&id)?;
-        emit(&d, &id, "pause");
+    with_container(&d, name, |d, id| {
+        d.containers.runtime.pause(id)?;
+        emit(d, id, "pause");
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
 }
 
 async fn unpause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        d.containers.runtime.resume(&id)?;
-        emit(&d, &id, "unpause");
+    with_container(&d, name, |d, id| {
+        d.containers.runtime.resume(id)?;
+        emit(d, id, "unpause");
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -723,11 +850,10 @@ async fn rename(
             "invalid container name {new_name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )));
     }
-    blocking(move || {
-        let id = resolve(&d, &name)?;
-        let old = d.containers.runtime.record(&id)?.name;
-        d.containers.runtime.rename(&id, &new_name)?;
-        if let Ok(record) = d.containers.runtime.record(&id) {
+    with_container(&d, name, move |d, id| {
+        let old = d.containers.runtime.record(id)?.name;
+        d.containers.runtime.rename(id, &new_name)?;
+        if let Ok(record) = d.containers.runtime.record(id) {
             d.events.emit(
                 Event::container("rename", &record).with_attribute("oldName", format!("/{old}")),
             );
@@ -860,13 +986,12 @@ async fn container_logs(
         follow: truthy(q.get("follow")),
     };
     let follow = options.follow;
-    let mut reader = blocking(move || {
-        let id = resolve(&d, &name)?;
-        let bundle = d.containers.runtime.bundle(&id);
-        let mut reader = logs::LogReader::open(bundle.dir(), &id, options)
-            .map_err(|e| ApiError::internal(&e))?;
+    let mut reader = with_container(&d, name, move |d, id| {
+        let bundle = d.containers.runtime.bundle(id);
+        let mut reader =
+            logs::LogReader::open(bundle.dir(), id, options).map_err(|e| ApiError::internal(&e))?;
         if follow {
-            let st = d.containers.runtime.state(&id)?;
+            let st = d.containers.runtime.state(id)?;
             let stop = rustix::process::Pid::from_raw(st.shim_pid).and_then(|pid| {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             });
@@ -919,17 +1044,15 @@ async fn exec(
     let upgrade = wants_upgrade(&req);
     let (parts, body) = req.into_parts();
     let exec: ExecRequest = json_body(Request::from_parts(parts.clone(), body)).await?;
-    let d2 = d.clone();
-    let (id, config) = blocking(move || {
-        let id = resolve(&d2, &name)?;
-        let st = d2.containers.runtime.state(&id)?;
+    let (id, config) = with_container(&d, name, move |d, id| {
+        let st = d.containers.runtime.state(id)?;
         if st.status != Status::Running {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("container {id} is {}: cannot exec in it", st.status),
             ));
         }
-        Ok((id, exec))
+        Ok((id.to_string(), exec))
     })
     .await?;
     if let Ok(record) = d.containers.runtime.record(&id) {
@@ -971,13 +1094,8 @@ async fn stats(
     Query(q): Params,
 ) -> ApiResult<Response> {
     let stream = q.get("stream").is_none_or(|v| truthy(Some(v)));
-    let d2 = d.clone();
-    let (id, record_name) = blocking(move || {
-        let id = resolve(&d2, &name)?;
-        let name = d2.containers.runtime.record(&id)?.name;
-        Ok((id, name))
-    })
-    .await?;
+    let (id, record) = resolve_record(&d, name).await?;
+    let record_name = record.name;
     let sample = move |d: &Daemon| -> ApiResult<Usage> {
         let s = d.containers.runtime.stats(&id)?;
         Ok(Usage {
@@ -1018,8 +1136,7 @@ async fn stats(
 }
 
 async fn export(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    let d2 = d.clone();
-    let id = blocking(move || resolve(&d2, &name)).await?;
+    let id = container_id(&d, name).await?;
     // Reading the root means mounting it in a private mount namespace,
     // which takes a single-threaded process: `stack __export`.
     let mut cmd = crate::runtime::export_helper_command(&d.containers.runtime, &id);
@@ -1083,20 +1200,19 @@ async fn commit(
     let comment = q.get("comment").cloned();
     let author = q.get("author").cloned();
     let pause = q.get("pause").is_none_or(|v| truthy(Some(v)));
-    let digest = blocking(move || {
-        let id = resolve(&d, &container)?;
+    let digest = with_container(&d, container, move |d, id| {
         let runtime = &d.containers.runtime;
         let paused =
-            pause && runtime.state(&id)?.status == Status::Running && runtime.pause(&id).is_ok();
+            pause && runtime.state(id)?.status == Status::Running && runtime.pause(id).is_ok();
         let result = d.containers.commit(
-            &id,
+            id,
             reference.as_ref(),
             &changes,
             comment.as_deref(),
             author.as_deref(),
         );
         if paused {
-            let _ = runtime.resume(&id);
+            let _ = runtime.resume(id);
         }
         Ok(result?)
     })
@@ -1110,7 +1226,7 @@ async fn commit(
 
 /// Docker's `filters` parameter: a JSON map from key to values (a list, or
 /// the older map of value to `true`).
-fn filters_param(q: &BTreeMap<String, String>) -> ApiResult<Vec<(String, String)>> {
+pub(super) fn filters_param(q: &BTreeMap<String, String>) -> ApiResult<Vec<(String, String)>> {
     let Some(text) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(Vec::new());
     };

@@ -1,11 +1,12 @@
 //! More container verbs with Docker's flags and output: `ps` and `inspect`
 //! (with `--format` and `--filter`), `top`, `diff`, `cp`, `update`,
-//! `port` and `container prune`. The work is done by the library
-//! (`reconcile::verbs`, `reconcile::archive`); this file parses flags and
-//! prints.
+//! `port` and `container prune`. Every verb but `port` is a client of the
+//! daemon's API (`cp` streams tar archives both ways, with Docker's path
+//! rules from `reconcile::archive` applied on this side); this file parses
+//! flags and prints.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,13 +20,14 @@ use super::filter::{Filters, PsEntry, PsQuery};
 use super::output::{human_duration, human_size};
 use super::template::{self, Template};
 use crate::api::Listed;
-use crate::api::client::segment;
-use crate::reconcile::archive::{self as cp_rules, CopyInfo, PutOptions};
+use crate::api::client::{Client, segment};
+use crate::api::verbs::{PATH_STAT_HEADER, UpdateBody, decode_path_stat};
+use crate::reconcile::archive::{self as cp_rules, CopyInfo, PathStat};
 use crate::reconcile::containers::Containers;
 use crate::reconcile::health::HealthStatus;
 use crate::reconcile::verbs::{
-    CHANGE_ADDED, CHANGE_DELETED, ContainerSummary, PruneFilters, RestartPolicy, UpdateRequest,
-    VerbError, summary_of,
+    CHANGE_ADDED, CHANGE_DELETED, Change, ContainerSummary, PruneReport, RestartPolicy, TopResult,
+    UpdateRequest, UpdateResult, VerbError, summary_of,
 };
 
 fn open(root: &Path) -> miette::Result<Containers> {
@@ -393,9 +395,12 @@ pub struct TopArgs {
 
 /// `stack top`: the container's processes, as docker/cli prints them.
 pub fn top(root: &Path, args: &TopArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    let result = c.top(&id, &args.ps_options.join(" ")).map_err(report)?;
+    let c = client(root)?;
+    let result: TopResult = c
+        .get(&format!("/containers/{}/top", segment(&args.container)))
+        .query("ps_args", args.ps_options.join(" "))
+        .send_json()
+        .map_err(api_error)?;
     let mut text = result.titles.join("\t");
     text.push('\n');
     for p in &result.processes {
@@ -418,10 +423,13 @@ pub struct DiffArgs {
 
 /// `stack diff`: `A`, `C` or `D` and the path, one change per line.
 pub fn diff(root: &Path, args: &DiffArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
+    let c = client(root)?;
+    let changes: Vec<Change> = c
+        .get(&format!("/containers/{}/changes", segment(&args.container)))
+        .send_json()
+        .map_err(api_error)?;
     let mut out = io::stdout().lock();
-    for change in c.changes(&id).map_err(report)? {
+    for change in changes {
         let kind = match change.kind {
             CHANGE_ADDED => 'A',
             CHANGE_DELETED => 'D',
@@ -504,18 +512,11 @@ pub fn cp(root: &Path, args: &CpArgs) -> miette::Result<i32> {
     } else {
         split_cp_arg(&args.destination)
     };
-    let c = open(root)?;
     let copied = match (src_container, dst_container) {
         (Some(_), Some(_)) => return Err(miette!("copying between containers is not supported")),
         (None, None) => return Err(miette!("must specify at least one container source")),
-        (Some(container), None) => {
-            let id = c.runtime.resolve(container).into_diagnostic()?;
-            copy_from(&c, &id, src, dst, args)?
-        }
-        (None, Some(container)) => {
-            let id = c.runtime.resolve(container).into_diagnostic()?;
-            copy_to(&c, &id, container, src, dst, args)?
-        }
+        (Some(container), None) => copy_from(&client(root)?, container, src, dst, args)?,
+        (None, Some(container)) => copy_to(&client(root)?, container, src, dst, args)?,
     };
     if !args.quiet && io::stderr().is_terminal() && args.destination != "-" {
         eprintln!(
@@ -528,8 +529,8 @@ pub fn cp(root: &Path, args: &CpArgs) -> miette::Result<i32> {
 }
 
 /// Counts what passes through.
-struct Counting<W> {
-    inner: W,
+struct Counting<T> {
+    inner: T,
     count: u64,
 }
 
@@ -544,27 +545,67 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn copy_from(c: &Containers, id: &str, src: &str, dst: &str, args: &CpArgs) -> miette::Result<u64> {
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += u64::try_from(n).unwrap_or(0);
+        Ok(n)
+    }
+}
+
+fn archive_url(container: &str) -> String {
+    format!("/containers/{}/archive", segment(container))
+}
+
+/// `HEAD /containers/{id}/archive`: what `path` is in the container.
+fn stat_path(c: &Client, container: &str, path: &str) -> miette::Result<PathStat> {
+    let headers = c
+        .head(&archive_url(container))
+        .query("path", path)
+        .headers()
+        .map_err(api_error)?;
+    let value = headers
+        .get(PATH_STAT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| miette!("the daemon sent no {PATH_STAT_HEADER} header"))?;
+    decode_path_stat(value).map_err(|e| miette!("{e}"))
+}
+
+fn copy_from(
+    c: &Client,
+    container: &str,
+    src: &str,
+    dst: &str,
+    args: &CpArgs,
+) -> miette::Result<u64> {
     let mut src_path = src.to_string();
     let mut rebase_name = String::new();
     if args.follow_link {
-        let stat = c.archive_stat(id, src).map_err(report)?;
-        if stat.is_symlink() {
+        // As docker/cli: a failed stat is left for the copy to report.
+        if let Ok(stat) = stat_path(c, container, src)
+            && stat.is_symlink()
+        {
             // The target keeps the name the link was asked by.
             rebase_name = cp_rules::split_path_dir_entry(src).1;
             src_path = stat.link_target;
         }
     }
+    let body = c
+        .get(&archive_url(container))
+        .query("path", &src_path)
+        .stream()
+        .map_err(api_error)?;
     if dst == "-" {
-        let mut out = Counting {
-            inner: io::stdout().lock(),
-            count: 0,
-        };
-        c.archive_get(id, &src_path, &mut out).map_err(report)?;
+        let mut body = body;
+        let mut out = io::stdout().lock();
+        let copied = io::copy(&mut body, &mut out).into_diagnostic()?;
         out.flush().into_diagnostic()?;
-        return Ok(out.count);
+        return Ok(copied);
     }
-    let stat = c.archive_stat(id, &src_path).map_err(report)?;
+    let stat = body
+        .header(PATH_STAT_HEADER)
+        .ok_or_else(|| miette!("the daemon sent no {PATH_STAT_HEADER} header"))
+        .and_then(|v| decode_path_stat(v).map_err(|e| miette!("{e}")))?;
     let dst_info = cp_rules::local_destination(&local_path(dst)?).map_err(report)?;
     let src_info = CopyInfo {
         path: src_path.clone(),
@@ -582,66 +623,60 @@ fn copy_from(c: &Containers, id: &str, src: &str, dst: &str, args: &CpArgs) -> m
         None => sent.clone(),
     };
     plan.rebase = (wanted != sent).then_some((sent, wanted));
-    let (reader, writer) = io::pipe().into_diagnostic()?;
-    let extract = std::thread::spawn(move || cp_rules::untar_local(reader, &plan));
-    let mut writer = Counting {
-        inner: writer,
+    let mut body = Counting {
+        inner: body,
         count: 0,
     };
-    let sent = c.archive_get(id, &src_path, &mut writer);
-    let count = writer.count;
-    drop(writer);
-    let extracted = extract
-        .join()
-        .map_err(|_| miette!("the extraction thread panicked"))?;
-    sent.map_err(report)?;
-    extracted.map_err(report)?;
-    Ok(count)
+    cp_rules::untar_local(&mut body, &plan).map_err(report)?;
+    Ok(body.count)
 }
 
 fn copy_to(
-    c: &Containers,
-    id: &str,
+    c: &Client,
     container: &str,
     src: &str,
     dst: &str,
     args: &CpArgs,
 ) -> miette::Result<u64> {
-    let opts = PutOptions {
-        copy_uid_gid: args.archive,
-        ..PutOptions::default()
-    };
-    // What the destination is in the container (a symlink is followed).
+    // What the destination is in the container (a symlink is followed); a
+    // failed stat is left for the copy to report, as docker/cli does.
     let mut dst_info = CopyInfo {
         path: dst.to_string(),
         ..CopyInfo::default()
     };
-    let mut stat = c.archive_stat(id, dst);
+    let mut stat = stat_path(c, container, dst);
     if let Ok(s) = &stat
         && s.is_symlink()
     {
         dst_info.path = s.link_target.clone();
-        stat = c.archive_stat(id, &s.link_target);
+        stat = stat_path(c, container, &s.link_target);
     }
     if let Ok(s) = &stat {
         dst_info.exists = true;
         dst_info.is_dir = s.is_dir();
     }
+    let put = |dir: &str, body: Box<dyn Read + Send>| {
+        c.put(&archive_url(container))
+            .query("path", dir)
+            .query("noOverwriteDirNonDir", "true")
+            .flag("copyUIDGID", args.archive)
+            .upload(body)
+            .ok()
+            .map_err(api_error)
+    };
     if src == "-" {
         if !dst_info.is_dir {
             return Err(miette!(
                 "destination \"{container}:{dst}\" must be a directory"
             ));
         }
-        let mut input = io::stdin().lock();
-        c.archive_put(id, &dst_info.path, &mut input, &opts)
-            .map_err(report)?;
+        put(&dst_info.path, Box::new(io::stdin()))?;
         return Ok(0);
     }
     let src_info = cp_rules::local_source(&local_path(src)?, args.follow_link).map_err(report)?;
     let plan = cp_rules::prepare_copy(&src_info, &dst_info).map_err(report)?;
     let name = plan.rebase.as_ref().map(|(_, new)| new.clone());
-    let (mut reader, writer) = io::pipe().into_diagnostic()?;
+    let (reader, writer) = io::pipe().into_diagnostic()?;
     let make = std::thread::spawn(move || {
         let mut writer = Counting {
             inner: writer,
@@ -649,12 +684,11 @@ fn copy_to(
         };
         cp_rules::tar_local(&src_info, name.as_deref(), &mut writer).map(|()| writer.count)
     });
-    let put = c.archive_put(id, &plan.dest_dir, &mut reader, &opts);
-    drop(reader);
+    let sent = put(&plan.dest_dir, Box::new(reader));
     let made = make
         .join()
         .map_err(|_| miette!("the archiving thread panicked"))?;
-    put.map_err(report)?;
+    sent?;
     made.map_err(report)
 }
 
@@ -674,7 +708,6 @@ pub struct UpdateArgs {
 /// `stack update`: new limits (live for running containers, kept for later
 /// starts) and restart policy; prints each container done.
 pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
-    let c = open(root)?;
     let resources = args.limits.resources()?;
     let restart = args
         .restart
@@ -693,14 +726,14 @@ pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
             "you must provide one or more flags when using this command"
         ));
     }
-    let request = UpdateRequest { resources, restart };
+    let body = UpdateBody::from_request(&UpdateRequest { resources, restart });
+    let c = client(root)?;
     let mut failed = 0;
     for name in &args.containers {
-        let result = c
-            .runtime
-            .resolve(name)
-            .map_err(VerbError::from)
-            .and_then(|id| c.update(&id, &request));
+        let result: Result<UpdateResult, _> = c
+            .post(&format!("/containers/{}/update", segment(name)))
+            .json(&body)
+            .send_json();
         match result {
             Ok(r) => {
                 for w in r.warnings {
@@ -709,7 +742,7 @@ pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
                 println!("{name}");
             }
             Err(e) => {
-                eprintln!("Error response from daemon: {}", crate::error_chain(&e));
+                eprintln!("Error response from daemon: {}", api_error(e));
                 failed += 1;
             }
         }
@@ -785,21 +818,9 @@ pub struct PruneArgs {
 }
 
 /// `stack container prune`: removes stopped containers and prints Docker's
-/// report.
+/// report. The daemon checks the filters (`until`, `label`, `label!`).
 pub fn prune(root: &Path, args: &PruneArgs) -> miette::Result<i32> {
     let filters = Filters::parse(&args.filter).map_err(|e| miette!("{e}"))?;
-    filters
-        .validate(&["until", "label", "label!"])
-        .map_err(|e| miette!("{e}"))?;
-    let until: Vec<&str> = filters.values("until").collect();
-    if until.len() > 1 {
-        return Err(miette!("more than one until filter specified"));
-    }
-    let prune = PruneFilters {
-        until: until.first().map(|u| u.to_string()),
-        label: filters.values("label").map(str::to_string).collect(),
-        label_not: filters.values("label!").map(str::to_string).collect(),
-    };
     if !args.force {
         eprint!(
             "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
@@ -810,12 +831,16 @@ pub fn prune(root: &Path, args: &PruneArgs) -> miette::Result<i32> {
             return Ok(0);
         }
     }
-    let c = open(root)?;
-    let report_ = c.prune(&prune).map_err(report)?;
+    let c = client(root)?;
+    let mut call = c.post("/containers/prune");
+    if !filters.is_empty() {
+        call = call.query("filters", filters.to_json());
+    }
+    let pruned: PruneReport = call.send_json().map_err(api_error)?;
     let mut out = io::stdout().lock();
-    if !report_.containers_deleted.is_empty() {
+    if !pruned.containers_deleted.is_empty() {
         writeln!(out, "Deleted Containers:").into_diagnostic()?;
-        for id in &report_.containers_deleted {
+        for id in &pruned.containers_deleted {
             writeln!(out, "{id}").into_diagnostic()?;
         }
         writeln!(out).into_diagnostic()?;
@@ -823,7 +848,7 @@ pub fn prune(root: &Path, args: &PruneArgs) -> miette::Result<i32> {
     writeln!(
         out,
         "Total reclaimed space: {}",
-        human_size(report_.space_reclaimed)
+        human_size(pruned.space_reclaimed)
     )
     .into_diagnostic()?;
     Ok(0)

@@ -70,6 +70,17 @@ impl Filters {
         }
     }
 
+    /// Whether no filter was given.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The filters as the API's `filters` parameter: a JSON map from key
+    /// to its values.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.fields).unwrap_or_else(|_| "{}".into())
+    }
+
     /// Whether `key` was given.
     pub fn contains(&self, key: &str) -> bool {
         self.fields.contains_key(key)

@@ -475,6 +475,11 @@ impl Containers {
             whiteouts: Whiteouts::Plain,
             preserve_owners: opts.copy_uid_gid,
             no_overwrite_dir_non_dir: opts.no_overwrite_dir_non_dir,
+            // What a user copies in is bounded by the container's disk,
+            // as in Docker, not by the limits that guard image pulls.
+            max_total_size: u64::MAX,
+            max_entry_size: u64::MAX,
+            max_entries: u64::MAX,
             ..UnpackOptions::default()
         };
         layer::unpack_at(tar, dir.as_fd(), &options)

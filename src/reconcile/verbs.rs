@@ -429,6 +429,28 @@ impl Containers {
     /// `docker container prune`: removes every container that is not
     /// running or paused and passes the filters.
     pub fn prune(&self, filters: &PruneFilters) -> Result<PruneReport, VerbError> {
+        let mut report = PruneReport::default();
+        for (id, size) in self.prune_candidates(filters)? {
+            match self.remove(&id, false, false) {
+                Ok(()) => {
+                    report.space_reclaimed += size;
+                    report.containers_deleted.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %crate::error_chain(&e), "prune could not remove the container");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// What [`Containers::prune`] removes: every container that is neither
+    /// running nor paused and passes the filters, with the bytes of its
+    /// writable layer. The daemon removes them itself, under its locks.
+    pub fn prune_candidates(
+        &self,
+        filters: &PruneFilters,
+    ) -> Result<Vec<(String, u64)>, VerbError> {
         let now = SystemTime::now();
         let until = filters
             .until
@@ -438,7 +460,7 @@ impl Containers {
                     .map_err(|e| VerbError::Invalid(format!("invalid filter 'until={u}': {e}")))
             })
             .transpose()?;
-        let mut report = PruneReport::default();
+        let mut out = Vec::new();
         for (record, st) in self.runtime.list()? {
             if matches!(st.status, Status::Running | Status::Paused) {
                 continue;
@@ -456,17 +478,9 @@ impl Containers {
                 continue;
             }
             let size = dir_size(&record.rootfs.upper).unwrap_or(0);
-            match self.remove(&record.id, false, false) {
-                Ok(()) => {
-                    report.space_reclaimed += size;
-                    report.containers_deleted.push(record.id);
-                }
-                Err(e) => {
-                    tracing::warn!(container = %record.id, error = %crate::error_chain(&e), "prune could not remove the container");
-                }
-            }
+            out.push((record.id, size));
         }
-        Ok(report)
+        Ok(out)
     }
 
     /// `docker port`: the container's published ports, by `PORT/PROTO`
