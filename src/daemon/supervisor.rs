@@ -965,6 +965,11 @@ impl Supervisor {
         let guard = self.lock(id).await;
         let record = self.containers.runtime.record(id)?;
         let state = self.containers.runtime.state(id)?;
+        if !matches!(state.status, Status::Running | Status::Paused) {
+            // A run that just ended has its `die` before this `destroy`
+            // (its watcher reports without the lock).
+            self.await_reported(id).await;
+        }
         if force && matches!(state.status, Status::Running | Status::Paused) {
             self.stop_locked(id, libc::SIGKILL, Duration::ZERO, true)
                 .await?;
