@@ -193,9 +193,12 @@ impl From<VerbError> for ApiError {
 /// daemon's side.
 fn is_bad_archive(e: &LayerError) -> bool {
     match e {
-        LayerError::ResolveParent { source, .. } => {
-            matches!(*source, rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
-        }
+        // A parent that is a file, or a link that leads nowhere inside the
+        // extraction point (missing parents of plain names are made).
+        LayerError::ResolveParent { source, .. } => matches!(
+            *source,
+            rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP | rustix::io::Errno::NOENT
+        ),
         LayerError::StartDecompress(_)
         | LayerError::ReadStream { .. }
         | LayerError::Truncated { .. }
@@ -887,9 +890,7 @@ impl Write for FrameSink {
         let chunk = &buf[..buf.len().min(attach::MAX_FRAME)];
         let mut framed = Vec::with_capacity(chunk.len() + 5);
         attach::encode(&mut framed, self.kind, chunk);
-        self.tx
-            .blocking_send(Ok(Bytes::from(framed)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        send_chunk(&self.tx, Bytes::from(framed))?;
         Ok(chunk.len())
     }
 
@@ -927,6 +928,16 @@ pub(super) fn read_body(body: Body) -> (ChunkReader, tokio::task::JoinHandle<()>
     (ChunkReader::new(rx), pump)
 }
 
+/// Sends one chunk of a streamed answer from a blocking thread; a client
+/// that went away is a broken pipe.
+fn send_chunk(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>,
+    chunk: Bytes,
+) -> io::Result<()> {
+    tx.blocking_send(Ok(chunk))
+        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+}
+
 /// A writer that sends what it is given, unframed, to a streamed answer
 /// body (tar streams).
 pub(super) struct ChunkSink {
@@ -936,9 +947,7 @@ pub(super) struct ChunkSink {
 
 impl Write for ChunkSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        send_chunk(&self.tx, Bytes::copy_from_slice(buf))?;
         Ok(buf.len())
     }
 
