@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::runtime::Host;
+use crate::host::Host;
 
 fn socket(host: &Host) -> PathBuf {
     host.root().join("run/stack.sock")
@@ -25,29 +25,8 @@ fn daemon_pid(host: &Host) -> i32 {
 
 /// One raw HTTP/1.1 exchange on the daemon's socket: (status, body).
 fn http(host: &Host, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    host.ok(&["version"]);
-    let mut s = UnixStream::connect(socket(host)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: stack\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    // A body the daemon refuses early may not be read whole.
-    let _ = s.write_all(body);
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    let answer = host.http(method, path, "application/json", body);
+    (answer.status, answer.text())
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {

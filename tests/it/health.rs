@@ -3,88 +3,12 @@
 //! through `stack __exec`, and `inspect` and `ps` show what it wrote.
 
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "true", "false", "sleep", "ps", "test", "touch", "rm",
-];
-
-/// A state root with a busybox image `bb`; its containers are removed when
-/// it is dropped.
-struct Host {
-    dir: tempfile::TempDir,
-}
-
-impl Host {
-    fn new() -> Host {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "the health tests start real containers and need root (run the suite as root)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("image");
-        for d in ["bin", "etc", "tmp", "root"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox is required: apt-get install busybox-static");
-        fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in APPLETS {
-            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        let host = Host { dir };
-        host.ok(&["import", rootfs.to_str().unwrap(), "bb:latest"]);
-        host
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn stack(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
-        cmd.arg("--root")
-            .arg(self.root())
-            .args(args)
-            .env_remove("STACK_ROOT")
-            .env_remove("STACK_RUN_DIR")
-            .stdin(Stdio::null());
-        crate::output_within(&mut cmd, Duration::from_secs(120))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.stack(args);
-        assert!(
-            out.status.success(),
-            "stack {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = self.stack(&["rm", "-f", id]);
-        }
-        crate::stop_daemon(&self.root());
-    }
-}
+use crate::host::Host;
 
 /// The daemon's health reports for one container, read from `stack
 /// events` as they happen.

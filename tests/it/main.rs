@@ -8,8 +8,10 @@
 mod cgroup;
 mod cli_grammar;
 mod compose;
+mod container_api;
 mod daemon;
 mod health;
+mod host;
 mod images;
 mod interpolate;
 mod layer;

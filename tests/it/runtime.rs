@@ -4,125 +4,11 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
-    "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
-    "test", "pwd", "stat", "readlink",
-];
-
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the runtime tests start real containers and need root (run the suite as root)"
-    );
-}
-
-/// A state root with a busybox image `bb` in it, removed (containers too)
-/// when dropped.
-pub(crate) struct Host {
-    dir: tempfile::TempDir,
-}
-
-impl Host {
-    pub(crate) fn new() -> Host {
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("image");
-        for d in ["bin", "etc", "tmp", "root", "home/app"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox is required: apt-get install busybox-static");
-        fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in APPLETS {
-            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(
-            rootfs.join("etc/group"),
-            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
-        )
-        .unwrap();
-        let host = Host { dir };
-        let out = host.stack(&["import", rootfs.to_str().unwrap(), "bb:latest"]);
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        host
-    }
-
-    pub(crate) fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
-        cmd.arg("--root").arg(self.root()).args(args);
-        cmd.env_remove("STACK_ROOT").env_remove("STACK_RUN_DIR");
-        cmd
-    }
-
-    pub(crate) fn stack(&self, args: &[&str]) -> Output {
-        crate::output_within(
-            self.cmd(args).stdin(Stdio::null()),
-            Duration::from_secs(120),
-        )
-    }
-
-    /// Runs `stack run --rm ARGS bb CMD…` and returns (exit code, stdout, stderr).
-    pub(crate) fn run(&self, flags: &[&str], command: &[&str]) -> (i32, String, String) {
-        let mut args = vec!["run", "--rm"];
-        args.extend_from_slice(flags);
-        args.push("bb");
-        args.extend_from_slice(command);
-        let out = self.stack(&args);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs a command that must succeed; its stdout.
-    pub(crate) fn ok(&self, args: &[&str]) -> String {
-        let out = self.stack(args);
-        assert!(
-            out.status.success(),
-            "stack {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub(crate) fn inspect(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // Kill what is left so no shim or cgroup outlives the test.
-        let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = self.stack(&["rm", "-f", id]);
-        }
-        crate::stop_daemon(&self.root());
-    }
-}
+use crate::host::Host;
 
 #[test]
 fn the_container_is_pid_1_and_sees_no_host_process() {
@@ -553,7 +439,7 @@ fn commit_and_export_carry_a_containers_changes() {
     );
     assert!(host.ok(&["history", "snap:1"]).contains("snapshot"));
 
-    let tar = host.dir.path().join("export.tar");
+    let tar = host.work().join("export.tar");
     host.ok(&["export", "-o", tar.to_str().unwrap(), "changed"]);
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
@@ -589,7 +475,7 @@ fn named_volumes_are_seeded_from_the_image_and_outlive_containers() {
     let (_, out, _) = host.run(&["-v", "conf:/etc"], &["cat", "/etc/new"]);
     assert_eq!(out, "kept\n");
     // A bind mount shows the host directory; read-only binds refuse writes.
-    let dir = host.dir.path().join("shared");
+    let dir = host.work().join("shared");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("hello"), "from the host\n").unwrap();
     let bind = format!("{}:/data:ro", dir.display());

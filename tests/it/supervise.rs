@@ -7,8 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +21,6 @@ use stack::spec::restart::RestartPolicyName;
 /// How long any awaited condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the supervisor tests start real containers and need root (run the suite as root)"
-    );
-}
-
 /// A state root with a busybox image `bb`, opened as the library's
 /// [`Containers`] (with this crate's `stack` binary as the shim). Every
 /// container left is removed when it is dropped.
@@ -39,36 +31,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        require_root();
+        crate::host::require_root();
         let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("image");
-        for d in ["bin", "etc", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox is required: apt-get install busybox-static");
-        fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "true"] {
-            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         let root = dir.path().join("root");
-        let mut import = std::process::Command::new(env!("CARGO_BIN_EXE_stack"));
-        import
-            .arg("--root")
-            .arg(&root)
-            .args(["import", rootfs.to_str().unwrap(), "bb:latest"])
-            .env_remove("STACK_ROOT")
-            .env_remove("STACK_RUN_DIR");
-        let out = crate::output_within(&mut import, Duration::from_secs(120));
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::host::busybox_image(&root, &dir.path().join("image"));
         let run_dir = root.join("run");
         let mut containers = Containers::open(&root, &run_dir).unwrap();
         containers.runtime =

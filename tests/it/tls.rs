@@ -347,7 +347,7 @@ fn free_port() -> u16 {
 #[test]
 fn a_tlsverify_daemon_serves_clients_with_certificates_and_refuses_others() {
     let pki = Pki::new();
-    let host = crate::runtime::Host::new();
+    let host = crate::host::Host::new();
     crate::stop_daemon(&host.root());
     let port = free_port();
     let addr = format!("tcp://127.0.0.1:{port}");

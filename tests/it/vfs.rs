@@ -16,7 +16,7 @@ use sha2::Digest as _;
 use stack::image::digest::Digest;
 use stack::image::images::Images;
 
-use crate::runtime::Host;
+use crate::host::Host;
 
 /// Makes the host's root as if no daemon had used it yet: the daemon that
 /// imported the test image (started on demand, with the default driver) is

@@ -1,0 +1,276 @@
+//! The one test host every container test uses: its own state root with a
+//! busybox image `bb`, a scratch directory on the host, and the `stack`
+//! binary run against that root (its daemon autostarted by the first
+//! command, and stopped, with every container removed, when the host is
+//! dropped). Each test makes its own, so tests run in parallel.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The busybox applets the image links.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
+    "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
+    "test", "pwd", "stat", "readlink", "rm", "ln", "chown",
+];
+
+/// The image's `/etc/passwd`: what a copy out of a container must give,
+/// and never the host's.
+pub(crate) const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+
+/// How long one `stack` command may take before the test fails.
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+pub(crate) fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test starts real containers and needs root (run the suite as root)"
+    );
+}
+
+/// Makes a busybox root file system in `scratch` (every applet of
+/// [`APPLETS`], the users root and app) and imports it into the state root
+/// `root` as `bb:latest`.
+pub(crate) fn busybox_image(root: &Path, scratch: &Path) {
+    for d in ["bin", "etc", "tmp", "root", "home/app"] {
+        fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox is required: apt-get install busybox-static");
+    fs::copy(busybox, scratch.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", scratch.join("bin").join(applet)).unwrap();
+    }
+    fs::write(scratch.join("etc/passwd"), PASSWD).unwrap();
+    fs::write(
+        scratch.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+    )
+    .unwrap();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_stack"));
+    import
+        .arg("--root")
+        .arg(root)
+        .args(["import", scratch.to_str().unwrap(), "bb:latest"])
+        .env_remove("STACK_ROOT")
+        .env_remove("STACK_RUN_DIR")
+        .stdin(Stdio::null());
+    let out = crate::output_within(&mut import, COMMAND_LIMIT);
+    assert!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A state root with a busybox image `bb` in it, and a scratch directory;
+/// containers are removed and the root's daemon stopped when dropped.
+pub(crate) struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    pub(crate) fn new() -> Host {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("work")).unwrap();
+        busybox_image(&dir.path().join("root"), &dir.path().join("image"));
+        Host { dir }
+    }
+
+    /// The state root.
+    pub(crate) fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A scratch directory on the host for this test, the commands' working
+    /// directory.
+    pub(crate) fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// `stack --root ROOT ARGS`, not started.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stack"));
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd.env_remove("STACK_ROOT").env_remove("STACK_RUN_DIR");
+        cmd.current_dir(self.work());
+        cmd
+    }
+
+    /// Runs `stack ARGS` to its end.
+    pub(crate) fn stack(&self, args: &[&str]) -> Output {
+        crate::output_within(self.cmd(args).stdin(Stdio::null()), COMMAND_LIMIT)
+    }
+
+    /// Runs `stack ARGS` with `input` on stdin.
+    pub(crate) fn stack_with_input(&self, args: &[&str], input: Vec<u8>) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let deadline = Instant::now() + COMMAND_LIMIT;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("stack {args:?} did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writer.join().unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `stack run --rm FLAGS bb COMMAND…`: (exit code, stdout, stderr).
+    pub(crate) fn run(&self, flags: &[&str], command: &[&str]) -> (i32, String, String) {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.push("bb");
+        args.extend_from_slice(command);
+        let out = self.stack(&args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a command that must succeed; its stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.stack(args);
+        assert!(
+            out.status.success(),
+            "stack {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail; its stderr as one line (the
+    /// diagnostic's wrapping and frame removed).
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
+        let out = self.stack(args);
+        assert!(
+            !out.status.success(),
+            "stack {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_ne!(out.status.code(), Some(101), "stack {args:?} panicked");
+        String::from_utf8_lossy(&out.stderr)
+            .split_whitespace()
+            .filter(|w| !matches!(*w, "│" | "×"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Starts `bb sleep 1000` in the background as `name`; its id.
+    pub(crate) fn sleeper(&self, name: &str, flags: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["bb", "sleep", "1000"]);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// Runs `sh -c script` in a running container; its stdout.
+    pub(crate) fn sh(&self, container: &str, script: &str) -> String {
+        self.ok(&["exec", container, "sh", "-c", script])
+    }
+
+    /// `stack inspect NAME`, the container's document.
+    pub(crate) fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+}
+
+/// One raw HTTP answer.
+pub(crate) struct Answer {
+    /// The status code.
+    pub(crate) status: u16,
+    /// The headers, names lower-cased.
+    pub(crate) headers: BTreeMap<String, String>,
+    /// The body as sent (not de-chunked).
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Host {
+    /// The daemon's socket (the daemon started if none runs yet).
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.ok(&["version"]);
+        self.root().join("run/stack.sock")
+    }
+
+    /// One raw HTTP/1.1 exchange with the daemon on its socket.
+    pub(crate) fn http(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: stack\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // A body the daemon refuses early may not be read whole.
+        let _ = s.write_all(body);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(answer.len());
+        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Answer {
+            status,
+            headers,
+            body: answer.get(split + 4..).unwrap_or_default().to_vec(),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Kill what is left so no shim or cgroup outlives the test.
+        let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.stack(&["rm", "-f", id]);
+        }
+        // The commands autostarted a daemon on this root: stop it.
+        crate::stop_daemon(&self.root());
+    }
+}
