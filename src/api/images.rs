@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::server::{
     ApiError, ApiResult, ChunkSink, Params, blocking, channel_body, json_response, read_body,
-    truthy,
+    repo_tag_param, truthy,
 };
 use crate::daemon::Daemon;
 use crate::daemon::events::Event;
@@ -1254,19 +1254,7 @@ async fn import(
             "import reads the request body only: use fromSrc=-",
         ));
     }
-    let reference = match q.get("repo").filter(|r| !r.is_empty()) {
-        None => None,
-        Some(repo) => {
-            let text = match q.get("tag").filter(|t| !t.is_empty()) {
-                Some(tag) => format!("{repo}:{tag}"),
-                None => repo.clone(),
-            };
-            Some(
-                text.parse::<Reference>()
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            )
-        }
-    };
+    let reference = repo_tag_param(q)?;
     let changes = changes
         .iter()
         .map(|c| c.parse::<Change>())

@@ -821,18 +821,22 @@ async fn next_exit(d: &Daemon, id: &str) -> ApiResult<Waited> {
 }
 
 async fn pause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    with_container(&d, name, |d, id| {
-        d.containers.runtime.pause(id)?;
-        emit(d, id, "pause");
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
+    freeze(&d, name, true).await
 }
 
 async fn unpause(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    with_container(&d, name, |d, id| {
-        d.containers.runtime.resume(id)?;
-        emit(d, id, "unpause");
+    freeze(&d, name, false).await
+}
+
+/// Pauses (`pause`) or resumes the container, with Docker's event.
+async fn freeze(d: &Arc<Daemon>, name: String, pause: bool) -> ApiResult<Response> {
+    with_container(d, name, move |d, id| {
+        if pause {
+            d.containers.runtime.pause(id)?;
+        } else {
+            d.containers.runtime.resume(id)?;
+        }
+        emit(d, id, if pause { "pause" } else { "unpause" });
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -1187,19 +1191,7 @@ async fn commit(
         .get("container")
         .cloned()
         .ok_or_else(|| ApiError::bad_request("commit needs ?container=NAME"))?;
-    let reference = match q.get("repo").filter(|r| !r.is_empty()) {
-        None => None,
-        Some(repo) => {
-            let text = match q.get("tag").filter(|t| !t.is_empty()) {
-                Some(tag) => format!("{repo}:{tag}"),
-                None => repo.clone(),
-            };
-            Some(
-                text.parse::<crate::image::reference::Reference>()
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            )
-        }
-    };
+    let reference = repo_tag_param(&q)?;
     let changes = body
         .changes
         .iter()
@@ -1231,6 +1223,23 @@ async fn commit(
         json_response(&json!({ "Id": digest.to_string() })),
     )
         .into_response())
+}
+
+/// The image reference of Docker's `repo` and `tag` parameters (commit,
+/// import), `None` without `repo`.
+pub(super) fn repo_tag_param(
+    q: &BTreeMap<String, String>,
+) -> ApiResult<Option<crate::image::reference::Reference>> {
+    let Some(repo) = q.get("repo").filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let text = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{repo}:{tag}"),
+        None => repo.clone(),
+    };
+    text.parse::<crate::image::reference::Reference>()
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Docker's `filters` parameter: a JSON map from key to values (a list, or

@@ -13,9 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use stack::api::client::segment;
-use stack::runtime::cgroup::Hierarchy;
 
-use crate::host::{Host, PASSWD};
+use crate::host::{Host, PASSWD, cgroup_file};
 
 fn json_of(answer: &crate::host::Answer) -> Value {
     serde_json::from_slice(&answer.body)
@@ -269,18 +268,6 @@ fn hostile_tar_uploads_are_refused_or_stay_inside_the_container() {
         assert_eq!(answer.status, status, "PUT {path}: {}", answer.text());
         assert!(json_of(&answer)["message"].is_string());
     }
-}
-
-/// The content of a cgroup file of container `id`.
-fn cgroup_file(id: &str, controller: &str, v1: &str, v2: &str) -> String {
-    let hierarchy = Hierarchy::detect().unwrap();
-    let cgroup = hierarchy.open(format!("stack/{id}")).unwrap();
-    let dir = cgroup.dir(controller).unwrap();
-    let file = if dir.join(v1).exists() { v1 } else { v2 };
-    fs::read_to_string(dir.join(file))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 #[test]

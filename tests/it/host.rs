@@ -203,6 +203,19 @@ impl Host {
     }
 }
 
+/// The content of a cgroup file of container `id`: `v1` under cgroup v1,
+/// `v2` under v2 (whichever the controller's directory has).
+pub(crate) fn cgroup_file(id: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let hierarchy = stack::runtime::cgroup::Hierarchy::detect().unwrap();
+    let cgroup = hierarchy.open(format!("stack/{id}")).unwrap();
+    let dir = cgroup.dir(controller).unwrap();
+    let file = if dir.join(v1).exists() { v1 } else { v2 };
+    fs::read_to_string(dir.join(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// One raw HTTP answer.
 pub(crate) struct Answer {
     /// The status code.

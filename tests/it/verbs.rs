@@ -11,8 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use stack::runtime::cgroup::Hierarchy;
-
 use crate::host::{Host, PASSWD};
 
 fn lines(text: &str) -> Vec<&str> {
@@ -359,14 +357,7 @@ fn cp_works_on_a_stopped_container_without_leaving_a_mount() {
 /// The content of a cgroup file of container `name`.
 fn cgroup_file(host: &Host, name: &str, controller: &str, v1: &str, v2: &str) -> String {
     let id = host.ok(&["inspect", "-f", "{{.Id}}", name]);
-    let hierarchy = Hierarchy::detect().unwrap();
-    let cgroup = hierarchy.open(format!("stack/{}", id.trim())).unwrap();
-    let dir = cgroup.dir(controller).unwrap();
-    let file = if dir.join(v1).exists() { v1 } else { v2 };
-    fs::read_to_string(dir.join(file))
-        .unwrap()
-        .trim()
-        .to_string()
+    crate::host::cgroup_file(id.trim(), controller, v1, v2)
 }
 
 #[test]
