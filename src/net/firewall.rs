@@ -45,7 +45,12 @@
 //!   neighbour's on the same bridge) through a host address is DNATed back
 //!   into its own bridge; the reply would go straight to it from the
 //!   container address it did not call, so DNATed traffic from the bridge's
-//!   subnet back into the bridge is masqueraded too.
+//!   subnet back into the bridge is masqueraded too. With `br_netfilter`
+//!   the DNAT happens while the frame is being bridged and the bridge sends
+//!   it back out the port it came in by: the networking core must turn on
+//!   hairpin mode on every bridge port (`IFLA_BRPORT_MODE`, `ip link set
+//!   VETH type bridge_slave hairpin on`), as Docker does without its
+//!   userland proxy.
 //! - **Masquerade** for traffic from a bridge's subnet leaving through any
 //!   other device, unless the network is internal or `masquerade` is false
 //!   (daemon `--ip-masq=false`). With `--nat=false` the daemon applies no

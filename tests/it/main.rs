@@ -9,6 +9,7 @@ mod cgroup;
 mod cli_grammar;
 mod compose;
 mod daemon;
+mod firewall;
 mod health;
 mod images;
 mod interpolate;
