@@ -482,6 +482,8 @@ impl Firewall {
     /// Replaces our rules with `rules`, atomically: sets `route_localnet`
     /// on bridges with published IPv4 ports, then loads our tables and the
     /// DOCKER-USER rules (when Docker's chain exists) in one nft transaction.
+    /// The bridges of published IPv4 ports must exist (their
+    /// `route_localnet` is set first); on error the old rules stay.
     pub fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
         validate(rules)?;
         self.within(|| {

@@ -65,7 +65,10 @@ impl Lab {
         );
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let prefix = format!("stkfw{:06x}", (pid << 6 | n as u32) & 0xff_ffff);
+        let prefix = format!(
+            "stkfw{:06x}",
+            (pid << 6 | u32::try_from(n % 64).unwrap()) & 0xff_ffff
+        );
         let a = u8::try_from(20 + pid % 200).unwrap();
         let b = u8::try_from((n * 2) % 250).unwrap();
         let mut lab = Lab {
