@@ -10,6 +10,7 @@ pub mod chunks;
 pub mod cli;
 pub mod daemon;
 pub mod image;
+pub mod net;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;

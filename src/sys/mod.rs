@@ -364,3 +364,27 @@ pub fn close_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Runs `f` on a new thread that has joined the network namespace at
+/// `netns` (a `/run/netns/NAME` or `/proc/PID/ns/net` path) and returns
+/// its result. Only that thread changes namespace, and it ends with `f`, so
+/// the caller's own namespaces never change. Sockets `f` opens belong to
+/// that namespace, `/proc/sys/net` files it opens are that namespace's, and
+/// processes it spawns start in it.
+pub fn in_netns<T: Send>(netns: &std::path::Path, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let file = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        let joined = scope
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                Ok(f())
+            })
+            .join();
+        match joined {
+            Ok(result) => result,
+            // A panic in `f` is the caller's panic: carry it over.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
