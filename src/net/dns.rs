@@ -289,7 +289,10 @@ impl DnsTable {
     }
 
     fn update(&self, network: &str, change: impl FnOnce(&mut NetworkNames)) {
-        let mut networks = self.networks.write().unwrap_or_else(PoisonError::into_inner);
+        let mut networks = self
+            .networks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let net = networks.entry(normalize(network)).or_default();
         change(net);
         net.rebuild();
@@ -462,8 +465,8 @@ impl DnsServer {
         network: &str,
         clients: &[IpNet],
     ) -> Result<SocketAddr, DnsError> {
-        let udp = std::net::UdpSocket::bind(addr)
-            .map_err(|source| DnsError::BindUdp { addr, source })?;
+        let udp =
+            std::net::UdpSocket::bind(addr).map_err(|source| DnsError::BindUdp { addr, source })?;
         let bound = udp
             .local_addr()
             .map_err(|source| DnsError::BindUdp { addr, source })?;
@@ -484,13 +487,14 @@ impl DnsServer {
         network: &str,
         clients: &[IpNet],
     ) -> Result<SocketAddr, DnsError> {
-        let addr = udp
-            .local_addr()
-            .map_err(|source| DnsError::BindUdp {
-                addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-                source,
-            })?;
-        let mut listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
+        let addr = udp.local_addr().map_err(|source| DnsError::BindUdp {
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            source,
+        })?;
+        let mut listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if listeners.contains_key(&addr) {
             return Err(DnsError::ListenerExists { addr });
         }
@@ -695,10 +699,7 @@ async fn ask_upstream(upstream: SocketAddr, raw: &[u8], timeout: Duration) -> io
     within(timeout, ask_tcp(upstream, &query, id)).await
 }
 
-async fn within<T>(
-    timeout: Duration,
-    work: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
+async fn within<T>(timeout: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?
@@ -707,8 +708,10 @@ async fn within<T>(
 fn decode(bytes: &[u8], id: u16) -> io::Result<Option<Message>> {
     let message = Message::from_vec(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok((message.metadata.id == id && message.metadata.message_type == MessageType::Response)
-        .then_some(message))
+    Ok(
+        (message.metadata.id == id && message.metadata.message_type == MessageType::Response)
+            .then_some(message),
+    )
 }
 
 async fn ask_udp(upstream: SocketAddr, query: &[u8], id: u16) -> io::Result<Message> {
@@ -841,7 +844,10 @@ mod tests {
         for q in ["web", "WEB", "web.", "wEb."] {
             assert_eq!(local(&table, "net1", q), [ip("10.1.0.2")], "{q}");
         }
-        assert_eq!(table.lookup("NET1", "web"), Lookup::Local(vec![ip("10.1.0.2")]));
+        assert_eq!(
+            table.lookup("NET1", "web"),
+            Lookup::Local(vec![ip("10.1.0.2")])
+        );
         assert_eq!(table.lookup("net1", "db"), Lookup::NotLocal);
         assert_eq!(table.lookup("net1", "web.other"), Lookup::NotLocal);
     }
@@ -869,7 +875,10 @@ mod tests {
         let firsts: Vec<IpAddr> = (0..6).map(|_| local(&table, "n", "svc")[0]).collect();
         assert_eq!(
             firsts,
-            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(ip)
+            [
+                "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.2", "10.0.0.3", "10.0.0.4"
+            ]
+            .map(ip)
         );
         let mut all = local(&table, "n", "svc");
         all.sort();

@@ -9,6 +9,7 @@ mod cgroup;
 mod cli_grammar;
 mod compose;
 mod daemon;
+mod dns;
 mod health;
 mod images;
 mod interpolate;
