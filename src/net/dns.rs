@@ -398,6 +398,8 @@ impl DnsTable {
 struct Shared {
     table: DnsTable,
     upstreams: RwLock<Vec<SocketAddr>>,
+    /// Containers' own upstreams (`--dns`), by their address.
+    client_upstreams: RwLock<HashMap<IpAddr, Vec<SocketAddr>>>,
     timeout: Duration,
     /// Our own listening addresses: never forwarded to (no loops).
     listening: RwLock<HashSet<SocketAddr>>,
@@ -434,6 +436,7 @@ impl DnsServer {
             shared: Arc::new(Shared {
                 table: DnsTable::new(&config.search),
                 upstreams: RwLock::new(config.upstreams),
+                client_upstreams: RwLock::default(),
                 timeout: config.timeout,
                 listening: RwLock::default(),
             }),
@@ -454,6 +457,23 @@ impl DnsServer {
             .upstreams
             .write()
             .unwrap_or_else(PoisonError::into_inner) = upstreams;
+    }
+
+    /// Makes queries from `client` (a container's address) that are not
+    /// local go to `upstreams` instead of the host's resolvers: the
+    /// container's `--dns` servers, as Docker's embedded server uses them.
+    /// An empty list goes back to the host's.
+    pub fn set_client_upstreams(&self, client: IpAddr, upstreams: Vec<SocketAddr>) {
+        let mut map = self
+            .shared
+            .client_upstreams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if upstreams.is_empty() {
+            map.remove(&client);
+        } else {
+            map.insert(client, upstreams);
+        }
     }
 
     /// Starts answering for `network` on `addr`, UDP and TCP (port 0 picks
@@ -607,7 +627,7 @@ impl NetworkHandler {
         {
             return Answer::Records(records);
         }
-        match self.forward(request.as_slice()).await {
+        match self.forward(request.src().ip(), request.as_slice()).await {
             Some(message) => Answer::Forwarded(message),
             None => Answer::Failure(ResponseCode::ServFail),
         }
@@ -649,14 +669,22 @@ impl NetworkHandler {
         )
     }
 
-    /// Asks each upstream in turn; the first answer.
-    async fn forward(&self, raw: &[u8]) -> Option<Message> {
-        let upstreams = self
+    /// Asks each of the client's upstreams in turn; the first answer.
+    async fn forward(&self, client: IpAddr, raw: &[u8]) -> Option<Message> {
+        let own = self
             .shared
-            .upstreams
+            .client_upstreams
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .get(&client.to_canonical())
+            .cloned();
+        let upstreams = own.unwrap_or_else(|| {
+            self.shared
+                .upstreams
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
         for upstream in upstreams {
             let is_ours = self
                 .shared

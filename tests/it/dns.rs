@@ -323,6 +323,29 @@ fn unknown_names_are_forwarded_upstream() {
 }
 
 #[test]
+fn a_client_with_its_own_servers_is_forwarded_to_them() {
+    let rt = runtime();
+    let (_up, up_at) = upstream(&rt);
+    let other = server(&rt, vec![]);
+    let other_at = listen(&other, "o");
+    other.register("o", "x", &names(&["example.test"]), &[ip("192.168.79.1")]);
+    let dns = server(&rt, vec![up_at]);
+    let at = listen(&dns, "n");
+    let client = IpAddr::V4(unique_loopback());
+    dns.set_client_upstreams(client, vec![other_at]);
+    let m = ask_udp_from(client, at, "example.test", RecordType::A, None);
+    assert_eq!(addrs(&m), [ip("192.168.79.1")]);
+    // Everyone else still asks the host's resolvers.
+    assert_eq!(
+        addrs(&ask_udp(at, "example.test", RecordType::A)),
+        [ip("192.168.77.1")]
+    );
+    dns.set_client_upstreams(client, vec![]);
+    let m = ask_udp_from(client, at, "example.test", RecordType::A, None);
+    assert_eq!(addrs(&m), [ip("192.168.77.1")]);
+}
+
+#[test]
 fn a_truncated_upstream_answer_is_asked_again_over_tcp() {
     let rt = runtime();
     let (_up, up_at) = upstream(&rt);
