@@ -478,3 +478,31 @@ fn busybox_nslookup_in_a_container_resolves_through_the_server() {
         );
     }
 }
+
+#[test]
+fn dns_flags_and_extra_hosts_reach_the_containers_files() {
+    let host = crate::runtime::Host::new();
+    let (code, out, err) = host.run(
+        &[
+            "--dns",
+            "10.7.10.53",
+            "--dns-search",
+            "corp.test",
+            "--dns-option",
+            "ndots:3",
+            "--add-host",
+            "db.local:10.7.10.5",
+            "--add-host",
+            "gw:host-gateway",
+        ],
+        &["cat", "/etc/resolv.conf", "/etc/hosts"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("search corp.test\nnameserver 10.7.10.53\noptions ndots:3\n"),
+        "{out}"
+    );
+    assert!(out.contains("\n10.7.10.5\tdb.local\n"), "{out}");
+    // Without a network yet, host-gateway is the host itself.
+    assert!(out.contains("\n127.0.0.1\tgw\n"), "{out}");
+}
