@@ -17,18 +17,25 @@ const PER_CLIENT: usize = 50_000;
 
 fn query(name: &str) -> Vec<u8> {
     let mut m = Message::query();
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("the bench runs on loopback sockets it set up"),
+        RecordType::A,
+    ));
     m.metadata.recursion_desired = true;
-    m.to_vec().unwrap()
+    m.to_vec()
+        .expect("the bench runs on loopback sockets it set up")
 }
 
 /// Sends `n` queries one after the other; each round trip's duration.
 fn client(server: SocketAddr, n: usize, offset: usize) -> Vec<Duration> {
-    let socket = UdpSocket::bind((server.ip(), 0)).unwrap();
-    socket.connect(server).unwrap();
+    let socket =
+        UdpSocket::bind((server.ip(), 0)).expect("the bench runs on loopback sockets it set up");
+    socket
+        .connect(server)
+        .expect("the bench runs on loopback sockets it set up");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+        .expect("the bench runs on loopback sockets it set up");
     let queries: Vec<Vec<u8>> = (0..NAMES)
         .map(|i| query(&format!("svc-{i}")))
         .chain(std::iter::once(query("replicated")))
@@ -38,8 +45,12 @@ fn client(server: SocketAddr, n: usize, offset: usize) -> Vec<Duration> {
     for i in 0..n {
         let q = &queries[(i + offset) % queries.len()];
         let start = Instant::now();
-        socket.send(q).unwrap();
-        let len = socket.recv(&mut buf).unwrap();
+        socket
+            .send(q)
+            .expect("the bench runs on loopback sockets it set up");
+        let len = socket
+            .recv(&mut buf)
+            .expect("the bench runs on loopback sockets it set up");
         times.push(start.elapsed());
         assert!(len > 12 && buf[3] & 0x0f == 0, "an answer with NOERROR");
     }
@@ -51,11 +62,13 @@ fn main() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("the bench runs on loopback sockets it set up");
     let dns = DnsServer::start(rt.handle().clone(), DnsConfig::default());
     let pid = std::process::id().to_be_bytes();
     let addr = SocketAddr::from((Ipv4Addr::new(127, 99, pid[2], pid[3].max(1)), 0));
-    let at = dns.add_listener(addr, "bench", &[]).unwrap();
+    let at = dns
+        .add_listener(addr, "bench", &[])
+        .expect("the bench runs on loopback sockets it set up");
     for i in 0..NAMES {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a63_0000 + i + 2));
         dns.register("bench", &format!("c{i}"), &[format!("svc-{i}")], &[ip]);
@@ -85,7 +98,10 @@ fn main() {
         .collect();
     let mut all: Vec<Duration> = handles
         .into_iter()
-        .flat_map(|h| h.join().unwrap())
+        .flat_map(|h| {
+            h.join()
+                .expect("the bench runs on loopback sockets it set up")
+        })
         .collect();
     let elapsed = start.elapsed();
     all.sort();
