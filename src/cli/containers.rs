@@ -18,6 +18,7 @@ use crate::api::client::{Client, ClientError, segment};
 use crate::api::{Created, Listed, Usage, Waited};
 use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
 use crate::reconcile::health::{HealthRequest, HealthStatus};
+use crate::reconcile::link::LinkSpec;
 use crate::runtime::attach::{self, Kind};
 use crate::runtime::exec::ExecConfig;
 use crate::runtime::logs;
@@ -173,6 +174,9 @@ pub struct CreateArgs {
     /// DNS search domains
     #[arg(long = "dns-search")]
     dns_search: Vec<String>,
+    /// DNS options (resolv.conf `options`)
+    #[arg(long = "dns-option", visible_alias = "dns-opt")]
+    dns_option: Vec<String>,
     /// Add a line to /etc/hosts: HOST:IP
     #[arg(long = "add-host")]
     add_host: Vec<String>,
@@ -338,14 +342,11 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
     for t in &args.tmpfs {
         mounts.push(parse_tmpfs(t).map_err(|e| miette!("invalid tmpfs {t:?}: {e}"))?);
     }
-    for link in &args.link {
-        let (name, alias) = link
-            .split_once(':')
-            .unwrap_or((link.as_str(), link.as_str()));
-        if name.is_empty() || alias.is_empty() {
-            return Err(miette!("invalid --link {link:?}: expected NAME[:ALIAS]"));
-        }
-    }
+    let links = args
+        .link
+        .iter()
+        .map(|l| l.parse::<LinkSpec>().map_err(|e| miette!("{e}")))
+        .collect::<miette::Result<Vec<_>>>()?;
     if !args.link.is_empty() {
         return Err(miette!(
             "--link needs a bridge network, which this version does not create yet"
@@ -507,6 +508,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         devices,
         dns: args.dns.clone(),
         dns_search: args.dns_search.clone(),
+        dns_options: args.dns_option.clone(),
+        links,
         extra_hosts,
         expose: args.expose.clone(),
         runtime: args.runtime.clone(),

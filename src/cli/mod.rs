@@ -354,7 +354,11 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(debug: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STACK_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if debug { "stack=debug,info" } else { "warn" })
+        tracing_subscriber::EnvFilter::new(if debug {
+            "stack=debug,hickory_server=warn,info"
+        } else {
+            "warn"
+        })
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

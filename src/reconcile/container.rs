@@ -9,6 +9,7 @@
 //! [`super::containers`] does the side effects.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -21,6 +22,7 @@ use oci_spec::runtime::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::link::{LinkSpec, LinkedContainer, link_hosts_entries};
 use crate::image::oci::RunConfig;
 use crate::spec::device::DeviceMapping;
 use crate::spec::extra_host::{ExtraHost, HostIp};
@@ -187,6 +189,12 @@ pub struct RunRequest {
     pub dns: Vec<String>,
     /// `--dns-search`.
     pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkSpec>,
     /// `--add-host`.
     pub extra_hosts: Vec<ExtraHost>,
     /// `--runtime`: an external OCI runtime instead of the built-in one.
@@ -332,6 +340,18 @@ pub fn command_line(req: &RunRequest, image: &RunConfig) -> Vec<String> {
 /// The environment: `PATH` default, `HOSTNAME`, `TERM` with a terminal, the
 /// image's, then the request's (later wins per key).
 pub fn environment(req: &RunRequest, image: &RunConfig, hostname: &str) -> Vec<String> {
+    environment_with_links(req, image, hostname, &[])
+}
+
+/// [`environment`] with the links' variables ([`super::link::link_env`])
+/// after `TERM` and before the image's and the request's, which win per key
+/// (moby `container.CreateDaemonEnvironment`).
+pub fn environment_with_links(
+    req: &RunRequest,
+    image: &RunConfig,
+    hostname: &str,
+    link_env: &[String],
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut set = |var: String| {
         let key = var.split('=').next().unwrap_or("").to_string();
@@ -342,6 +362,9 @@ pub fn environment(req: &RunRequest, image: &RunConfig, hostname: &str) -> Vec<S
     set(format!("HOSTNAME={hostname}"));
     if req.tty {
         set("TERM=xterm".into());
+    }
+    for var in link_env {
+        set(var.clone());
     }
     for var in image.env.iter().flatten() {
         set(var.clone());
@@ -391,53 +414,174 @@ fn bind_with(
         .build()?)
 }
 
-/// The `/etc/hosts` of a container.
+/// The `/etc/hosts` of a container, for callers without networks or links:
+/// `host-gateway` is 127.0.0.1 (the host's own namespace).
 pub fn hosts_file(hostname: &str, extra: &[ExtraHost], own_ip: Option<&str>) -> String {
+    let own: Vec<IpAddr> = own_ip.and_then(|ip| ip.parse().ok()).into_iter().collect();
+    let hosts = Hosts {
+        hostname,
+        domainname: None,
+        own_addrs: &own,
+        extra,
+        host_gateway: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        links: &[],
+    };
+    hosts_file_with(&hosts).expect("host-gateway has an address here")
+}
+
+/// What a container's `/etc/hosts` is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Hosts<'a> {
+    /// The container's host name.
+    pub hostname: &'a str,
+    /// `--domainname`.
+    pub domainname: Option<&'a str>,
+    /// The container's own addresses (none without a network).
+    pub own_addrs: &'a [IpAddr],
+    /// `--add-host` entries.
+    pub extra: &'a [ExtraHost],
+    /// What `host-gateway` stands for: the gateway of the container's network.
+    pub host_gateway: Option<IpAddr>,
+    /// Legacy links, looked up by the caller.
+    pub links: &'a [LinkedContainer],
+}
+
+/// The `/etc/hosts` of a container in Docker's layout (libnetwork
+/// `etchosts`): the default entries, `--add-host` entries, link entries
+/// (`IP\tALIAS HOSTNAME NAME`), then the container's own addresses with its
+/// name (`FQDN HOSTNAME` when it has a domain). Fails for `host-gateway`
+/// without a gateway, with Docker's message.
+pub fn hosts_file_with(hosts: &Hosts<'_>) -> Result<String, ContainerError> {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
          ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    for h in extra {
+    for h in hosts.extra {
         let ip = match &h.ip {
-            HostIp::Addr(ip) => ip.to_string(),
-            HostIp::HostGateway => "127.0.0.1".to_string(),
+            HostIp::Addr(ip) => *ip,
+            HostIp::HostGateway => hosts.host_gateway.ok_or_else(|| {
+                ContainerError::Conflict("unable to derive the IP value for host-gateway".into())
+            })?,
         };
         out.push_str(&format!("{ip}\t{}\n", h.host));
     }
-    if let Some(ip) = own_ip {
-        out.push_str(&format!("{ip}\t{hostname}\n"));
+    for link in hosts.links {
+        for (ip, names) in link_hosts_entries(link) {
+            out.push_str(&format!("{ip}\t{names}\n"));
+        }
     }
-    out
+    let names = match hosts.domainname.filter(|d| !d.is_empty()) {
+        Some(domain) => format!("{}.{domain} {}", hosts.hostname, hosts.hostname),
+        None => hosts.hostname.to_string(),
+    };
+    for ip in hosts.own_addrs {
+        out.push_str(&format!("{ip}\t{names}\n"));
+    }
+    Ok(out)
 }
+
+/// Docker's fallback when no usable server is left (libnetwork
+/// `resolvconf`): Google's public resolvers.
+pub const FALLBACK_DNS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
 
 /// The `/etc/resolv.conf` of a container: the host's, with `--dns` and
 /// `--dns-search` replacing its servers and search list. Loopback servers do
 /// not work from another network namespace and are dropped (Docker's rule),
 /// unless the container shares the host's network.
 pub fn resolv_conf(host: &str, dns: &[String], search: &[String], host_network: bool) -> String {
+    let settings = DnsSettings {
+        servers: dns.to_vec(),
+        search: search.to_vec(),
+        options: Vec::new(),
+    };
+    let resolver = if host_network {
+        Resolver::Host
+    } else {
+        Resolver::Private
+    };
+    resolv_conf_with(host, &settings, resolver)
+}
+
+/// A container's own DNS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `--dns`.
+    pub servers: Vec<String>,
+    /// `--dns-search` (`.` alone: no search domain).
+    pub search: Vec<String>,
+    /// `--dns-option`.
+    pub options: Vec<String>,
+}
+
+/// Which name server a container's resolv.conf points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// The host's network namespace: the host's servers, loopback included.
+    Host,
+    /// A namespace of its own without the embedded server (default bridge,
+    /// none): the host's servers but loopback ones, or Docker's fallback.
+    Private,
+    /// A user-defined network: the embedded DNS server at this address (the
+    /// network's gateway). `--dns` servers do not go into the file: they are
+    /// the container's upstreams on the server
+    /// (`net::dns::DnsServer::set_client_upstreams`), as with Docker's
+    /// 127.0.0.11.
+    Embedded(IpAddr),
+}
+
+/// The `/etc/resolv.conf` of a container (Docker's rules, libnetwork
+/// `sandbox_dns_unix.go`): search domains from `--dns-search` or the host;
+/// servers from `--dns` or the host (or the embedded server); options from
+/// `--dns-option` or the host, and for the embedded server `ndots:0` unless
+/// the container set ndots itself, so that single-label names (container
+/// names) go to the server as they are.
+pub fn resolv_conf_with(host: &str, settings: &DnsSettings, resolver: Resolver) -> String {
     let mut servers = Vec::new();
     let mut searches = Vec::new();
-    let mut other = Vec::new();
+    let mut options: Vec<String> = Vec::new();
     for line in host.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
                 if let Some(ip) = words.next()
-                    && (host_network || !(ip.starts_with("127.") || ip == "::1"))
+                    && (resolver == Resolver::Host || !(ip.starts_with("127.") || ip == "::1"))
                 {
                     servers.push(ip.to_string());
                 }
             }
-            Some("search") | Some("domain") => searches.extend(words.map(str::to_string)),
-            Some("options") => other.push(line.to_string()),
+            Some("search") | Some("domain") => {
+                searches = words.map(str::to_string).collect();
+            }
+            Some("options") => options.extend(words.map(str::to_string)),
             _ => {}
         }
     }
-    if !dns.is_empty() {
-        servers = dns.to_vec();
+    if !settings.servers.is_empty() {
+        servers = settings.servers.clone();
     }
-    if !search.is_empty() {
-        searches = search.to_vec();
+    if !settings.search.is_empty() {
+        searches = settings.search.clone();
+    }
+    if searches == ["."] {
+        searches.clear();
+    }
+    let own_options = !settings.options.is_empty();
+    if own_options {
+        options = settings.options.clone();
+    }
+    match resolver {
+        Resolver::Embedded(server) => {
+            servers = vec![server.to_string()];
+            let own_ndots = own_options && options.iter().any(|o| o.starts_with("ndots:"));
+            if !own_ndots {
+                options.retain(|o| !o.starts_with("ndots:"));
+                options.insert(0, "ndots:0".into());
+            }
+        }
+        Resolver::Private if servers.is_empty() => {
+            servers = FALLBACK_DNS.iter().map(|s| s.to_string()).collect();
+        }
+        _ => {}
     }
     let mut out = String::new();
     if !searches.is_empty() {
@@ -446,9 +590,8 @@ pub fn resolv_conf(host: &str, dns: &[String], search: &[String], host_network: 
     for s in servers {
         out.push_str(&format!("nameserver {s}\n"));
     }
-    for o in other {
-        out.push_str(&o);
-        out.push('\n');
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
 }
@@ -1024,6 +1167,124 @@ mod tests {
         assert_eq!(
             resolv_conf(host, &strings(&["1.1.1.1"]), &strings(&["a.b"]), false),
             "search a.b\nnameserver 1.1.1.1\noptions ndots:2\n"
+        );
+    }
+
+    #[test]
+    fn resolv_conf_points_user_networks_at_the_embedded_server() {
+        let host = "nameserver 127.0.0.53\nsearch example.org\noptions ndots:2 edns0\n";
+        let gw: IpAddr = "10.9.0.1".parse().unwrap();
+        let embedded = Resolver::Embedded(gw);
+        assert_eq!(
+            resolv_conf_with(host, &DnsSettings::default(), embedded),
+            "search example.org\nnameserver 10.9.0.1\noptions ndots:0 edns0\n"
+        );
+        // --dns stays out of the file (it is the server's business); the
+        // container's own options and ndots win; `--dns-search .` clears.
+        let settings = DnsSettings {
+            servers: strings(&["1.1.1.1"]),
+            search: strings(&["."]),
+            options: strings(&["ndots:3", "timeout:1"]),
+        };
+        assert_eq!(
+            resolv_conf_with(host, &settings, embedded),
+            "nameserver 10.9.0.1\noptions ndots:3 timeout:1\n"
+        );
+        let settings = DnsSettings {
+            options: strings(&["rotate"]),
+            ..DnsSettings::default()
+        };
+        assert_eq!(
+            resolv_conf_with(host, &settings, embedded),
+            "search example.org\nnameserver 10.9.0.1\noptions ndots:0 rotate\n"
+        );
+    }
+
+    #[test]
+    fn resolv_conf_options_and_dockers_fallback_servers() {
+        let host = "nameserver 127.0.0.53\nsearch a.test\n";
+        // Only a loopback server: Docker's public fallback.
+        assert_eq!(
+            resolv_conf_with(host, &DnsSettings::default(), Resolver::Private),
+            "search a.test\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        let settings = DnsSettings {
+            servers: strings(&["10.0.0.2", "10.0.0.3"]),
+            search: strings(&["b.test", "c.test"]),
+            options: strings(&["ndots:5"]),
+        };
+        assert_eq!(
+            resolv_conf_with(host, &settings, Resolver::Host),
+            "search b.test c.test\nnameserver 10.0.0.2\nnameserver 10.0.0.3\noptions ndots:5\n"
+        );
+    }
+
+    #[test]
+    fn hosts_file_has_extra_hosts_links_then_own_addresses() {
+        let extra: Vec<ExtraHost> = ["myhost:192.168.0.1", "host.docker.internal:host-gateway"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let links = [LinkedContainer {
+            name: "db".into(),
+            alias: "webdb".into(),
+            hostname: "6e5cdeb2d300".into(),
+            addrs: vec!["10.9.0.5".parse().unwrap()],
+            exposed: vec![],
+            env: vec![],
+        }];
+        let own: Vec<IpAddr> = vec!["10.9.0.7".parse().unwrap()];
+        let hosts = Hosts {
+            hostname: "aed84ee21bde",
+            domainname: Some("example.org"),
+            own_addrs: &own,
+            extra: &extra,
+            host_gateway: Some("10.9.0.1".parse().unwrap()),
+            links: &links,
+        };
+        let text = hosts_file_with(&hosts).unwrap();
+        let tail: Vec<&str> = text.lines().skip(6).collect();
+        assert_eq!(
+            tail,
+            [
+                "192.168.0.1\tmyhost",
+                "10.9.0.1\thost.docker.internal",
+                "10.9.0.5\twebdb 6e5cdeb2d300 db",
+                "10.9.0.7\taed84ee21bde.example.org aed84ee21bde",
+            ]
+        );
+        assert!(text.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost"));
+        let no_gateway = Hosts {
+            host_gateway: None,
+            ..hosts
+        };
+        assert_eq!(
+            hosts_file_with(&no_gateway).unwrap_err().to_string(),
+            "unable to derive the IP value for host-gateway"
+        );
+        // The old entry point: host-gateway is the host itself.
+        assert!(
+            hosts_file("h", &extra, Some("10.9.0.7"))
+                .ends_with("127.0.0.1\thost.docker.internal\n10.9.0.7\th\n")
+        );
+    }
+
+    #[test]
+    fn link_variables_come_before_image_and_request_env() {
+        let req = RunRequest {
+            env: strings(&["DB_NAME=mine"]),
+            ..RunRequest::default()
+        };
+        let img = RunConfig::default();
+        let env = environment_with_links(
+            &req,
+            &img,
+            "h",
+            &strings(&["DB_NAME=/web/db", "DB_PORT=tcp://10.9.0.5:5432"]),
+        );
+        assert_eq!(
+            env[2..],
+            strings(&["DB_PORT=tcp://10.9.0.5:5432", "DB_NAME=mine"])
         );
     }
 

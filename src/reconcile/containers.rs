@@ -432,11 +432,18 @@ impl Containers {
             ),
             (
                 "resolv.conf",
-                container::resolv_conf(
+                container::resolv_conf_with(
                     &host_resolv,
-                    &req.dns,
-                    &req.dns_search,
-                    req.network == NetMode::Host,
+                    &container::DnsSettings {
+                        servers: req.dns.clone(),
+                        search: req.dns_search.clone(),
+                        options: req.dns_options.clone(),
+                    },
+                    if req.network == NetMode::Host {
+                        container::Resolver::Host
+                    } else {
+                        container::Resolver::Private
+                    },
                 ),
             ),
         ];

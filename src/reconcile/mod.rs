@@ -6,4 +6,5 @@ pub mod archive;
 pub mod container;
 pub mod containers;
 pub mod health;
+pub mod link;
 pub mod verbs;

@@ -10,6 +10,7 @@ mod cli_grammar;
 mod compose;
 mod container_api;
 mod daemon;
+mod dns;
 mod firewall;
 mod health;
 mod host;
