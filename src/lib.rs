@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod image;
+pub mod net;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;
