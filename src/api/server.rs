@@ -184,7 +184,7 @@ where
 
 /// Reads a JSON body of at most [`MAX_JSON_BODY`] bytes; a wrong field is
 /// named in the 400 answer.
-async fn json_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
+pub(super) async fn json_body<T: DeserializeOwned>(req: Request) -> ApiResult<T> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
         .await
         .map_err(|_| {
@@ -258,6 +258,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/commit", post(commit))
         .route("/events", get(events))
         .merge(super::images::routes())
+        .merge(super::networks::routes())
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())
@@ -1080,7 +1081,7 @@ async fn commit(
 
 /// Docker's `filters` parameter: a JSON map from key to values (a list, or
 /// the older map of value to `true`).
-fn filters_param(q: &BTreeMap<String, String>) -> ApiResult<Vec<(String, String)>> {
+pub(super) fn filters_param(q: &BTreeMap<String, String>) -> ApiResult<Vec<(String, String)>> {
     let Some(text) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(Vec::new());
     };

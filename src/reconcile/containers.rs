@@ -300,6 +300,102 @@ impl Containers {
         Ok(self.runtime.start(id, attach)?)
     }
 
+    /// Creates a bridge network.
+    pub fn create_network(
+        &self,
+        req: &crate::net::CreateRequest,
+    ) -> Result<NetworkRecord, ContainersError> {
+        let network = self
+            .networks()?
+            .create(req, &crate::runtime::now_rfc3339())?;
+        self.network_changed(NetworkChange::Created {
+            network: network.clone(),
+        });
+        Ok(network)
+    }
+
+    /// Removes a network without containers.
+    pub fn remove_network(&self, key: &str) -> Result<NetworkRecord, ContainersError> {
+        let network = self.networks()?.remove(key)?;
+        self.network_changed(NetworkChange::Removed {
+            network: network.clone(),
+        });
+        Ok(network)
+    }
+
+    /// Removes every user-defined network no container is on, except those
+    /// `keep` keeps.
+    pub fn prune_networks(
+        &self,
+        keep: impl Fn(&NetworkRecord) -> bool,
+    ) -> Result<Vec<NetworkRecord>, ContainersError> {
+        let removed = self.networks()?.prune(keep)?;
+        for network in &removed {
+            self.network_changed(NetworkChange::Removed {
+                network: network.clone(),
+            });
+        }
+        Ok(removed)
+    }
+
+    /// `docker network connect`: gives container `key` an endpoint on
+    /// network `network`; a container whose namespace exists gets its
+    /// interface (`eth1`, …) at once, others at their start.
+    pub fn connect(
+        &self,
+        network: &str,
+        key: &str,
+        req: &EndpointRequest,
+    ) -> Result<(), ContainersError> {
+        let id = self.runtime.resolve(key)?;
+        let record = self.runtime.record(&id)?;
+        let nets = self.networks()?;
+        let target = nets.find(network)?;
+        if !target.is_bridge() {
+            return Err(ContainerError::Conflict(format!(
+                "container cannot be disconnected from host network or connected to {} network",
+                target.name
+            ))
+            .into());
+        }
+        if !matches!(request_of(&record).network, NetMode::Network(_)) {
+            return Err(ContainerError::Conflict(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            )
+            .into());
+        }
+        let (network, endpoint) = nets.connect(&target.id, &id, &record.name, req)?;
+        if crate::net::netns::is_mounted(&nets.netns_path(&id)) {
+            self.network_changed(NetworkChange::Attached {
+                network,
+                container: id,
+                endpoint,
+            });
+        }
+        Ok(())
+    }
+
+    /// `docker network disconnect`: the container's interface on the
+    /// network goes and its address is free.
+    pub fn disconnect(&self, network: &str, key: &str) -> Result<(), ContainersError> {
+        let id = self.runtime.resolve(key)?;
+        let nets = self.networks()?;
+        let target = nets.find(network)?;
+        let (network, endpoint) = nets.release(&target.id, &id).map_err(|e| match e {
+            NetError::NotConnected { network, .. } => NetError::NotConnected {
+                container: key.to_string(),
+                network,
+            },
+            other => other,
+        })?;
+        self.network_changed(NetworkChange::Detached {
+            network,
+            container: id,
+            endpoint,
+        });
+        Ok(())
+    }
+
     /// Releases everything of container `id` on networks (addresses, veth
     /// pairs, its namespace). What fails is left to the next sweep.
     fn release_networks(&self, id: &str) {
