@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
     "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
-    "test", "pwd", "stat", "readlink",
+    "test", "pwd", "stat", "readlink", "ip", "ping", "wget", "httpd", "nc",
 ];
 
 fn require_root() {
@@ -26,10 +26,19 @@ fn require_root() {
 /// when dropped.
 pub(crate) struct Host {
     dir: tempfile::TempDir,
+    /// The daemon this test started itself (with its own flags).
+    daemon: Option<std::process::Child>,
+    daemon_args: Vec<String>,
 }
 
 impl Host {
     pub(crate) fn new() -> Host {
+        Host::with_daemon(&[])
+    }
+
+    /// A host whose daemon is started by the test with `daemon_args`
+    /// (when there are any) before anything else runs.
+    pub(crate) fn with_daemon(daemon_args: &[&str]) -> Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("image");
@@ -54,7 +63,14 @@ impl Host {
             "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
         )
         .unwrap();
-        let host = Host { dir };
+        let mut host = Host {
+            dir,
+            daemon: None,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+        };
+        if !daemon_args.is_empty() {
+            host.start_daemon();
+        }
         let out = host.stack(&["import", rootfs.to_str().unwrap(), "bb:latest"]);
         assert!(
             out.status.success(),
@@ -62,6 +78,42 @@ impl Host {
             String::from_utf8_lossy(&out.stderr)
         );
         host
+    }
+
+    /// Starts the daemon with the host's daemon flags and waits until it
+    /// answers (it fails the test if it exits first or takes too long).
+    pub(crate) fn start_daemon(&mut self) {
+        if let Some(mut old) = self.daemon.take() {
+            let _ = old.wait();
+        }
+        let mut args = vec!["daemon"];
+        args.extend(self.daemon_args.iter().map(String::as_str));
+        let log = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let mut child = self
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let socket = self.root().join("run/stack.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the daemon exited ({status}): {}",
+                    fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "the daemon did not answer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.daemon = Some(child);
+    }
+
+    /// The pid of the daemon the test started.
+    pub(crate) fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(std::process::Child::id)
     }
 
     pub(crate) fn root(&self) -> PathBuf {
@@ -121,6 +173,10 @@ impl Drop for Host {
             let _ = self.stack(&["rm", "-f", id]);
         }
         crate::stop_daemon(&self.root());
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
     }
 }
 
