@@ -506,30 +506,30 @@ impl Networks {
         self.ensure_bridge_link(&rec)
     }
 
-    /// Creates a network's bridge (with its gateway address) unless it
-    /// exists.
-    fn ensure_bridge_link(&self, n: &NetworkRecord) -> Result<(), NetError> {
+    /// What making a network's bridge takes: (bridge, MTU, gateway with
+    /// prefix, external); `None` for networks without a bridge.
+    fn bridge_plan(&self, n: &NetworkRecord) -> Result<Option<BridgePlan>, NetError> {
         let (Some(bridge), Some(subnet)) = (n.bridge.clone(), n.subnet) else {
-            return Ok(());
+            return Ok(None);
         };
         let gateway = n.gateway.unwrap_or_else(|| ipam::first_host(subnet));
         let gw = Ipv4Net::new(gateway, subnet.prefix_len())
             .map_err(|_| NetError::InvalidRequest(format!("bad subnet {subnet}")))?;
-        let mtu = self.mtu_of(n);
-        let external = n.external_bridge;
-        netlink::in_host(|h| async move {
-            if external {
-                let index = netlink::link_index(&h, &bridge)
-                    .await?
-                    .ok_or_else(|| NetError::LinkMissing(bridge.clone()))?;
-                netlink::add_address(&h, index, gw).await?;
-                netlink::set_up(&h, index).await
-            } else {
-                netlink::ensure_bridge(&h, &bridge, mtu, gw)
-                    .await
-                    .map(|_| ())
-            }
-        })
+        Ok(Some(BridgePlan {
+            bridge,
+            mtu: self.mtu_of(n),
+            gateway: gw,
+            external: n.external_bridge,
+        }))
+    }
+
+    /// Creates a network's bridge (with its gateway address) unless it
+    /// exists.
+    fn ensure_bridge_link(&self, n: &NetworkRecord) -> Result<(), NetError> {
+        let Some(plan) = self.bridge_plan(n)? else {
+            return Ok(());
+        };
+        netlink::in_host(|h| async move { plan.apply(&h).await })
     }
 
     /// Every network, sorted by name.
@@ -816,15 +816,19 @@ impl Networks {
             return Ok(false);
         }
         let endpoints = self.store.endpoints_of(id)?;
+        let mut plans = Vec::new();
         for (n, _) in &endpoints {
-            // After a reboot, or a bridge someone deleted.
-            self.ensure_bridge_link(n)?;
+            plans.extend(self.bridge_plan(n)?);
         }
         let configs: Vec<VethConfig<'_>> = endpoints
             .iter()
             .filter_map(|(n, e)| self.veth_config(n, e))
             .collect();
         let made = netlink::in_namespace(Namespace::Create(&path), |host, ns, fd| async move {
+            for plan in &plans {
+                // After a reboot, or a bridge someone deleted.
+                plan.apply(&host).await?;
+            }
             for cfg in &configs {
                 // A leftover of a namespace that is gone (a reboot leaves
                 // none, a crash may).
@@ -978,6 +982,33 @@ impl Networks {
             }
         }
         Ok(removed)
+    }
+}
+
+/// How to make (or check) one network's bridge.
+#[derive(Debug, Clone)]
+struct BridgePlan {
+    bridge: String,
+    mtu: u32,
+    gateway: Ipv4Net,
+    external: bool,
+}
+
+impl BridgePlan {
+    /// Makes the bridge unless it exists (an external one must exist) and
+    /// gives it the gateway address.
+    async fn apply(&self, h: &rtnetlink::Handle) -> Result<(), NetError> {
+        if self.external {
+            let index = netlink::link_index(h, &self.bridge)
+                .await?
+                .ok_or_else(|| NetError::LinkMissing(self.bridge.clone()))?;
+            netlink::add_address(h, index, self.gateway).await?;
+            netlink::set_up(h, index).await
+        } else {
+            netlink::ensure_bridge(h, &self.bridge, self.mtu, self.gateway)
+                .await
+                .map(|_| ())
+        }
     }
 }
 
