@@ -627,10 +627,18 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     }
     sd_notify("STOPPING=1");
     let _ = stop_tx.send(true);
-    if let Ok(nets) = daemon.containers.networks()
-        && let Err(e) = nets.shutdown()
-    {
-        tracing::warn!(error = %crate::error_chain(&e), "cannot remove the default bridge");
+    if let Ok(nets) = daemon.containers.networks() {
+        // What removals cut short left (a failed cleanup is retried here),
+        // then the default bridge when no container is on it.
+        if let Ok(list) = daemon.containers.runtime.list() {
+            let live = list.into_iter().map(|(record, _)| record.id).collect();
+            if let Err(e) = nets.sweep(&live) {
+                tracing::warn!(error = %crate::error_chain(&e), "network sweep failed");
+            }
+        }
+        if let Err(e) = nets.shutdown() {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot remove the default bridge");
+        }
     }
     for path in sockets {
         let _ = fs::remove_file(path);
