@@ -7,10 +7,13 @@
 //! - log ingest: a container writing 200 MB to stdout, detached, from start to
 //!   its exit, in MB/s;
 //! - shim memory: the proportional set size of the shims of 10 idle
-//!   containers.
+//!   containers;
+//! - attach: attaching a container to a bridge network through the library
+//!   (address reserved, network namespace made, veth pair with one end in
+//!   it, address, routes), and detaching it again.
 //!
-//! Run with `cargo bench --bench runtime` (optionally `-- start`, `logs` or
-//! `memory` to pick one).
+//! Run with `cargo bench --bench runtime` (optionally `-- start`, `logs`,
+//! `memory` or `attach` to pick one).
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -197,6 +200,60 @@ fn bench_memory(root: &Path) {
     }
 }
 
+fn bench_attach(dir: &Path) {
+    use stack::net::{DefaultBridgeConfig, EndpointRequest, NetConfig, Networks};
+    let pid = std::process::id();
+    let bip: ipnet::Ipv4Net = format!("10.199.{}.1/24", pid % 250)
+        .parse()
+        .expect("a valid CIDR");
+    let nets = Networks::open(
+        NetConfig {
+            state_dir: dir.join("bench-network"),
+            netns_dir: dir.join("bench-netns"),
+            host_lock: dir.join("bench-net.lock"),
+            default_bridge: DefaultBridgeConfig {
+                name: format!("stb-{:06x}", pid % 0xff_ffff),
+                existing: false,
+                bip: Some(bip),
+                fixed_cidr: None,
+                mtu: None,
+            },
+        },
+        "2024-01-01T00:00:00Z",
+    )
+    .expect("networking opens");
+    // All containers are attached, then all detached: a detach leaves the
+    // kernel work of destroying a namespace for later, which would
+    // otherwise be measured as the next attach's.
+    let mut attach = Vec::new();
+    let mut detach = Vec::new();
+    let ids: Vec<String> = (0..=ROUNDS).map(|r| format!("{r:064x}")).collect();
+    for (round, id) in ids.iter().enumerate() {
+        let t = Instant::now();
+        nets.reserve("bridge", id, "bench", &EndpointRequest::default())
+            .expect("an address");
+        nets.wire(id).expect("the namespace is wired");
+        // The first round warms caches.
+        if round > 0 {
+            attach.push(t.elapsed());
+        }
+    }
+    for id in &ids {
+        let t = Instant::now();
+        nets.teardown(id).expect("teardown");
+        detach.push(t.elapsed());
+    }
+    nets.shutdown().expect("the bridge goes");
+    println!(
+        "attach: reserve an address, make the netns, veth into it, address, routes: median {:.2} ms over {ROUNDS} runs",
+        median(&mut attach).as_secs_f64() * 1e3
+    );
+    println!(
+        "attach: detach (veth deleted, address released, netns removed): median {:.2} ms",
+        median(&mut detach).as_secs_f64() * 1e3
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -217,5 +274,23 @@ fn main() {
     }
     if wants("memory") {
         bench_memory(&root);
+    }
+    if wants("attach") {
+        bench_attach(dir.path());
+    }
+    // The daemon the CLI started goes with its state root (and takes its
+    // default bridge with it).
+    if let Some(pid) = fs::read_to_string(root.join("run/stack.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while root.join("run/stack.pid").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod images;
+pub mod networks;
 pub mod server;
 pub mod tls;
 pub mod verbs;

@@ -117,6 +117,26 @@ fn image_status(e: &ImageError) -> StatusCode {
     }
 }
 
+/// The status of a networking error: 404 for an unknown network, 409 for
+/// conflicts, 400 for bad requests.
+pub(super) fn net_status(e: &crate::net::NetError) -> StatusCode {
+    if matches!(e, crate::net::NetError::NotFound(_)) {
+        StatusCode::NOT_FOUND
+    } else if e.is_conflict() {
+        StatusCode::CONFLICT
+    } else if e.is_bad_request() || matches!(e, crate::net::NetError::NotConnected { .. }) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl From<crate::net::NetError> for ApiError {
+    fn from(e: crate::net::NetError) -> ApiError {
+        ApiError::new(net_status(&e), crate::error_chain(&e))
+    }
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> ApiError {
         ApiError::new(runtime_status(&e), crate::error_chain(&e))
@@ -134,12 +154,14 @@ impl ApiError {
             | ContainersError::Reference(_)
             | ContainersError::Health(_)
             | ContainersError::BindSourceMissing { .. }
-            | ContainersError::MountOption { .. }
-            | ContainersError::SeccompArch(_)
-            | ContainersError::Seccomp(_) => StatusCode::BAD_REQUEST,
-            ContainersError::Io { .. } | ContainersError::CopyImage { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            | ContainersError::MountOption { .. } => StatusCode::BAD_REQUEST,
+            ContainersError::SeccompArch(_) | ContainersError::Seccomp(_) => {
+                StatusCode::BAD_REQUEST
             }
+            ContainersError::Network(n) => net_status(n),
+            ContainersError::NoNetworking
+            | ContainersError::Io { .. }
+            | ContainersError::CopyImage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, crate::error_chain(outer))
     }
@@ -314,6 +336,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/events", get(events))
         .merge(super::images::routes())
         .merge(super::verbs::routes())
+        .merge(super::networks::routes())
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())

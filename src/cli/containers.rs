@@ -127,13 +127,13 @@ pub struct CreateArgs {
     /// Write the container id to this file (which must not exist)
     #[arg(long = "cidfile", value_name = "FILE")]
     cidfile: Option<PathBuf>,
-    /// Link to another container: NAME[:ALIAS] (needs a bridge network)
+    /// Link to another container: NAME[:ALIAS] (not supported yet)
     #[arg(long = "link", value_name = "NAME[:ALIAS]")]
     link: Vec<String>,
-    /// Publish a port (needs a bridge network)
+    /// Publish a port (not supported yet)
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
-    /// Publish every exposed port (needs a bridge network)
+    /// Publish every exposed port (not supported yet)
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     /// Expose a port without publishing it
@@ -165,9 +165,24 @@ pub struct CreateArgs {
     /// Container NIS domain name
     #[arg(long = "domainname")]
     domainname: Option<String>,
-    /// Network: none (default until bridges exist), host, container:NAME
-    #[arg(long = "network", visible_alias = "net", default_value = "none")]
+    /// Network: bridge (the default), a network's name or id, host, none,
+    /// container:NAME
+    #[arg(long = "network", visible_alias = "net", default_value = "bridge")]
     network: String,
+    /// IPv4 address on the network (needs a network with a user configured
+    /// subnet)
+    #[arg(long = "ip", value_name = "IPV4")]
+    ip: Option<std::net::Ipv4Addr>,
+    /// Add a network-scoped alias for the container
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "ALIAS"
+    )]
+    network_alias: Vec<String>,
+    /// Container MAC address (e.g. 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address", value_name = "MAC")]
+    mac_address: Option<String>,
     /// DNS servers
     #[arg(long = "dns")]
     dns: Vec<String>,
@@ -349,24 +364,26 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         .collect::<miette::Result<Vec<_>>>()?;
     if !args.link.is_empty() {
         return Err(miette!(
-            "--link needs a bridge network, which this version does not create yet"
+            "--link is not supported yet (it needs the embedded DNS, which this version does not have)"
         ));
     }
     if !args.publish.is_empty() || args.publish_all {
         return Err(miette!(
-            "publishing ports needs a bridge network, which this version does not create yet; use --network host"
+            "publishing ports is not supported yet (it needs the firewall rules this version does not write); use --network host"
         ));
     }
     let network = match args.network.as_str() {
-        "none" | "default" | "bridge" => NetMode::None,
+        "none" => NetMode::None,
         "host" => NetMode::Host,
+        "" | "default" => NetMode::Network("bridge".into()),
         other => match other.strip_prefix("container:") {
             Some(c) if !c.is_empty() => NetMode::Container(c.to_string()),
-            _ => {
+            Some(_) => {
                 return Err(miette!(
-                    "invalid network {other:?}: use none, host or container:NAME"
+                    "invalid network {other:?}: container: needs a NAME"
                 ));
             }
+            None => NetMode::Network(other.to_string()),
         },
     };
     let mut seccomp = SeccompChoice::Default;
@@ -498,6 +515,9 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             })
             .transpose()?,
         network,
+        ip: args.ip,
+        network_aliases: args.network_alias.clone(),
+        mac_address: args.mac_address.clone(),
         userns,
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,

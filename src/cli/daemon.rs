@@ -224,6 +224,21 @@ pub struct DaemonArgs {
     /// overlay
     #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
     storage_driver: Option<String>,
+    /// Attach containers of the default network to this existing bridge
+    /// instead of making stack0
+    #[arg(short = 'b', long = "bridge", value_name = "BRIDGE")]
+    bridge: Option<String>,
+    /// The default bridge's address and prefix length (e.g. 10.20.0.1/24);
+    /// default: a free /16 from 172.18.0.0 up, then 192.168.0.0/20s
+    #[arg(long = "bip", value_name = "CIDR")]
+    bip: Option<String>,
+    /// Give containers of the default network addresses from this range
+    #[arg(long = "fixed-cidr", value_name = "CIDR")]
+    fixed_cidr: Option<String>,
+    /// MTU of the default network's links (default: the MTU of the host's
+    /// default route)
+    #[arg(long = "mtu", value_name = "BYTES")]
+    mtu: Option<u32>,
 }
 
 /// Runs the daemon in the foreground.
@@ -272,6 +287,18 @@ pub fn daemon(
     }
     if file.storage_driver.is_some() && from_file("storage-driver") {
         args.storage_driver = file.storage_driver.clone();
+    }
+    if file.bridge.is_some() && from_file("bridge") {
+        args.bridge = file.bridge.clone();
+    }
+    if file.bip.is_some() && from_file("bip") {
+        args.bip = file.bip.clone();
+    }
+    if file.fixed_cidr.is_some() && from_file("fixed-cidr") {
+        args.fixed_cidr = file.fixed_cidr.clone();
+    }
+    if file.mtu.is_some() && from_file("mtu") {
+        args.mtu = file.mtu;
     }
     if let Some(m) = file
         .registry_mirrors
@@ -386,8 +413,60 @@ pub fn daemon(
     }
     options.insecure_registries = args.insecure_registries.clone();
     options.registry_mirrors = args.registry_mirrors.clone();
+    apply_network_flags(&mut options.default_bridge, args)?;
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
+}
+
+/// `--bridge`, `--bip`, `--fixed-cidr` and `--mtu`, checked as dockerd
+/// checks them.
+fn apply_network_flags(
+    bridge: &mut crate::net::DefaultBridgeConfig,
+    args: &DaemonArgs,
+) -> miette::Result<()> {
+    if let Some(name) = &args.bridge {
+        if name.is_empty() || name.len() > 15 {
+            return Err(miette!("--bridge {name:?}: not a valid interface name"));
+        }
+        bridge.name = name.clone();
+        bridge.existing = true;
+    }
+    if let Some(bip) = &args.bip {
+        let net: ipnet::Ipv4Net = bip.parse().map_err(|_| {
+            miette!(
+                "--bip {bip:?}: expected an IPv4 address with a prefix length, e.g. 10.20.0.1/24"
+            )
+        })?;
+        if net.addr() == net.network() && net.prefix_len() < 31 {
+            return Err(miette!(
+                "--bip {bip}: give the bridge's own address, not the network's (e.g. {}/{})",
+                crate::net::ipam::first_host(net),
+                net.prefix_len()
+            ));
+        }
+        bridge.bip = Some(net);
+    }
+    if let Some(cidr) = &args.fixed_cidr {
+        let net: ipnet::Ipv4Net = cidr
+            .parse()
+            .map_err(|_| miette!("--fixed-cidr {cidr:?}: expected an IPv4 CIDR"))?;
+        if let Some(bip) = bridge.bip
+            && !bip.trunc().contains(&net.trunc())
+        {
+            return Err(miette!(
+                "--fixed-cidr {cidr} is not inside --bip's subnet {}",
+                bip.trunc()
+            ));
+        }
+        bridge.fixed_cidr = Some(net.trunc());
+    }
+    if let Some(mtu) = args.mtu {
+        if !(68..=65535).contains(&mtu) {
+            return Err(miette!("--mtu {mtu}: must be between 68 and 65535"));
+        }
+        bridge.mtu = Some(mtu);
+    }
+    Ok(())
 }
 
 /// `stack info`.

@@ -18,6 +18,7 @@ mod containers_extra;
 mod daemon;
 mod filter;
 mod images;
+mod networks;
 mod output;
 mod registry;
 mod system;
@@ -135,6 +136,9 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// Create and start a container
     #[command(disable_help_flag = true)]
     Run(containers::RunArgs),
@@ -519,6 +523,7 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
         }
         Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
         Command::System(command) => Ok(system::run(&root, &command)?),
+        Command::Network(command) => Ok(networks::run(&root, &command)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

@@ -157,6 +157,18 @@ pub struct DaemonConfig {
     /// `--storage-driver` (only `overlay` exists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_driver: Option<String>,
+    /// `--bridge`: an existing bridge for the default network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// `--bip`: the default bridge's address/prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bip: Option<String>,
+    /// `--fixed-cidr`: the default network's address range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_cidr: Option<String>,
+    /// `--mtu`: the default network's MTU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     /// `--registry-mirror`, repeated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_mirrors: Option<Vec<String>>,

@@ -220,6 +220,18 @@ impl Event {
         Event::new(EventType::Image, action, id, attributes)
     }
 
+    /// A network event about `network` (`create`, `destroy`, `connect`,
+    /// `disconnect`), with Docker's `name` and `type` attributes.
+    pub fn network(
+        action: impl Into<String>,
+        network: &crate::net::network::NetworkRecord,
+    ) -> Event {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("name".into(), network.name.clone());
+        attributes.insert("type".into(), network.driver.clone());
+        Event::new(EventType::Network, action, &network.id, attributes)
+    }
+
     /// The same event with one more attribute (`exitCode`, `signal`…).
     pub fn with_attribute(mut self, key: &str, value: impl Into<String>) -> Event {
         self.actor.attributes.insert(key.to_string(), value.into());

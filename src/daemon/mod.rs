@@ -64,6 +64,11 @@ pub struct Options {
     /// The kernel's list of file system types, where `overlay` must appear
     /// for the overlay driver (`/proc/filesystems`).
     pub proc_filesystems: PathBuf,
+    /// The default bridge network's settings (`--bridge`, `--bip`,
+    /// `--fixed-cidr`, `--mtu`).
+    pub default_bridge: crate::net::DefaultBridgeConfig,
+    /// The host-wide lock held while a subnet is chosen.
+    pub net_lock: PathBuf,
 }
 
 impl Options {
@@ -86,9 +91,21 @@ impl Options {
             registry_mirrors: Vec::new(),
             storage_driver: None,
             proc_filesystems: PathBuf::from("/proc/filesystems"),
+            default_bridge: crate::net::DefaultBridgeConfig {
+                name: crate::net::default_bridge_name(root),
+                existing: false,
+                bip: None,
+                fixed_cidr: None,
+                mtu: None,
+            },
+            net_lock: PathBuf::from(NET_LOCK),
         }
     }
 }
+
+/// The host-wide lock daemons hold while they choose a subnet and make its
+/// bridge, so daemons of different state roots never pick the same one.
+pub const NET_LOCK: &str = "/run/stack-net.lock";
 
 /// The API socket of the daemon that owns `root`: `/run/stack/stack.sock`
 /// for the default root, else `stack.sock` in the root's run directory.
@@ -124,6 +141,9 @@ pub enum DaemonError {
     /// A configuration problem.
     #[error("{0}")]
     Config(String),
+    /// Networking could not be set up.
+    #[error("cannot set up networking")]
+    Network(#[source] crate::net::NetError),
     /// The storage driver cannot be used with this state root.
     #[error(transparent)]
     Driver(#[from] DriverError),
@@ -170,7 +190,6 @@ impl Daemon {
         let driver = settle_driver(&options)?;
         let mut containers = Containers::open(&options.root, &options.run_dir)?;
         containers.set_storage_driver(driver);
-        let containers = Arc::new(containers);
         let swept = containers
             .runtime
             .sweep_unfinished()
@@ -182,6 +201,37 @@ impl Daemon {
         }
         let events = events::Events::open(&options.root)
             .map_err(|e| DaemonError::Config(crate::error_chain(&e)))?;
+        let networks = crate::net::Networks::open(
+            crate::net::NetConfig {
+                state_dir: options.root.join("network"),
+                netns_dir: options.run_dir.join("netns"),
+                host_lock: options.net_lock.clone(),
+                default_bridge: options.default_bridge.clone(),
+            },
+            &crate::runtime::now_rfc3339(),
+        )
+        .map_err(DaemonError::Network)?;
+        // Addresses, namespaces and veth ends of containers that are gone
+        // (removed while a crash cut the cleanup short, or created halfway).
+        let live: std::collections::BTreeSet<String> = containers
+            .runtime
+            .list()
+            .map_err(ContainersError::from)?
+            .into_iter()
+            .map(|(record, _)| record.id)
+            .collect();
+        match networks.sweep(&live) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!("released {n} network leftovers of containers that are gone"),
+            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "network sweep failed"),
+        }
+        containers.set_networks(
+            Arc::new(networks),
+            Arc::new(NetworkHooks {
+                events: events.clone(),
+            }),
+        );
+        let containers = Arc::new(containers);
         let supervisor =
             supervisor::Supervisor::new(containers.clone(), events.clone(), options.backoff);
         Ok(Daemon {
@@ -192,6 +242,43 @@ impl Daemon {
             events,
             supervisor,
         })
+    }
+}
+
+/// Where the daemon follows network changes: events now, and the hook
+/// points of the firewall (NAT, published ports) and DNS layers.
+#[derive(Debug)]
+pub struct NetworkHooks {
+    events: events::Events,
+}
+
+impl crate::reconcile::containers::NetworkObserver for NetworkHooks {
+    fn changed(&self, change: crate::reconcile::containers::NetworkChange) {
+        self.network_changed(&change);
+    }
+}
+
+impl NetworkHooks {
+    /// Called after every network change: a network created or removed, a
+    /// container's interface up (its address known) or gone. The firewall
+    /// layer (masquerade for the subnet, published ports' DNAT to the
+    /// address) and the DNS layer (names and aliases to addresses) are
+    /// called from here.
+    pub fn network_changed(&self, change: &crate::reconcile::containers::NetworkChange) {
+        use crate::reconcile::containers::NetworkChange as C;
+        let event = match change {
+            C::Created { network } => events::Event::network("create", network),
+            C::Removed { network } => events::Event::network("destroy", network),
+            C::Attached {
+                network, container, ..
+            } => events::Event::network("connect", network).with_attribute("container", container),
+            C::Detached {
+                network, container, ..
+            } => {
+                events::Event::network("disconnect", network).with_attribute("container", container)
+            }
+        };
+        self.events.emit(event);
     }
 }
 
@@ -540,6 +627,19 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     }
     sd_notify("STOPPING=1");
     let _ = stop_tx.send(true);
+    if let Ok(nets) = daemon.containers.networks() {
+        // What removals cut short left (a failed cleanup is retried here),
+        // then the default bridge when no container is on it.
+        if let Ok(list) = daemon.containers.runtime.list() {
+            let live = list.into_iter().map(|(record, _)| record.id).collect();
+            if let Err(e) = nets.sweep(&live) {
+                tracing::warn!(error = %crate::error_chain(&e), "network sweep failed");
+            }
+        }
+        if let Err(e) = nets.shutdown() {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot remove the default bridge");
+        }
+    }
     for path in sockets {
         let _ = fs::remove_file(path);
     }

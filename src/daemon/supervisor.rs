@@ -789,8 +789,7 @@ impl Supervisor {
             Err(e) => return Err(e.into()),
         }
         let owned = id.to_string();
-        self.blocking(move |c| c.runtime.start(&owned, None))
-            .await??;
+        self.blocking(move |c| c.start(&owned, None)).await??;
         self.events.emit(Event::container("start", record));
         self.watch(id);
         drop(guard);
@@ -868,9 +867,7 @@ impl Supervisor {
         self.await_reported(id).await;
         let record = self.containers.runtime.record(id)?;
         let owned = id.to_string();
-        let state = self
-            .blocking(move |c| c.runtime.start(&owned, attach))
-            .await??;
+        let state = self.blocking(move |c| c.start(&owned, attach)).await??;
         self.started_by_user(id)?;
         self.events.emit(Event::container("start", &record));
         self.watch(id);

@@ -64,8 +64,25 @@ pub enum NetMode {
     None,
     /// The host's network namespace.
     Host,
-    /// Another container's network namespace: `/proc/PID/ns/net` of its pid 1.
+    /// Another container's network namespace (its name or id, or a
+    /// `/proc/PID/ns/net` path).
     Container(String),
+    /// A bridge network, by name or id (`bridge` is the default one): a
+    /// namespace of its own with an interface on the network.
+    Network(String),
+}
+
+impl NetMode {
+    /// Docker's `HostConfig.NetworkMode`: `bridge`, `host`, `none`,
+    /// `container:ID` or the network's name.
+    pub fn docker_name(&self) -> String {
+        match self {
+            NetMode::None => "none".into(),
+            NetMode::Host => "host".into(),
+            NetMode::Container(c) => format!("container:{c}"),
+            NetMode::Network(n) => n.clone(),
+        }
+    }
 }
 
 /// Seccomp choice (`--security-opt seccomp=…`).
@@ -169,6 +186,15 @@ pub struct RunRequest {
     pub shm_size: Option<u64>,
     /// `--network`.
     pub network: NetMode,
+    /// `--ip`: the address on the network `network` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `--network-alias`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_aliases: Vec<String>,
+    /// `--mac-address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
     /// `--userns`-style remapping: container uid 0 is host uid `.0`, for `.1` ids.
     pub userns: Option<(u32, u32)>,
     /// `--stop-signal`.
@@ -246,6 +272,9 @@ pub struct Placement {
     pub seccomp: Option<LinuxSeccomp>,
     /// The creation time.
     pub created: String,
+    /// The network namespace to join (`--network NETWORK` or
+    /// `container:NAME`), by path.
+    pub netns: Option<PathBuf>,
 }
 
 /// Why a request cannot become a container.
@@ -878,12 +907,19 @@ pub fn build(
                 .build()?,
         ),
         NetMode::Host => {}
-        NetMode::Container(path) => namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Network)
-                .path(path)
-                .build()?,
-        ),
+        NetMode::Container(_) | NetMode::Network(_) => {
+            let Some(path) = &place.netns else {
+                return Err(ContainerError::Conflict(
+                    "no network namespace was prepared for the container".into(),
+                ));
+            };
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .path(path)
+                    .build()?,
+            )
+        }
     }
     let mut linux = LinuxBuilder::default();
     if let Some((host, size)) = req.userns {
@@ -1300,6 +1336,7 @@ mod tests {
             inherited_mounts: vec![],
             seccomp: None,
             created: "now".into(),
+            netns: None,
         };
         let req = RunRequest {
             cmd: strings(&["true"]),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::runtime::Mount;
 use serde_json::{Value, json};
@@ -17,8 +18,51 @@ use crate::image::driver::StorageDriver;
 use crate::image::images::{ImageError, Images};
 use crate::image::layer::{self, LayerError};
 use crate::image::leftovers;
-use crate::runtime::{ContainerRecord, Runtime, RuntimeError, Status, seccomp};
+use crate::net::network::{Endpoint, NetworkRecord};
+use crate::net::{EndpointRequest, NetError, Networks};
+use crate::runtime::{ContainerRecord, ContainerState, Runtime, RuntimeError, Status, seccomp};
 use crate::spec::mount::MountKind;
+
+/// A change of the networks or of a container's place on one, for the
+/// layers that follow them (firewall rules, DNS), see
+/// [`Containers::set_networks`].
+#[derive(Debug, Clone)]
+pub enum NetworkChange {
+    /// A network was created (its bridge exists).
+    Created {
+        /// The network.
+        network: NetworkRecord,
+    },
+    /// A network was removed (its bridge is gone).
+    Removed {
+        /// The network.
+        network: NetworkRecord,
+    },
+    /// A container's interface on a network is up with its address.
+    Attached {
+        /// The network.
+        network: NetworkRecord,
+        /// The container's id.
+        container: String,
+        /// Its endpoint (address, aliases, interface).
+        endpoint: Endpoint,
+    },
+    /// A container left a network: its interface is gone, its address free.
+    Detached {
+        /// The network.
+        network: NetworkRecord,
+        /// The container's id.
+        container: String,
+        /// The endpoint it had.
+        endpoint: Endpoint,
+    },
+}
+
+/// Who is told about [`NetworkChange`]s (the daemon).
+pub trait NetworkObserver: Send + Sync + std::fmt::Debug {
+    /// Called after the change happened.
+    fn changed(&self, change: NetworkChange);
+}
 
 /// Errors of container management.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +117,12 @@ pub enum ContainersError {
         /// The option, as the user wrote it.
         option: String,
     },
+    /// Networking failed or refused.
+    #[error(transparent)]
+    Network(#[from] NetError),
+    /// Bridge networks need the daemon's networking.
+    #[error("networking is not available here: bridge networks need the daemon")]
+    NoNetworking,
     /// The image could not be copied into a `vfs` container's root.
     #[error("copy image {image} into the root of the new container")]
     CopyImage {
@@ -107,6 +157,8 @@ pub struct Containers {
     /// (`<root>/containers`, the file system the bundles are on).
     containers_dir: PathBuf,
     storage_driver: StorageDriver,
+    networks: Option<Arc<Networks>>,
+    observer: Option<Arc<dyn NetworkObserver>>,
 }
 
 /// Prefix of the temp directories `vfs` copies are made in.
@@ -198,7 +250,174 @@ impl Containers {
             volumes,
             containers_dir,
             storage_driver: StorageDriver::default(),
+            networks: None,
+            observer: None,
         })
+    }
+
+    /// Gives containers bridge networks: `networks` does the work,
+    /// `observer` hears of every change.
+    pub fn set_networks(&mut self, networks: Arc<Networks>, observer: Arc<dyn NetworkObserver>) {
+        self.networks = Some(networks);
+        self.observer = Some(observer);
+    }
+
+    /// The networks, when this instance has them.
+    pub fn networks(&self) -> Result<&Networks, ContainersError> {
+        self.networks
+            .as_deref()
+            .ok_or(ContainersError::NoNetworking)
+    }
+
+    /// Tells the observer.
+    pub fn network_changed(&self, change: NetworkChange) {
+        if let Some(o) = &self.observer {
+            o.changed(change);
+        }
+    }
+
+    /// Starts a container (see [`Runtime::start`]), first making its network
+    /// namespace and interfaces when it is on bridge networks and they do
+    /// not exist yet (its first start, or the first after a reboot).
+    pub fn start(
+        &self,
+        id: &str,
+        attach: Option<std::os::fd::OwnedFd>,
+    ) -> Result<ContainerState, ContainersError> {
+        let record = self.runtime.record(id)?;
+        if matches!(request_of(&record).network, NetMode::Network(_))
+            && let Some(nets) = &self.networks
+            && nets.wire(id)?
+        {
+            for (network, endpoint) in nets.endpoints_of(id)? {
+                self.network_changed(NetworkChange::Attached {
+                    network,
+                    container: id.to_string(),
+                    endpoint,
+                });
+            }
+        }
+        Ok(self.runtime.start(id, attach)?)
+    }
+
+    /// Creates a bridge network.
+    pub fn create_network(
+        &self,
+        req: &crate::net::CreateRequest,
+    ) -> Result<NetworkRecord, ContainersError> {
+        let network = self
+            .networks()?
+            .create(req, &crate::runtime::now_rfc3339())?;
+        self.network_changed(NetworkChange::Created {
+            network: network.clone(),
+        });
+        Ok(network)
+    }
+
+    /// Removes a network without containers.
+    pub fn remove_network(&self, key: &str) -> Result<NetworkRecord, ContainersError> {
+        let network = self.networks()?.remove(key)?;
+        self.network_changed(NetworkChange::Removed {
+            network: network.clone(),
+        });
+        Ok(network)
+    }
+
+    /// Removes every user-defined network no container is on, except those
+    /// `keep` keeps.
+    pub fn prune_networks(
+        &self,
+        keep: impl Fn(&NetworkRecord) -> bool,
+    ) -> Result<Vec<NetworkRecord>, ContainersError> {
+        let removed = self.networks()?.prune(keep)?;
+        for network in &removed {
+            self.network_changed(NetworkChange::Removed {
+                network: network.clone(),
+            });
+        }
+        Ok(removed)
+    }
+
+    /// `docker network connect`: gives container `key` an endpoint on
+    /// network `network`; a container whose namespace exists gets its
+    /// interface (`eth1`, …) at once, others at their start.
+    pub fn connect(
+        &self,
+        network: &str,
+        key: &str,
+        req: &EndpointRequest,
+    ) -> Result<(), ContainersError> {
+        let id = self.runtime.resolve(key)?;
+        let record = self.runtime.record(&id)?;
+        let nets = self.networks()?;
+        let target = nets.find(network)?;
+        if !target.is_bridge() {
+            return Err(ContainerError::Conflict(format!(
+                "container cannot be disconnected from host network or connected to {} network",
+                target.name
+            ))
+            .into());
+        }
+        if !matches!(request_of(&record).network, NetMode::Network(_)) {
+            return Err(ContainerError::Conflict(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            )
+            .into());
+        }
+        let (network, endpoint) = nets.connect(&target.id, &id, &record.name, req)?;
+        if crate::net::netns::is_mounted(&nets.netns_path(&id)) {
+            self.network_changed(NetworkChange::Attached {
+                network,
+                container: id,
+                endpoint,
+            });
+        }
+        Ok(())
+    }
+
+    /// `docker network disconnect`: the container's interface on the
+    /// network goes and its address is free.
+    pub fn disconnect(&self, network: &str, key: &str) -> Result<(), ContainersError> {
+        let id = self.runtime.resolve(key)?;
+        let nets = self.networks()?;
+        let target = nets.find(network)?;
+        let (network, endpoint) = nets.release(&target.id, &id).map_err(|e| match e {
+            NetError::NotConnected { network, .. } => NetError::NotConnected {
+                container: key.to_string(),
+                network,
+            },
+            other => other,
+        })?;
+        self.network_changed(NetworkChange::Detached {
+            network,
+            container: id,
+            endpoint,
+        });
+        Ok(())
+    }
+
+    /// Releases everything of container `id` on networks (addresses, veth
+    /// pairs, its namespace). What fails is left to the next sweep.
+    fn release_networks(&self, id: &str) {
+        let Some(nets) = &self.networks else {
+            return;
+        };
+        match nets.teardown(id) {
+            Ok(released) => {
+                for (network, endpoint) in released {
+                    self.network_changed(NetworkChange::Detached {
+                        network,
+                        container: id.to_string(),
+                        endpoint,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(
+                container = id,
+                error = %crate::error_chain(&e),
+                "network cleanup failed; the next daemon start sweeps it"
+            ),
+        }
     }
 
     /// Sets the storage driver new containers are created with (existing
@@ -344,18 +563,57 @@ impl Containers {
 
         let mut req = req.clone();
         req.mounts = mounts;
-        if let NetMode::Container(other) = &req.network
-            && !other.starts_with("/proc/")
-        {
-            let other_id = self.runtime.resolve(other)?;
-            let st = self.runtime.state(&other_id)?;
-            if st.status != Status::Running {
-                return Err(ContainersError::Reference(format!(
-                    "cannot join the network of container {other}: it is not running"
-                )));
+        let mut netns = None;
+        let mut on_network = None;
+        match req.network.clone() {
+            NetMode::Container(other) if other.starts_with("/proc/") => {
+                netns = Some(PathBuf::from(other));
             }
-            req.network = NetMode::Container(format!("/proc/{}/ns/net", st.pid));
+            NetMode::Container(other) => {
+                let other_id = self.runtime.resolve(&other)?;
+                let st = self.runtime.state(&other_id)?;
+                if st.status != Status::Running {
+                    return Err(ContainersError::Reference(format!(
+                        "cannot join the network of container {other}: it is not running"
+                    )));
+                }
+                // The other container's own namespace file outlives its
+                // processes; its pid 1's namespace is the fallback.
+                let file = self
+                    .networks
+                    .as_ref()
+                    .map(|n| n.netns_path(&other_id))
+                    .filter(|p| crate::net::netns::is_mounted(p));
+                netns = Some(file.unwrap_or_else(|| format!("/proc/{}/ns/net", st.pid).into()));
+                req.network = NetMode::Container(other_id);
+            }
+            NetMode::Network(key) => {
+                let network = self.networks()?.find(&key)?;
+                match network.driver.as_str() {
+                    "host" => req.network = NetMode::Host,
+                    "null" => req.network = NetMode::None,
+                    _ => {
+                        req.network = NetMode::Network(network.name.clone());
+                        netns = Some(self.networks()?.netns_path(&id));
+                        on_network = Some(network.id);
+                    }
+                }
+            }
+            NetMode::None | NetMode::Host => {}
         }
+        if on_network.is_none() && (req.ip.is_some() || !req.network_aliases.is_empty()) {
+            return Err(ContainerError::Conflict(
+                "--ip and --network-alias need a user-defined network or bridge".into(),
+            )
+            .into());
+        }
+        let mac = match &req.mac_address {
+            Some(m) => Some(
+                crate::net::ipam::parse_mac(m)
+                    .ok_or_else(|| ContainerError::Conflict(format!("invalid MAC address: {m}")))?,
+            ),
+            None => None,
+        };
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
         // vfs: the image is copied before the container is created, so a
@@ -381,6 +639,7 @@ impl Containers {
             inherited_mounts: inherited,
             seccomp: profile,
             created: crate::runtime::now_rfc3339(),
+            netns,
         };
         let built = container::build(&req, &run_config, &place);
         let (mut record, spec) = match built {
@@ -407,10 +666,32 @@ impl Containers {
             record.extra.insert("healthcheck".into(), json!(check));
         }
         record.extra.insert("driver".into(), json!(driver.name()));
+        // The address is taken before the container exists: a refused
+        // static address leaves nothing behind, and a crash in between
+        // leaves an allocation of a container that does not exist, which
+        // the next daemon start releases.
+        let mut own_ip = None;
+        if let Some(network) = &on_network {
+            let asked = EndpointRequest {
+                ip: req.ip,
+                aliases: req.network_aliases.clone(),
+                mac,
+            };
+            match self.networks()?.reserve(network, &id, &name, &asked) {
+                Ok((_, endpoint)) => own_ip = Some(endpoint.ip.to_string()),
+                Err(e) => {
+                    if let Some(copy) = &copy {
+                        let _ = fs::remove_dir_all(copy);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         if let Err(e) = self.runtime.create(&record, &spec) {
             if let Some(copy) = &copy {
                 let _ = fs::remove_dir_all(copy);
             }
+            self.release_networks(&id);
             return Err(e.into());
         }
         if let Some(copy) = copy {
@@ -418,6 +699,7 @@ impl Containers {
             if let Err(e) = fs::rename(&copy, &record.rootfs.upper) {
                 let _ = fs::remove_dir_all(&copy);
                 let _ = self.runtime.remove(&id, true);
+                self.release_networks(&id);
                 return Err(io_err("move the image copy into", &record.rootfs.upper)(e));
             }
         }
@@ -428,7 +710,7 @@ impl Containers {
             ("hostname", format!("{hostname}\n")),
             (
                 "hosts",
-                container::hosts_file(&hostname, &req.extra_hosts, None),
+                container::hosts_file(&hostname, &req.extra_hosts, own_ip.as_deref()),
             ),
             (
                 "resolv.conf",
@@ -451,6 +733,7 @@ impl Containers {
             let path = bundle.dir().join(file);
             if let Err(e) = fs::write(&path, content) {
                 let _ = self.runtime.remove(&id, true);
+                self.release_networks(&id);
                 return Err(io_err("write", &path)(e));
             }
         }
@@ -518,6 +801,7 @@ impl Containers {
     pub fn remove(&self, id: &str, force: bool, volumes: bool) -> Result<(), ContainersError> {
         let record = self.runtime.record(id)?;
         self.runtime.remove(id, force)?;
+        self.release_networks(id);
         if volumes
             && let Some(list) = record
                 .extra
@@ -700,7 +984,7 @@ impl Containers {
                 "ReadonlyRootfs": request.get("read_only"),
                 "CapAdd": request.get("cap_add"),
                 "CapDrop": request.get("cap_drop"),
-                "NetworkMode": request.get("network"),
+                "NetworkMode": request_of(&record).network.docker_name(),
                 "Resources": request.get("resources"),
                 "LogConfig": {"Type": "json-file", "Config": {
                     "max-size": record.log_max_size.to_string(),
@@ -708,11 +992,120 @@ impl Containers {
                 }},
             },
             "GraphDriver": graph_driver,
+            "NetworkSettings": self.network_settings(&record),
         });
         if let Some(check) = record.extra.get("healthcheck") {
             out["Config"]["Healthcheck"] = check.clone();
         }
         Ok(out)
+    }
+}
+
+/// The request a container was created from (defaults for old records).
+pub fn request_of(record: &ContainerRecord) -> RunRequest {
+    record
+        .extra
+        .get("request")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+impl Containers {
+    /// Docker's `NetworkSettings` of a container: per network its address,
+    /// gateway, MAC and ids; the top-level fields are the default bridge
+    /// network's, as in Docker.
+    pub fn network_settings(&self, record: &ContainerRecord) -> Value {
+        let mode = request_of(record).network;
+        let endpoints = self
+            .networks
+            .as_ref()
+            .and_then(|n| n.endpoints_of(&record.id).ok())
+            .unwrap_or_default();
+        let mut networks = serde_json::Map::new();
+        let mut top = json!({
+            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+        });
+        for (n, e) in &endpoints {
+            let prefix = n.subnet.map_or(0, |s| s.prefix_len());
+            let gateway = if n.internal {
+                String::new()
+            } else {
+                n.gateway.map(|g| g.to_string()).unwrap_or_default()
+            };
+            let mut dns_names = vec![record.name.clone(), record.id[..12].to_string()];
+            dns_names.extend(e.aliases.iter().cloned());
+            let entry = json!({
+                "IPAMConfig": if e.static_ip { json!({"IPv4Address": e.ip.to_string()}) } else { Value::Null },
+                "Links": null,
+                "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
+                "MacAddress": e.mac,
+                "NetworkID": n.id,
+                "EndpointID": e.endpoint_id,
+                "Gateway": gateway,
+                "IPAddress": e.ip.to_string(),
+                "IPPrefixLen": prefix,
+                "IPv6Gateway": "",
+                "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0,
+                "DNSNames": if n.name == "bridge" { Value::Null } else { json!(dns_names) },
+            });
+            if n.name == "bridge" {
+                top = json!({
+                    "Gateway": gateway,
+                    "IPAddress": e.ip.to_string(),
+                    "IPPrefixLen": prefix,
+                    "MacAddress": e.mac,
+                });
+            }
+            networks.insert(n.name.clone(), entry);
+        }
+        if endpoints.is_empty()
+            && let NetMode::Host | NetMode::None = mode
+        {
+            let name = mode.docker_name();
+            let id = self
+                .networks
+                .as_ref()
+                .and_then(|n| n.find(&name).ok())
+                .map(|n| n.id)
+                .unwrap_or_default();
+            networks.insert(
+                name,
+                json!({
+                    "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
+                    "NetworkID": id, "EndpointID": "", "Gateway": "", "IPAddress": "",
+                    "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                    "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+                }),
+            );
+        }
+        let sandbox = match &self.networks {
+            Some(n) if matches!(mode, NetMode::Network(_)) => {
+                n.netns_path(&record.id).to_string_lossy().into_owned()
+            }
+            _ => String::new(),
+        };
+        json!({
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": sandbox,
+            "Ports": {},
+            "HairpinMode": false,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "SecondaryIPAddresses": null,
+            "SecondaryIPv6Addresses": null,
+            "EndpointID": endpoints.iter().find(|(n, _)| n.name == "bridge").map(|(_, e)| e.endpoint_id.clone()).unwrap_or_default(),
+            "Gateway": top["Gateway"],
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": top["IPAddress"],
+            "IPPrefixLen": top["IPPrefixLen"],
+            "IPv6Gateway": "",
+            "MacAddress": top["MacAddress"],
+            "Networks": networks,
+        })
     }
 }
 

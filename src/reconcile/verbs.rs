@@ -561,11 +561,9 @@ pub fn summary_of(
         .get("request")
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok());
-    let network = match request.as_ref().map(|r| &r.network) {
-        Some(super::container::NetMode::Host) => "host".to_string(),
-        Some(super::container::NetMode::Container(c)) => format!("container:{c}"),
-        _ => "none".to_string(),
-    };
+    let network = request
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |r| r.network.docker_name());
     let mounts = mount_points(request.as_ref(), spec);
     let created = crate::runtime::logs::parse_time_filter(&record.created, SystemTime::now())
         .ok()

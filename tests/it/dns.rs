@@ -455,7 +455,7 @@ fn port_53_on_a_network_address_in_a_private_namespace() {
 
 #[test]
 fn busybox_nslookup_in_a_container_resolves_through_the_server() {
-    let host = crate::runtime::Host::new();
+    let host = crate::host::Host::new();
     let rt = runtime();
     let (_up, up_at) = upstream(&rt);
     let dns = server(&rt, vec![up_at]);
@@ -481,7 +481,7 @@ fn busybox_nslookup_in_a_container_resolves_through_the_server() {
 
 #[test]
 fn dns_flags_and_extra_hosts_reach_the_containers_files() {
-    let host = crate::runtime::Host::new();
+    let host = crate::host::Host::new();
     let (code, out, err) = host.run(
         &[
             "--dns",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
     "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
-    "test", "pwd", "stat", "readlink", "rm", "ln", "chown",
+    "test", "pwd", "stat", "readlink", "rm", "ln", "chown", "ip", "ping", "wget", "httpd", "nc",
 ];
 
 /// The image's `/etc/passwd`: what a copy out of a container must give,
@@ -76,15 +76,68 @@ pub(crate) fn busybox_image(root: &Path, scratch: &Path) {
 /// containers are removed and the root's daemon stopped when dropped.
 pub(crate) struct Host {
     dir: tempfile::TempDir,
+    /// The daemon this test started itself (with its own flags).
+    daemon: Option<std::process::Child>,
+    daemon_args: Vec<String>,
 }
 
 impl Host {
     pub(crate) fn new() -> Host {
+        Host::with_daemon(&[])
+    }
+
+    /// A host whose daemon is started by the test with `daemon_args`
+    /// (when there are any) before anything else runs.
+    pub(crate) fn with_daemon(daemon_args: &[&str]) -> Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("work")).unwrap();
         busybox_image(&dir.path().join("root"), &dir.path().join("image"));
-        Host { dir }
+        let mut host = Host {
+            dir,
+            daemon: None,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+        };
+        if !daemon_args.is_empty() {
+            host.start_daemon();
+        }
+        host
+    }
+
+    /// Starts the daemon with the host's daemon flags and waits until it
+    /// answers (it fails the test if it exits first or takes too long).
+    pub(crate) fn start_daemon(&mut self) {
+        if let Some(mut old) = self.daemon.take() {
+            let _ = old.wait();
+        }
+        let mut args = vec!["daemon"];
+        args.extend(self.daemon_args.iter().map(String::as_str));
+        let log = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let mut child = self
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let socket = self.root().join("run/stack.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the daemon exited ({status}): {}",
+                    fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "the daemon did not answer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.daemon = Some(child);
+    }
+
+    /// The pid of the daemon the test started.
+    pub(crate) fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(std::process::Child::id)
     }
 
     /// The state root.
@@ -282,6 +335,10 @@ impl Drop for Host {
         let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
         }
         // The commands autostarted a daemon on this root: stop it.
         crate::stop_daemon(&self.root());

@@ -18,6 +18,7 @@ mod images;
 mod interpolate;
 mod layer;
 mod logs;
+mod net;
 mod registry;
 mod robustness;
 mod runtime;

@@ -1,0 +1,362 @@
+//! The network routes, with Docker's bodies: list, inspect, create,
+//! remove, connect, disconnect and prune. The work is
+//! [`crate::reconcile::containers::Containers`]'s; events come from the
+//! daemon's network hooks.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::server::{
+    ApiError, ApiResult, Params, blocking, filters_param, json_body, json_response,
+};
+use crate::daemon::Daemon;
+use crate::net::network::NetworkRecord;
+use crate::net::{CreateRequest, EndpointRequest};
+
+/// One `IPAM.Config` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    /// `--subnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// `--gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// `--ip-range`.
+    #[serde(default, rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+/// `IPAM` of a create body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    /// Only `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The pools.
+    #[serde(default)]
+    pub config: Vec<IpamConfig>,
+}
+
+/// `POST /networks/create`'s body (Docker's `NetworkCreateRequest`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreate {
+    /// The name.
+    pub name: String,
+    /// The driver (`bridge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// Address pools.
+    #[serde(default, rename = "IPAM", skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
+    /// `-o`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// `--label`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--ipv6` (refused: not supported).
+    #[serde(
+        default,
+        rename = "EnableIPv6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ipv6: Option<bool>,
+}
+
+/// `EndpointConfig.IPAMConfig` of a connect body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndpointIpam {
+    /// `--ip`.
+    #[serde(
+        default,
+        rename = "IPv4Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_address: Option<String>,
+}
+
+/// `EndpointConfig` of a connect body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    /// Static address.
+    #[serde(
+        default,
+        rename = "IPAMConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipam_config: Option<EndpointIpam>,
+    /// `--alias`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+}
+
+/// `POST /networks/{id}/connect`'s body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkConnect {
+    /// The container.
+    pub container: String,
+    /// Its settings on the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_config: Option<EndpointSettings>,
+}
+
+/// `POST /networks/{id}/disconnect`'s body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkDisconnect {
+    /// The container.
+    pub container: String,
+    /// Accepted for Docker's clients.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The network routes.
+pub fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route("/networks", get(list))
+        .route("/networks/create", post(create))
+        .route("/networks/prune", post(prune))
+        .route("/networks/{id}", get(inspect).delete(remove))
+        .route("/networks/{id}/connect", post(connect))
+        .route("/networks/{id}/disconnect", post(disconnect))
+}
+
+/// Whether `n` passes Docker's network filters (`name` substring, `id`
+/// prefix, `driver`, `type=custom|builtin`, `label=KEY[=VALUE]`).
+pub fn matches(n: &NetworkRecord, filters: &[(String, String)]) -> Result<bool, String> {
+    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (k, v) in filters {
+        by_key.entry(k.as_str()).or_default().push(v.as_str());
+    }
+    for (key, values) in by_key {
+        let any = |f: &dyn Fn(&str) -> bool| values.iter().any(|v| f(v));
+        let ok = match key {
+            "name" => any(&|v| n.name.contains(v)),
+            "id" => any(&|v| n.id.starts_with(v)),
+            "driver" => any(&|v| n.driver == v),
+            "type" => any(&|v| match v {
+                "custom" => !n.is_builtin(),
+                "builtin" => n.is_builtin(),
+                _ => false,
+            }),
+            "label" => values.iter().all(|v| match v.split_once('=') {
+                Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
+                None => n.labels.contains_key(*v),
+            }),
+            "scope" => any(&|v| v == "local"),
+            "dangling" => {
+                let dangling = n.endpoints.is_empty() && !n.is_builtin();
+                any(&|v| matches!(v, "true" | "1") == dangling)
+            }
+            other => return Err(format!("invalid filter '{other}'")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn list(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Response> {
+    let filters = filters_param(&q)?;
+    let list = blocking(move || {
+        let mut out = Vec::new();
+        for n in d.containers.networks()?.list()? {
+            if matches(&n, &filters).map_err(ApiError::bad_request)? {
+                out.push(n.to_docker());
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_response(&list))
+}
+
+async fn inspect(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> ApiResult<Response> {
+    let value = blocking(move || Ok(d.containers.networks()?.find(&key)?.to_docker())).await?;
+    Ok(json_response(&value))
+}
+
+fn parse<T: std::str::FromStr>(what: &str, text: &str) -> ApiResult<T> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid {what}: {text}")))
+}
+
+/// The create body as networking's request.
+pub fn create_request(body: &NetworkCreate) -> ApiResult<CreateRequest> {
+    if body.enable_ipv6 == Some(true) {
+        return Err(ApiError::bad_request("IPv6 networks are not supported"));
+    }
+    let mut req = CreateRequest {
+        name: body.name.clone(),
+        driver: body.driver.clone().filter(|d| !d.is_empty()),
+        internal: body.internal,
+        options: body.options.clone(),
+        labels: body.labels.clone(),
+        ..CreateRequest::default()
+    };
+    if let Some(ipam) = &body.ipam {
+        if let Some(driver) = ipam
+            .driver
+            .as_deref()
+            .filter(|d| *d != "default" && !d.is_empty())
+        {
+            return Err(ApiError::bad_request(format!(
+                "IPAM driver {driver} is not supported: only default"
+            )));
+        }
+        match ipam.config.as_slice() {
+            [] => {}
+            [c] => {
+                req.subnet = c
+                    .subnet
+                    .as_deref()
+                    .map(|s| parse::<ipnet::Ipv4Net>("subnet", s))
+                    .transpose()?;
+                req.gateway = c
+                    .gateway
+                    .as_deref()
+                    .map(|s| parse::<Ipv4Addr>("gateway", s))
+                    .transpose()?;
+                req.ip_range = c
+                    .ip_range
+                    .as_deref()
+                    .map(|s| parse::<ipnet::Ipv4Net>("ip-range", s))
+                    .transpose()?;
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "one IPv4 subnet per network is supported",
+                ));
+            }
+        }
+    }
+    Ok(req)
+}
+
+async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult<Response> {
+    let body: NetworkCreate = json_body(req).await?;
+    let request = create_request(&body)?;
+    let created = blocking(move || Ok(d.containers.create_network(&request)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        json_response(&json!({ "Id": created.id, "Warning": "" })),
+    )
+        .into_response())
+}
+
+async fn remove(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> ApiResult<Response> {
+    blocking(move || {
+        d.containers.remove_network(&key)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn connect(
+    State(d): State<Arc<Daemon>>,
+    Path(key): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body: NetworkConnect = json_body(req).await?;
+    let settings = body.endpoint_config.clone().unwrap_or_default();
+    let ip = settings
+        .ipam_config
+        .as_ref()
+        .and_then(|c| c.ipv4_address.as_deref())
+        .filter(|s| !s.is_empty())
+        .map(|s| parse::<Ipv4Addr>("IPv4 address", s))
+        .transpose()?;
+    let mac = settings
+        .mac_address
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|m| {
+            crate::net::ipam::parse_mac(m)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid MAC address: {m}")))
+        })
+        .transpose()?;
+    let request = EndpointRequest {
+        ip,
+        aliases: settings.aliases.clone(),
+        mac,
+    };
+    blocking(move || {
+        d.containers.connect(&key, &body.container, &request)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn disconnect(
+    State(d): State<Arc<Daemon>>,
+    Path(key): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body: NetworkDisconnect = json_body(req).await?;
+    blocking(move || {
+        d.containers.disconnect(&key, &body.container)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn prune(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Response> {
+    let filters: Vec<(String, String)> = filters_param(&q)?
+        .into_iter()
+        .filter(|(k, _)| k == "label")
+        .collect();
+    let removed = blocking(move || {
+        Ok(d.containers
+            .prune_networks(|n| !matches(n, &filters).unwrap_or(false))?)
+    })
+    .await?;
+    let names: Vec<String> = removed.into_iter().map(|n| n.name).collect();
+    Ok(json_response(&json!({ "NetworksDeleted": names })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockers_create_body_becomes_a_request() {
+        let body: NetworkCreate = serde_json::from_str(
+            r#"{"Name":"n1","Driver":"bridge","Internal":true,"CheckDuplicate":true,
+                "IPAM":{"Driver":"default","Config":[{"Subnet":"10.3.0.0/24","Gateway":"10.3.0.254","IPRange":"10.3.0.128/25"}]},
+                "Options":{"com.docker.network.bridge.name":"brx"},"Labels":{"a":"b"}}"#,
+        )
+        .unwrap();
+        let req = create_request(&body).unwrap();
+        assert_eq!(req.subnet.unwrap().to_string(), "10.3.0.0/24");
+        assert_eq!(req.gateway.unwrap().to_string(), "10.3.0.254");
+        assert_eq!(req.ip_range.unwrap().to_string(), "10.3.0.128/25");
+        assert!(req.internal);
+        assert_eq!(req.options["com.docker.network.bridge.name"], "brx");
+    }
+}

@@ -1,0 +1,475 @@
+//! Links, addresses and routes over rtnetlink: bridges, veth pairs whose
+//! peer is created straight into a container's network namespace, the
+//! container's interface configuration, and the dumps drift checks and tests
+//! read. Never shells out to `ip`.
+//!
+//! rtnetlink is async; every operation here runs on a short-lived thread of
+//! its own with a current-thread tokio runtime ([`in_host`],
+//! [`in_namespace`]). A netlink socket belongs to the network namespace of
+//! the thread that opened it, so a thread that must act in a container's
+//! namespace opens its host socket first, then joins (or creates) the
+//! namespace and opens the second socket there; the thread is then
+//! discarded with its namespace, so no thread of the daemon ever stays in a
+//! container's namespace.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use super::NetError;
+
+/// The main routing table's id.
+const RT_TABLE_MAIN: u8 = 254;
+/// `EEXIST`, as netlink reports it (negated).
+const EEXIST: i32 = -libc::EEXIST;
+/// `ENODEV`, as netlink reports it (negated).
+const ENODEV: i32 = -libc::ENODEV;
+
+/// A link as a dump shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its index.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Its kind (`bridge`, `veth`, …) when it has one.
+    pub kind: Option<String>,
+    /// The bridge it is a port of.
+    pub controller: Option<u32>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
+    /// Its hardware address.
+    pub mac: Option<Vec<u8>>,
+}
+
+/// An IPv4 address on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// The link's index.
+    pub index: u32,
+    /// The address with its prefix length.
+    pub addr: Ipv4Net,
+}
+
+fn failed(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let op = op.into();
+    move |source| NetError::Netlink { op, source }
+}
+
+/// The kernel's error number of a failed request (negative), 0 otherwise.
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.raw_code(),
+        _ => 0,
+    }
+}
+
+/// A connection in the calling thread's network namespace; its driver runs
+/// on the thread's runtime.
+fn connect() -> Result<Handle, NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Socket)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Runs `work` on a thread of its own with a current-thread runtime.
+fn on_thread<T, W>(work: W) -> Result<T, NetError>
+where
+    T: Send,
+    W: FnOnce(&tokio::runtime::Runtime) -> Result<T, NetError> + Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(NetError::Socket)?;
+            work(&rt)
+        })
+        .join()
+        .unwrap_or(Err(NetError::Panicked))
+    })
+}
+
+/// Runs `f` with a netlink handle in the host's (the daemon's) network
+/// namespace.
+pub fn in_host<T, F, Fut>(f: F) -> Result<T, NetError>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T, NetError>>,
+{
+    on_thread(|rt| rt.block_on(async { f(connect()?).await }))
+}
+
+/// How [`in_namespace`] finds the namespace.
+#[derive(Debug, Clone, Copy)]
+pub enum Namespace<'a> {
+    /// An existing namespace, by its (bind-mounted) file.
+    Join(&'a Path),
+    /// A new namespace, bind-mounted at this path (see [`super::netns`]).
+    Create(&'a Path),
+}
+
+/// Runs `f` with a handle in the host's namespace, one in the container's
+/// namespace, and the raw fd of the container's namespace (for moving links
+/// into it), on a thread that is discarded afterwards.
+pub fn in_namespace<T, F, Fut>(ns: Namespace<'_>, f: F) -> Result<T, NetError>
+where
+    T: Send,
+    F: FnOnce(Handle, Handle, i32) -> Fut + Send,
+    Fut: Future<Output = Result<T, NetError>>,
+{
+    on_thread(|rt| {
+        rt.block_on(async {
+            let host = connect()?;
+            let path = match ns {
+                Namespace::Join(path) => {
+                    super::netns::enter(path)?;
+                    path
+                }
+                Namespace::Create(path) => {
+                    super::netns::create_here(path)?;
+                    path
+                }
+            };
+            let file = std::fs::File::open(path).map_err(|source| NetError::Io {
+                action: "open the network namespace",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let inner = connect()?;
+            f(host, inner, file.as_raw_fd()).await
+        })
+    })
+}
+
+/// The index of the link named `name`, if there is one.
+pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    match h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == ENODEV => Ok(None),
+        Err(e) => Err(failed(format!("look up link {name}"))(e)),
+    }
+}
+
+/// Creates bridge `name` (up, with `mtu`) unless it exists, and gives it
+/// `gateway` (address and prefix length) unless it has it. Returns its
+/// index.
+pub async fn ensure_bridge(
+    h: &Handle,
+    name: &str,
+    mtu: u32,
+    gateway: Ipv4Net,
+) -> Result<u32, NetError> {
+    if link_index(h, name).await?.is_none() {
+        let msg = LinkBridge::new(name).mtu(mtu).build();
+        match h.link().add(msg).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == EEXIST => {}
+            Err(e) => return Err(failed(format!("create bridge {name}"))(e)),
+        }
+    }
+    let index = link_index(h, name)
+        .await?
+        .ok_or_else(|| NetError::LinkMissing(name.to_string()))?;
+    add_address(h, index, gateway).await?;
+    set_up(h, index).await?;
+    Ok(index)
+}
+
+/// Adds `addr` to link `index`; an address it already has is fine.
+pub async fn add_address(h: &Handle, index: u32, addr: Ipv4Net) -> Result<(), NetError> {
+    match h
+        .address()
+        .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == EEXIST => Ok(()),
+        Err(e) => Err(failed(format!("add address {addr}"))(e)),
+    }
+}
+
+/// Brings link `index` up.
+pub async fn set_up(h: &Handle, index: u32) -> Result<(), NetError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(failed(format!("bring link {index} up")))
+}
+
+/// Deletes the link named `name`; one that is gone already is fine.
+/// Deleting either end of a veth pair deletes both.
+pub async fn delete_link(h: &Handle, name: &str) -> Result<(), NetError> {
+    let Some(index) = link_index(h, name).await? else {
+        return Ok(());
+    };
+    match h.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == ENODEV => Ok(()),
+        Err(e) => Err(failed(format!("delete link {name}"))(e)),
+    }
+}
+
+/// What a container's interface on one network is.
+#[derive(Debug, Clone)]
+pub struct VethConfig<'a> {
+    /// The host end's name (`veth…`).
+    pub host_name: &'a str,
+    /// The container end's name in the container's namespace (`eth0`, …).
+    pub peer_name: &'a str,
+    /// The bridge the host end is a port of.
+    pub bridge: &'a str,
+    /// The MTU of both ends.
+    pub mtu: u32,
+    /// The container end's hardware address.
+    pub mac: [u8; 6],
+    /// The container's address and the subnet's prefix length.
+    pub addr: Ipv4Net,
+    /// The default route's gateway (`None`: no default route).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Creates a veth pair whose host end is an up port of the bridge and whose
+/// other end is created straight in the namespace `ns_fd` (one request);
+/// then, in that namespace, gives it its address, brings it and `lo` up and
+/// adds the default route.
+pub async fn add_veth(
+    host: &Handle,
+    ns: &Handle,
+    ns_fd: i32,
+    cfg: &VethConfig<'_>,
+) -> Result<(), NetError> {
+    let bridge = link_index(host, cfg.bridge)
+        .await?
+        .ok_or_else(|| NetError::LinkMissing(cfg.bridge.to_string()))?;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(cfg.peer_name)
+        .mtu(cfg.mtu)
+        .address(cfg.mac.to_vec())
+        .setns_by_fd(ns_fd)
+        .build();
+    let msg = LinkVeth::new(cfg.host_name, cfg.peer_name)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(cfg.mtu)
+        .controller(bridge)
+        .up()
+        .build();
+    host.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(failed(format!("create veth pair {}", cfg.host_name)))?;
+    let configured = configure_peer(ns, cfg).await;
+    if configured.is_err() {
+        let _ = delete_link(host, cfg.host_name).await;
+    }
+    configured
+}
+
+async fn configure_peer(ns: &Handle, cfg: &VethConfig<'_>) -> Result<(), NetError> {
+    if let Some(lo) = link_index(ns, "lo").await? {
+        set_up(ns, lo).await?;
+    }
+    let index = link_index(ns, cfg.peer_name)
+        .await?
+        .ok_or_else(|| NetError::LinkMissing(cfg.peer_name.to_string()))?;
+    add_address(ns, index, cfg.addr).await?;
+    set_up(ns, index).await?;
+    if let Some(gw) = cfg.gateway {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        match ns.route().add(route).execute().await {
+            Ok(()) => {}
+            // A second network's interface: the first one's route stays.
+            Err(e) if errno(&e) == EEXIST => {}
+            Err(e) => return Err(failed(format!("add the default route via {gw}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Every link of the namespace `h` is in.
+pub async fn links(h: &Handle) -> Result<Vec<Link>, NetError> {
+    let msgs: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(failed("list links"))?;
+    Ok(msgs
+        .into_iter()
+        .map(|m| {
+            let mut link = Link {
+                index: m.header.index,
+                name: String::new(),
+                kind: None,
+                controller: None,
+                mtu: None,
+                mac: None,
+            };
+            for attr in m.attributes {
+                match attr {
+                    LinkAttribute::IfName(n) => link.name = n,
+                    LinkAttribute::Controller(c) => link.controller = Some(c),
+                    LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+                    LinkAttribute::Address(mac) => link.mac = Some(mac),
+                    LinkAttribute::LinkInfo(infos) => {
+                        for info in infos {
+                            if let LinkInfo::Kind(kind) = info {
+                                link.kind = Some(kind_name(&kind));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            link
+        })
+        .collect())
+}
+
+fn kind_name(kind: &InfoKind) -> String {
+    match kind {
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Veth => "veth".into(),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
+}
+
+/// Every IPv4 address of the namespace `h` is in.
+pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(failed("list addresses"))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.family == AddressFamily::Inet)
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip))
+                | AddressAttribute::Address(IpAddr::V4(ip)) => {
+                    Ipv4Net::new(*ip, m.header.prefix_len)
+                        .ok()
+                        .map(|addr| Address {
+                            index: m.header.index,
+                            addr,
+                        })
+                }
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// An IPv4 route of the main table: destination and output link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Where it leads (`0.0.0.0/0` for the default route).
+    pub destination: Ipv4Net,
+    /// The output link.
+    pub oif: Option<u32>,
+    /// The gateway.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// The IPv4 routes of the main table of the namespace `h` is in.
+pub async fn routes(h: &Handle) -> Result<Vec<Route>, NetError> {
+    let msgs: Vec<_> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(failed("list routes"))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| {
+            m.header.address_family == AddressFamily::Inet && m.header.table == RT_TABLE_MAIN
+        })
+        .filter_map(|m| {
+            let mut dest = Ipv4Addr::UNSPECIFIED;
+            let mut oif = None;
+            let mut gateway = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dest = *ip,
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    _ => {}
+                }
+            }
+            Ipv4Net::new(dest, m.header.destination_prefix_length)
+                .ok()
+                .map(|destination| Route {
+                    destination,
+                    oif,
+                    gateway,
+                })
+        })
+        .collect())
+}
+
+/// The MTU of the link the host's default route leaves by; `None` without
+/// a default route.
+pub async fn default_route_mtu(h: &Handle) -> Result<Option<u32>, NetError> {
+    let routes = routes(h).await?;
+    let Some(oif) = routes
+        .iter()
+        .find(|r| r.destination.prefix_len() == 0)
+        .and_then(|r| r.oif)
+    else {
+        return Ok(None);
+    };
+    Ok(links(h)
+        .await?
+        .into_iter()
+        .find(|l| l.index == oif)
+        .and_then(|l| l.mtu))
+}
+
+/// The links of the host's namespace (for drift checks and tests).
+pub fn host_links() -> Result<Vec<Link>, NetError> {
+    in_host(|h| async move { links(&h).await })
+}
+
+/// The IPv4 addresses of the host's namespace.
+pub fn host_addresses() -> Result<Vec<Address>, NetError> {
+    in_host(|h| async move { addresses(&h).await })
+}
+
+/// The links and IPv4 addresses inside the namespace bind-mounted at `ns`.
+pub fn namespace_links(ns: &Path) -> Result<(Vec<Link>, Vec<Address>), NetError> {
+    in_namespace(Namespace::Join(ns), |_, inner, _| async move {
+        Ok((links(&inner).await?, addresses(&inner).await?))
+    })
+}
