@@ -428,13 +428,28 @@ mod tests {
             .parse()
             .unwrap();
         // The background sleep was killed too: it is gone or a zombie
-        // waiting for a reaper.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .unwrap_or("gone");
-        assert!(matches!(state, "gone" | "Z" | "X"), "state {state}");
+        // waiting for a reaper (a SIGKILLed process takes a moment to die).
+        let state_of = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let comm_end = stat.rfind(')');
+            let state = comm_end
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .unwrap_or("gone")
+                .to_string();
+            (state, stat.contains("(sleep)"))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (state, is_sleep) = state_of();
+            if !is_sleep || matches!(state.as_str(), "gone" | "Z" | "X") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe's child is still alive: state {state}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
