@@ -148,6 +148,10 @@ fn setup(plan: &InitPlan<'_>, fds: InitFds) -> Result<Never, StepError> {
                 fs::File::open(path),
                 format!("open namespace {}", path.display()),
             )?;
+            if already_in(&f, ns.typ()) {
+                // Joined by the shim before the clone (see the shim).
+                continue;
+            }
             step(
                 nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty()).map_err(nix_err),
                 format!("join namespace {}", path.display()),
@@ -1081,6 +1085,28 @@ fn readonly(path: &Path) -> Result<(), StepError> {
         .map_err(nix_err),
         &what,
     )
+}
+
+/// Whether this process is already in the namespace `file` refers to.
+fn already_in(file: &fs::File, typ: LinuxNamespaceType) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let name = match typ {
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        _ => return false,
+    };
+    match (
+        file.metadata(),
+        fs::metadata(format!("/proc/self/ns/{name}")),
+    ) {
+        (Ok(target), Ok(own)) => target.dev() == own.dev() && target.ino() == own.ino(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,27 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
+/// A network namespace given by path belongs to the host's user namespace,
+/// so a process already in the container's new user namespace may not join
+/// it: the shim joins it before the clone and the child inherits it (the
+/// init then finds itself there and skips it).
+fn join_network_before_user_namespace(spec: &Spec) -> io::Result<()> {
+    let paths = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.typ() == LinuxNamespaceType::Network)
+        .filter_map(|ns| ns.path().as_ref());
+    for path in paths {
+        let file = fs::File::open(path)?;
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 fn clone_flags(spec: &Spec) -> u64 {
     let mut flags = 0u64;
     let namespaces = spec
@@ -351,6 +372,10 @@ impl Shim {
             );
         }
         let rootfs_dir = bundle.rootfs_dir();
+        if flags & libc::CLONE_NEWUSER as u64 != 0 {
+            join_network_before_user_namespace(&spec)
+                .map_err(|e| fail(&cgroup, format!("cannot join the network namespace: {e}")))?;
+        }
         // SAFETY: the shim is single-threaded, so the child may run the
         // init's setup with the full standard library.
         let cloned = unsafe { crate::sys::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_fd())) }
