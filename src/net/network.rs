@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -175,16 +175,7 @@ impl NetworkRecord {
 
 /// A new random id: 32 bytes in hex, as Docker's.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        use sha2::Digest;
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        bytes = sha2::Sha256::digest(seed.as_bytes()).into();
-    }
-    hex::encode(bytes)
+    crate::sys::random_id()
 }
 
 /// The store of one state root.

@@ -265,21 +265,7 @@ pub struct Runtime {
 
 /// Docker's container id: 32 random bytes in hex.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        // Fall back to time and pid: ids only need to be unique on this host.
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        bytes.copy_from_slice(&sha2_32(seed.as_bytes()));
-    }
-    hex::encode(bytes)
-}
-
-fn sha2_32(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
+    crate::sys::random_id()
 }
 
 impl Runtime {

@@ -388,3 +388,20 @@ pub fn in_netns<T: Send>(netns: &std::path::Path, f: impl FnOnce() -> T + Send) 
         }
     })
 }
+
+/// A new random id as Docker makes them: 32 random bytes in hex. Without
+/// /dev/urandom it falls back to time and pid (ids only need to be unique on
+/// this host).
+pub fn random_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        use sha2::Digest;
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes = sha2::Sha256::digest(seed.as_bytes()).into();
+    }
+    hex::encode(bytes)
+}
