@@ -4,7 +4,7 @@
 //! daemon's network hooks.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -70,7 +70,7 @@ pub struct NetworkCreate {
     /// `--label`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// `--ipv6` (refused: not supported).
+    /// `--ipv6`.
     #[serde(
         default,
         rename = "EnableIPv6",
@@ -89,6 +89,13 @@ pub struct EndpointIpam {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv4_address: Option<String>,
+    /// `--ip6`.
+    #[serde(
+        default,
+        rename = "IPv6Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv6_address: Option<String>,
 }
 
 /// `EndpointConfig` of a connect body.
@@ -204,52 +211,71 @@ fn parse<T: std::str::FromStr>(what: &str, text: &str) -> ApiResult<T> {
         .map_err(|_| ApiError::bad_request(format!("invalid {what}: {text}")))
 }
 
-/// The create body as networking's request.
+/// The create body as networking's request: at most one IPv4 and one
+/// IPv6 pool, as Docker's default IPAM driver.
 pub fn create_request(body: &NetworkCreate) -> ApiResult<CreateRequest> {
-    if body.enable_ipv6 == Some(true) {
-        return Err(ApiError::bad_request("IPv6 networks are not supported"));
-    }
     let mut req = CreateRequest {
         name: body.name.clone(),
         driver: body.driver.clone().filter(|d| !d.is_empty()),
         internal: body.internal,
         options: body.options.clone(),
         labels: body.labels.clone(),
+        enable_ipv6: body.enable_ipv6 == Some(true),
         ..CreateRequest::default()
     };
-    if let Some(ipam) = &body.ipam {
-        if let Some(driver) = ipam
-            .driver
-            .as_deref()
-            .filter(|d| *d != "default" && !d.is_empty())
-        {
-            return Err(ApiError::bad_request(format!(
-                "IPAM driver {driver} is not supported: only default"
-            )));
-        }
-        match ipam.config.as_slice() {
-            [] => {}
-            [c] => {
-                req.subnet = c
-                    .subnet
-                    .as_deref()
-                    .map(|s| parse::<ipnet::Ipv4Net>("subnet", s))
-                    .transpose()?;
+    let Some(ipam) = &body.ipam else {
+        return Ok(req);
+    };
+    if let Some(driver) = ipam
+        .driver
+        .as_deref()
+        .filter(|d| *d != "default" && !d.is_empty())
+    {
+        return Err(ApiError::bad_request(format!(
+            "IPAM driver {driver} is not supported: only default"
+        )));
+    }
+    let (mut v4, mut v6) = (false, false);
+    for c in &ipam.config {
+        let Some(subnet) = c.subnet.as_deref() else {
+            return Err(ApiError::bad_request("an IPAM config needs a subnet"));
+        };
+        match parse::<ipnet::IpNet>("subnet", subnet)? {
+            ipnet::IpNet::V4(s) => {
+                if std::mem::replace(&mut v4, true) {
+                    return Err(ApiError::bad_request(
+                        "one IPv4 subnet per network is supported",
+                    ));
+                }
+                req.subnet = Some(s);
                 req.gateway = c
                     .gateway
                     .as_deref()
-                    .map(|s| parse::<Ipv4Addr>("gateway", s))
+                    .map(|g| parse::<Ipv4Addr>("gateway", g))
                     .transpose()?;
                 req.ip_range = c
                     .ip_range
                     .as_deref()
-                    .map(|s| parse::<ipnet::Ipv4Net>("ip-range", s))
+                    .map(|r| parse::<ipnet::Ipv4Net>("ip-range", r))
                     .transpose()?;
             }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "one IPv4 subnet per network is supported",
-                ));
+            ipnet::IpNet::V6(s) => {
+                if std::mem::replace(&mut v6, true) {
+                    return Err(ApiError::bad_request(
+                        "one IPv6 subnet per network is supported",
+                    ));
+                }
+                req.subnet6 = Some(s);
+                req.gateway6 = c
+                    .gateway
+                    .as_deref()
+                    .map(|g| parse::<Ipv6Addr>("gateway", g))
+                    .transpose()?;
+                req.ip_range6 = c
+                    .ip_range
+                    .as_deref()
+                    .map(|r| parse::<ipnet::Ipv6Net>("ip-range", r))
+                    .transpose()?;
             }
         }
     }
@@ -299,10 +325,18 @@ async fn connect(
                 .ok_or_else(|| ApiError::bad_request(format!("invalid MAC address: {m}")))
         })
         .transpose()?;
+    let ip6 = settings
+        .ipam_config
+        .as_ref()
+        .and_then(|c| c.ipv6_address.as_deref())
+        .filter(|s| !s.is_empty())
+        .map(|s| parse::<Ipv6Addr>("IPv6 address", s))
+        .transpose()?;
     let request = EndpointRequest {
         ip,
         aliases: settings.aliases.clone(),
         mac,
+        ip6,
     };
     blocking(move || {
         d.containers.connect(&key, &body.container, &request)?;

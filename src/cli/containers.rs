@@ -173,6 +173,9 @@ pub struct CreateArgs {
     /// subnet)
     #[arg(long = "ip", value_name = "IPV4")]
     ip: Option<std::net::Ipv4Addr>,
+    /// IPv6 address on the network (needs a network with IPv6)
+    #[arg(long = "ip6", value_name = "IPV6")]
+    ip6: Option<std::net::Ipv6Addr>,
     /// Add a network-scoped alias for the container
     #[arg(
         long = "network-alias",
@@ -516,6 +519,7 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
             .transpose()?,
         network,
         ip: args.ip,
+        ip6: args.ip6,
         network_aliases: args.network_alias.clone(),
         mac_address: args.mac_address.clone(),
         userns,

@@ -239,6 +239,12 @@ pub struct DaemonArgs {
     /// default route)
     #[arg(long = "mtu", value_name = "BYTES")]
     mtu: Option<u32>,
+    /// Enable IPv6 on the default network (needs --fixed-cidr-v6)
+    #[arg(long = "ipv6")]
+    ipv6: bool,
+    /// IPv6 subnet of the default network (e.g. fd00:20::/64)
+    #[arg(long = "fixed-cidr-v6", value_name = "CIDR")]
+    fixed_cidr_v6: Option<String>,
 }
 
 /// Runs the daemon in the foreground.
@@ -299,6 +305,12 @@ pub fn daemon(
     }
     if file.mtu.is_some() && from_file("mtu") {
         args.mtu = file.mtu;
+    }
+    if let Some(v) = file.ipv6 {
+        args.ipv6 |= v;
+    }
+    if file.fixed_cidr_v6.is_some() && from_file("fixed-cidr-v6") {
+        args.fixed_cidr_v6 = file.fixed_cidr_v6.clone();
     }
     if let Some(m) = file
         .registry_mirrors
@@ -465,6 +477,26 @@ fn apply_network_flags(
             return Err(miette!("--mtu {mtu}: must be between 68 and 65535"));
         }
         bridge.mtu = Some(mtu);
+    }
+    match (&args.fixed_cidr_v6, args.ipv6) {
+        (Some(cidr), true) => {
+            let net: ipnet::Ipv6Net = cidr
+                .parse()
+                .map_err(|_| miette!("--fixed-cidr-v6 {cidr:?}: expected an IPv6 CIDR"))?;
+            if net.prefix_len() > 126 {
+                return Err(miette!("--fixed-cidr-v6 {cidr}: the prefix is too long"));
+            }
+            bridge.fixed_cidr_v6 = Some(net.trunc());
+        }
+        (Some(_), false) => {
+            return Err(miette!("--fixed-cidr-v6 needs --ipv6"));
+        }
+        (None, true) => {
+            return Err(miette!(
+                "--ipv6 needs --fixed-cidr-v6: there is no default IPv6 pool"
+            ));
+        }
+        (None, false) => {}
     }
     Ok(())
 }

@@ -40,18 +40,22 @@ pub enum NetworkCommand {
 /// `network create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Driver to manage the network (only bridge)
+    /// Driver to manage the network (bridge or macvlan)
     #[arg(short = 'd', long = "driver", default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR format that represents a network segment
+    /// Subnet in CIDR format that represents a network segment (one IPv4
+    /// and one IPv6)
     #[arg(long = "subnet")]
-    subnet: Option<String>,
-    /// IPv4 gateway for the subnet
+    subnet: Vec<String>,
+    /// IPv4 or IPv6 Gateway for the master subnet
     #[arg(long = "gateway")]
-    gateway: Option<String>,
-    /// Allocate container IPs from a sub-range
+    gateway: Vec<String>,
+    /// Allocate container ip from a sub-range
     #[arg(long = "ip-range")]
-    ip_range: Option<String>,
+    ip_range: Vec<String>,
+    /// Enable or disable IPv6 networking
+    #[arg(long = "ipv6")]
+    ipv6: bool,
     /// Restrict external access to the network
     #[arg(long = "internal")]
     internal: bool,
@@ -110,6 +114,9 @@ pub struct ConnectArgs {
     /// IPv4 address
     #[arg(long = "ip")]
     ip: Option<String>,
+    /// IPv6 address
+    #[arg(long = "ip6")]
+    ip6: Option<String>,
     /// Add network-scoped alias for the container
     #[arg(long = "alias")]
     alias: Vec<String>,
@@ -153,6 +160,72 @@ fn key_values(flag: &str, items: &[String]) -> miette::Result<BTreeMap<String, S
         .collect()
 }
 
+/// The IPAM pools of `--subnet`s, each with the `--gateway` and
+/// `--ip-range` inside it, as the Docker CLI pairs them
+/// (`createIPAMConfig`).
+fn ipam_configs(
+    subnets: &[String],
+    gateways: &[String],
+    ranges: &[String],
+) -> Result<Vec<IpamConfig>, String> {
+    if subnets.is_empty() {
+        return Err("every ip-range or gateway must have a corresponding subnet".into());
+    }
+    let nets: Vec<ipnet::IpNet> = subnets
+        .iter()
+        .map(|s| s.parse().map_err(|_| format!("invalid subnet {s}")))
+        .collect::<Result<_, _>>()?;
+    for (i, a) in nets.iter().enumerate() {
+        for b in &nets[i + 1..] {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                return Err("multiple overlapping subnet configuration is not supported".into());
+            }
+        }
+    }
+    let mut out: Vec<IpamConfig> = subnets
+        .iter()
+        .map(|s| IpamConfig {
+            subnet: Some(s.clone()),
+            ..IpamConfig::default()
+        })
+        .collect();
+    let owner = |what: &str, text: &str| -> Result<usize, String> {
+        let addr: std::net::IpAddr = match what {
+            "range" => text
+                .parse::<ipnet::IpNet>()
+                .map(|n| n.network())
+                .map_err(|_| format!("invalid ip-range {text}"))?,
+            _ => text
+                .parse()
+                .map_err(|_| format!("invalid gateway {text}"))?,
+        };
+        nets.iter()
+            .position(|n| n.contains(&addr))
+            .ok_or_else(|| format!("no matching subnet for {what} {text}"))
+    };
+    for r in ranges {
+        let i = owner("range", r)?;
+        if let Some(old) = &out[i].ip_range {
+            return Err(format!(
+                "cannot configure multiple ranges ({old}, {r}) on the same subnet ({})",
+                subnets[i]
+            ));
+        }
+        out[i].ip_range = Some(r.clone());
+    }
+    for g in gateways {
+        let i = owner("gateway", g)?;
+        if let Some(old) = &out[i].gateway {
+            return Err(format!(
+                "cannot configure multiple gateways ({old}, {g}) for the same subnet ({})",
+                subnets[i]
+            ));
+        }
+        out[i].gateway = Some(g.clone());
+    }
+    Ok(out)
+}
+
 /// Docker's `filters` query value from `KEY=VALUE` flags.
 fn filters_json(items: &[String]) -> miette::Result<Option<String>> {
     if items.is_empty() {
@@ -178,19 +251,18 @@ pub fn run(root: &Path, command: &NetworkCommand) -> miette::Result<i32> {
                 name: a.name.clone(),
                 driver: Some(a.driver.clone()),
                 internal: a.internal,
-                ipam: (a.subnet.is_some() || a.gateway.is_some() || a.ip_range.is_some()).then(
-                    || Ipam {
+                ipam: if a.subnet.is_empty() && a.gateway.is_empty() && a.ip_range.is_empty() {
+                    None
+                } else {
+                    Some(Ipam {
                         driver: Some("default".into()),
-                        config: vec![IpamConfig {
-                            subnet: a.subnet.clone(),
-                            gateway: a.gateway.clone(),
-                            ip_range: a.ip_range.clone(),
-                        }],
-                    },
-                ),
+                        config: ipam_configs(&a.subnet, &a.gateway, &a.ip_range)
+                            .map_err(|e| miette!("{e}"))?,
+                    })
+                },
                 options: key_values("--opt", &a.opt)?,
                 labels: key_values("--label", &a.label)?,
-                enable_ipv6: None,
+                enable_ipv6: a.ipv6.then_some(true),
             };
             let created: Value = c
                 .post("/networks/create")
@@ -309,8 +381,9 @@ pub fn run(root: &Path, command: &NetworkCommand) -> miette::Result<i32> {
             let body = NetworkConnect {
                 container: a.container.clone(),
                 endpoint_config: Some(EndpointSettings {
-                    ipam_config: a.ip.clone().map(|ip| EndpointIpam {
-                        ipv4_address: Some(ip),
+                    ipam_config: (a.ip.is_some() || a.ip6.is_some()).then(|| EndpointIpam {
+                        ipv4_address: a.ip.clone(),
+                        ipv6_address: a.ip6.clone(),
                     }),
                     aliases: a.alias.clone(),
                     mac_address: None,
@@ -360,4 +433,37 @@ pub fn run(root: &Path, command: &NetworkCommand) -> miette::Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn gateways_and_ranges_go_with_the_subnet_that_holds_them() {
+        let c = ipam_configs(
+            &strings(&["10.1.0.0/24", "fd00:1::/64"]),
+            &strings(&["fd00:1::fe", "10.1.0.254"]),
+            &strings(&["10.1.0.128/25"]),
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].gateway.as_deref(), Some("10.1.0.254"));
+        assert_eq!(c[0].ip_range.as_deref(), Some("10.1.0.128/25"));
+        assert_eq!(c[1].gateway.as_deref(), Some("fd00:1::fe"));
+        assert_eq!(
+            ipam_configs(&strings(&["10.1.0.0/24"]), &strings(&["10.2.0.1"]), &[]).unwrap_err(),
+            "no matching subnet for gateway 10.2.0.1"
+        );
+        assert!(ipam_configs(&[], &strings(&["10.2.0.1"]), &[]).is_err());
+        assert!(
+            ipam_configs(&strings(&["10.1.0.0/16", "10.1.2.0/24"]), &[], &[])
+                .unwrap_err()
+                .contains("overlapping")
+        );
+    }
 }

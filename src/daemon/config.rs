@@ -169,6 +169,12 @@ pub struct DaemonConfig {
     /// `--mtu`: the default network's MTU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// `--ipv6`: IPv6 on the default network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+    /// `--fixed-cidr-v6`: the default network's IPv6 subnet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_cidr_v6: Option<String>,
     /// `--registry-mirror`, repeated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_mirrors: Option<Vec<String>>,

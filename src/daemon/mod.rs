@@ -95,6 +95,7 @@ impl Options {
                 name: crate::net::default_bridge_name(root),
                 existing: false,
                 bip: None,
+                fixed_cidr_v6: None,
                 fixed_cidr: None,
                 mtu: None,
             },
@@ -213,14 +214,20 @@ impl Daemon {
         .map_err(DaemonError::Network)?;
         // Addresses, namespaces and veth ends of containers that are gone
         // (removed while a crash cut the cleanup short, or created halfway).
-        let live: std::collections::BTreeSet<String> = containers
-            .runtime
-            .list()
-            .map_err(ContainersError::from)?
-            .into_iter()
-            .map(|(record, _)| record.id)
+        let listed = containers.runtime.list().map_err(ContainersError::from)?;
+        let live: std::collections::BTreeSet<String> =
+            listed.iter().map(|(record, _)| record.id.clone()).collect();
+        let running: std::collections::BTreeSet<String> = listed
+            .iter()
+            .filter(|(_, state)| {
+                !matches!(
+                    state.status,
+                    crate::runtime::state::Status::Created | crate::runtime::state::Status::Exited
+                )
+            })
+            .map(|(record, _)| record.id.clone())
             .collect();
-        match networks.sweep(&live) {
+        match networks.sweep_with(&live, &running) {
             Ok(0) => {}
             Ok(n) => tracing::warn!("released {n} network leftovers of containers that are gone"),
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "network sweep failed"),

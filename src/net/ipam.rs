@@ -1,17 +1,21 @@
-//! IPv4 address management: which address of a network's subnet a container
-//! gets. Pure: it works on the set of addresses already taken, which the
+//! Address management: which address of a network's subnet (IPv4, and
+//! IPv6 for `--ipv6` networks) a container gets. Pure: it works on the set of addresses already taken, which the
 //! caller ([`super::network`]) keeps on disk with the network, keyed by
 //! container, under the store's lock.
 //!
 //! Never hands out the subnet's network address, its broadcast address, or
 //! the gateway; allocation is the lowest free address of the `--ip-range`
 //! (the whole subnet without one), as Docker's default IPAM does without
-//! its `serial` option.
+//! its `serial` option. IPv6 addresses are sequential too (Docker derives
+//! them from the MAC address only on its default bridge without
+//! `--fixed-cidr-v6`): the lowest free address of the range, never the
+//! subnet-router anycast address (the subnet's first, RFC 4291 2.6.1) or the
+//! gateway.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Where a network's addresses come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,32 +33,32 @@ pub struct Pool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
     /// Every address of the range is taken.
-    #[error("no available IPv4 addresses in {range}")]
+    #[error("no available {} addresses in {range}", if range.addr().is_ipv4() { "IPv4" } else { "IPv6" })]
     Exhausted {
         /// The range allocation draws from.
-        range: Ipv4Net,
+        range: IpNet,
     },
     /// A static address outside the subnet.
     #[error("address {ip} is not in the subnet {subnet}")]
     OutsideSubnet {
         /// The address asked for.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The network's subnet.
-        subnet: Ipv4Net,
+        subnet: IpNet,
     },
     /// A static address that is the network's, broadcast or gateway address.
     #[error("address {ip} is reserved in {subnet} (network, broadcast or gateway address)")]
     Reserved {
         /// The address asked for.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The network's subnet.
-        subnet: Ipv4Net,
+        subnet: IpNet,
     },
     /// A static address someone has.
     #[error("address {ip} is already in use")]
     InUse {
         /// The address asked for.
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
 }
 
@@ -88,7 +92,9 @@ impl Pool {
         (first..=last)
             .map(Ipv4Addr::from)
             .find(|ip| self.subnet.contains(ip) && !self.is_reserved(*ip) && !taken.contains(ip))
-            .ok_or(IpamError::Exhausted { range: self.range })
+            .ok_or(IpamError::Exhausted {
+                range: self.range.into(),
+            })
     }
 
     /// Checks a static address (`--ip`): in the subnet (not necessarily in
@@ -96,20 +102,96 @@ impl Pool {
     pub fn check_static(&self, ip: Ipv4Addr, taken: &BTreeSet<Ipv4Addr>) -> Result<(), IpamError> {
         if !self.subnet.contains(&ip) {
             return Err(IpamError::OutsideSubnet {
-                ip,
-                subnet: self.subnet,
+                ip: ip.into(),
+                subnet: self.subnet.into(),
             });
         }
         if self.is_reserved(ip) {
             return Err(IpamError::Reserved {
-                ip,
-                subnet: self.subnet,
+                ip: ip.into(),
+                subnet: self.subnet.into(),
             });
         }
         if taken.contains(&ip) {
-            return Err(IpamError::InUse { ip });
+            return Err(IpamError::InUse { ip: ip.into() });
         }
         Ok(())
+    }
+}
+
+/// Where a network's IPv6 addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool6 {
+    /// The network's IPv6 subnet.
+    pub subnet: Ipv6Net,
+    /// The part of it dynamic allocation uses; the subnet without one.
+    pub range: Ipv6Net,
+    /// The gateway, the bridge's own address (or an outside router's).
+    pub gateway: Ipv6Addr,
+}
+
+impl Pool6 {
+    /// A pool over `subnet` with `gateway`, allocating from `range` (or the
+    /// whole subnet).
+    pub fn new(subnet: Ipv6Net, range: Option<Ipv6Net>, gateway: Ipv6Addr) -> Pool6 {
+        Pool6 {
+            subnet: subnet.trunc(),
+            range: range.map_or(subnet.trunc(), |r| r.trunc()),
+            gateway,
+        }
+    }
+
+    /// Whether `ip` can never be given to a container: the subnet-router
+    /// anycast address (the subnet's first; /127 and /128 have none, RFC
+    /// 6164) or the gateway.
+    pub fn is_reserved(&self, ip: Ipv6Addr) -> bool {
+        ip == self.gateway || (self.subnet.prefix_len() < 127 && ip == self.subnet.network())
+    }
+
+    /// The lowest address of the range that is neither reserved nor in
+    /// `taken`. Only as many addresses as are taken (plus the reserved
+    /// ones) are looked at, however large the range.
+    pub fn allocate(&self, taken: &BTreeSet<Ipv6Addr>) -> Result<Ipv6Addr, IpamError> {
+        let first = u128::from(self.range.network());
+        let last = u128::from(self.range.broadcast());
+        (first..=last)
+            .map(Ipv6Addr::from)
+            .find(|ip| self.subnet.contains(ip) && !self.is_reserved(*ip) && !taken.contains(ip))
+            .ok_or(IpamError::Exhausted {
+                range: self.range.into(),
+            })
+    }
+
+    /// Checks a static address (`--ip6`): in the subnet, not reserved, not
+    /// taken.
+    pub fn check_static(&self, ip: Ipv6Addr, taken: &BTreeSet<Ipv6Addr>) -> Result<(), IpamError> {
+        if !self.subnet.contains(&ip) {
+            return Err(IpamError::OutsideSubnet {
+                ip: ip.into(),
+                subnet: self.subnet.into(),
+            });
+        }
+        if self.is_reserved(ip) {
+            return Err(IpamError::Reserved {
+                ip: ip.into(),
+                subnet: self.subnet.into(),
+            });
+        }
+        if taken.contains(&ip) {
+            return Err(IpamError::InUse { ip: ip.into() });
+        }
+        Ok(())
+    }
+}
+
+/// The first address after the subnet-router anycast address of `subnet`:
+/// Docker's default IPv6 gateway.
+pub fn first_host6(subnet: Ipv6Net) -> Ipv6Addr {
+    let net = u128::from(subnet.network());
+    if subnet.prefix_len() >= 127 {
+        Ipv6Addr::from(net)
+    } else {
+        Ipv6Addr::from(net.saturating_add(1))
     }
 }
 
@@ -181,6 +263,46 @@ mod tests {
                 range: "10.9.0.0/30".parse().unwrap()
             })
         );
+    }
+
+    #[test]
+    fn ipv6_allocation_is_sequential_and_skips_anycast_and_gateway() {
+        let subnet: Ipv6Net = "fd00:1:2::/64".parse().unwrap();
+        let p = Pool6::new(subnet, None, first_host6(subnet));
+        assert_eq!(p.gateway, "fd00:1:2::1".parse::<Ipv6Addr>().unwrap());
+        let mut taken = BTreeSet::new();
+        let a = p.allocate(&taken).unwrap();
+        assert_eq!(a, "fd00:1:2::2".parse::<Ipv6Addr>().unwrap());
+        taken.insert(a);
+        assert_eq!(
+            p.allocate(&taken).unwrap(),
+            "fd00:1:2::3".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(matches!(
+            p.check_static("fd00:1:2::".parse().unwrap(), &taken),
+            Err(IpamError::Reserved { .. })
+        ));
+        assert!(matches!(
+            p.check_static("fd00:1:2::2".parse().unwrap(), &taken),
+            Err(IpamError::InUse { .. })
+        ));
+        assert!(matches!(
+            p.check_static("fd00:1:3::2".parse().unwrap(), &taken),
+            Err(IpamError::OutsideSubnet { .. })
+        ));
+        let tiny = Pool6::new(
+            "fd00::/126".parse().unwrap(),
+            None,
+            "fd00::1".parse().unwrap(),
+        );
+        let full: BTreeSet<Ipv6Addr> = ["fd00::2", "fd00::3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert!(matches!(
+            tiny.allocate(&full),
+            Err(IpamError::Exhausted { .. })
+        ));
     }
 
     #[test]

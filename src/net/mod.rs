@@ -20,12 +20,12 @@ pub mod netns;
 pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
-use netlink::{Namespace, VethConfig};
+use netlink::{Attach, IfaceConfig, Namespace};
 use network::{Endpoint, NetworkRecord, Store};
 
 /// Errors of networking.
@@ -108,7 +108,7 @@ pub enum NetError {
     #[error("address {ip} is already in use on network {network} by container {holder}")]
     AddressInUse {
         /// The address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The network.
         network: String,
         /// The container that has it.
@@ -204,6 +204,8 @@ pub struct DefaultBridgeConfig {
     pub fixed_cidr: Option<Ipv4Net>,
     /// `--mtu`.
     pub mtu: Option<u32>,
+    /// `--ipv6 --fixed-cidr-v6`: the default network's IPv6 subnet.
+    pub fixed_cidr_v6: Option<Ipv6Net>,
 }
 
 /// Where networking keeps things, and the default bridge's settings.
@@ -261,6 +263,8 @@ pub struct EndpointRequest {
     pub aliases: Vec<String>,
     /// `--mac-address`.
     pub mac: Option<[u8; 6]>,
+    /// `--ip6`.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// What `network create` asks for.
@@ -282,6 +286,14 @@ pub struct CreateRequest {
     pub options: BTreeMap<String, String>,
     /// `--label`.
     pub labels: BTreeMap<String, String>,
+    /// `--ipv6`.
+    pub enable_ipv6: bool,
+    /// The IPv6 `--subnet`.
+    pub subnet6: Option<Ipv6Net>,
+    /// The IPv6 `--gateway`.
+    pub gateway6: Option<Ipv6Addr>,
+    /// The IPv6 `--ip-range`.
+    pub ip_range6: Option<Ipv6Net>,
 }
 
 /// Container networking of one state root.
@@ -351,6 +363,13 @@ impl Networks {
                         external_bridge: false,
                         auto_subnet: false,
                         endpoints: BTreeMap::new(),
+                        enable_ipv6: false,
+                        subnet6: None,
+                        gateway6: None,
+                        ip_range6: None,
+                        parent: None,
+                        created_parent: false,
+                        no_gateway_address: false,
                     })?;
                 }
             }
@@ -504,24 +523,50 @@ impl Networks {
             external_bridge: cfg.existing,
             auto_subnet: auto,
             endpoints: old.map(|o| o.endpoints).unwrap_or_default(),
+            enable_ipv6: cfg.fixed_cidr_v6.is_some(),
+            subnet6: cfg.fixed_cidr_v6.map(|s| s.trunc()),
+            gateway6: cfg.fixed_cidr_v6.map(|s| ipam::first_host6(s.trunc())),
+            ip_range6: None,
+            parent: None,
+            created_parent: false,
+            no_gateway_address: false,
         };
         self.store.write(&rec)?;
         self.ensure_bridge_link(&rec)
     }
 
-    /// What making a network's bridge takes: (bridge, MTU, gateway with
-    /// prefix, external); `None` for networks without a bridge.
+    /// What making a network's link takes: its bridge (MTU, gateway
+    /// addresses, external) or, on macvlan networks, its VLAN parent;
+    /// `None` for networks without either.
     fn bridge_plan(&self, n: &NetworkRecord) -> Result<Option<BridgePlan>, NetError> {
+        if n.is_macvlan() {
+            let Some(parent) = n.parent.clone() else {
+                return Ok(None);
+            };
+            return Ok(vlan_of(&parent).map(|(base, id)| BridgePlan::Vlan {
+                name: parent.clone(),
+                base: base.to_string(),
+                id,
+            }));
+        }
         let (Some(bridge), Some(subnet)) = (n.bridge.clone(), n.subnet) else {
             return Ok(None);
         };
         let gateway = n.gateway.unwrap_or_else(|| ipam::first_host(subnet));
         let gw = Ipv4Net::new(gateway, subnet.prefix_len())
             .map_err(|_| NetError::InvalidRequest(format!("bad subnet {subnet}")))?;
-        Ok(Some(BridgePlan {
+        let gw6 = match n.pool6() {
+            Some(p) if !n.no_gateway_address => Some(
+                Ipv6Net::new(p.gateway, p.subnet.prefix_len())
+                    .map_err(|_| NetError::InvalidRequest(format!("bad subnet {}", p.subnet)))?,
+            ),
+            _ => None,
+        };
+        Ok(Some(BridgePlan::Bridge {
             bridge,
             mtu: self.mtu_of(n),
-            gateway: gw,
+            gateway: (!n.no_gateway_address).then_some(gw),
+            gateway6: gw6,
             external: n.external_bridge,
         }))
     }
@@ -545,7 +590,11 @@ impl Networks {
         self.store.find(key)
     }
 
-    /// Creates a bridge network and its bridge.
+    /// Creates a network: a bridge network with a bridge of its own, or on
+    /// an existing host bridge (`-o parent=BRIDGE`, or
+    /// `com.docker.network.bridge.name` naming one that exists, as
+    /// Docker), or a macvlan network on a host interface (`-o
+    /// parent=IFACE[.VLAN]`, the VLAN sub-interface made when missing).
     pub fn create(&self, req: &CreateRequest, now: &str) -> Result<NetworkRecord, NetError> {
         if !is_valid_name(&req.name) {
             return Err(NetError::InvalidRequest(format!(
@@ -553,14 +602,15 @@ impl Networks {
                 req.name
             )));
         }
-        match req.driver.as_deref() {
-            None | Some("bridge") => {}
+        let driver = match req.driver.as_deref() {
+            None | Some("bridge") => "bridge",
+            Some("macvlan") => "macvlan",
             Some(other) => {
                 return Err(NetError::InvalidRequest(format!(
-                    "plugin \"{other}\" not found: only the bridge driver is available"
+                    "plugin \"{other}\" not found: only the bridge and macvlan drivers are available"
                 )));
             }
-        }
+        };
         let mtu = match req.options.get(network::MTU_OPTION) {
             Some(v) => Some(
                 v.parse::<u32>()
@@ -575,26 +625,102 @@ impl Networks {
                 "--gateway and --ip-range need --subnet".into(),
             ));
         }
-        let id = network::new_id();
-        let bridge = req
+        if req.subnet6.is_none() && (req.gateway6.is_some() || req.ip_range6.is_some()) {
+            return Err(NetError::InvalidRequest(
+                "an IPv6 --gateway or --ip-range needs an IPv6 --subnet".into(),
+            ));
+        }
+        if req.subnet6.is_some() && !req.enable_ipv6 {
+            return Err(NetError::InvalidRequest(
+                "an IPv6 --subnet needs --ipv6".into(),
+            ));
+        }
+        if req.enable_ipv6 && req.subnet6.is_none() {
+            return Err(NetError::InvalidRequest(
+                "--ipv6 needs an IPv6 --subnet (no default IPv6 pool is configured)".into(),
+            ));
+        }
+        let parent = req
             .options
-            .get(network::BRIDGE_NAME_OPTION)
-            .cloned()
-            .unwrap_or_else(|| format!("br-{}", &id[..12]));
-        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+            .get(network::PARENT_OPTION)
+            .filter(|p| !p.is_empty())
+            .cloned();
+        if let Some(p) = &parent
+            && (p.len() > 15 || p.contains(['/', ' ']))
+        {
             return Err(NetError::InvalidRequest(format!(
-                "invalid bridge name {bridge:?}"
+                "invalid parent interface name {p:?}"
             )));
         }
+        let id = network::new_id();
         let _host = self.host_lock()?;
         let _lock = self.store.lock()?;
         let all = self.store.list()?;
         if all.iter().any(|n| n.name == req.name) {
             return Err(NetError::NameInUse(req.name.clone()));
         }
-        if let Some(other) = all
-            .iter()
-            .find(|n| n.bridge.as_deref() == Some(bridge.as_str()))
+        let links = netlink::host_links()?;
+        let (bridge, external, no_gateway_address) = if driver == "macvlan" {
+            let Some(parent) = &parent else {
+                return Err(NetError::InvalidRequest(
+                    "the macvlan driver needs -o parent=IFACE (or IFACE.VLAN)".into(),
+                ));
+            };
+            macvlan_mode(&req.options)?;
+            if let Some(other) = all
+                .iter()
+                .find(|n| n.is_macvlan() && n.parent.as_ref() == Some(parent))
+            {
+                return Err(NetError::InvalidRequest(format!(
+                    "network {} is already using parent interface {parent}",
+                    other.name
+                )));
+            }
+            if !links.iter().any(|l| &l.name == parent) {
+                match vlan_of(parent) {
+                    Some((base, _)) if links.iter().any(|l| l.name == base) => {}
+                    _ => return Err(NetError::LinkMissing(parent.clone())),
+                }
+            }
+            (None, false, true)
+        } else if let Some(parent) = &parent {
+            // Host-bridge attach: containers' veths are ports of a bridge
+            // the host has (pipework's way); the gateway is an outside
+            // router's, so the bridge gets no address of ours.
+            match links.iter().find(|l| &l.name == parent) {
+                Some(l) if l.kind.as_deref() == Some("bridge") => {}
+                Some(_) => {
+                    return Err(NetError::InvalidRequest(format!(
+                        "parent {parent} is not a bridge: use the macvlan driver for other interfaces"
+                    )));
+                }
+                None => return Err(NetError::LinkMissing(parent.clone())),
+            }
+            (Some(parent.clone()), true, true)
+        } else {
+            let bridge = req
+                .options
+                .get(network::BRIDGE_NAME_OPTION)
+                .cloned()
+                .unwrap_or_else(|| format!("br-{}", &id[..12]));
+            if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+                return Err(NetError::InvalidRequest(format!(
+                    "invalid bridge name {bridge:?}"
+                )));
+            }
+            // Docker uses a bridge of that name that exists already, and
+            // never deletes it.
+            let external = links.iter().any(|l| l.name == bridge);
+            let inhibit = req
+                .options
+                .get(network::INHIBIT_IPV4_OPTION)
+                .is_some_and(|v| v == "true");
+            (Some(bridge), external, inhibit)
+        };
+        if let Some(bridge) = &bridge
+            && let Some(other) = all
+                .iter()
+                .find(|n| n.bridge.as_deref() == Some(bridge.as_str()))
         {
             return Err(NetError::InvalidRequest(format!(
                 "bridge name {bridge} is already used by network {}",
@@ -633,40 +759,94 @@ impl Networks {
                 "no matching subnet for range {r}"
             )));
         }
+        let subnet6 = req.subnet6.map(|s| s.trunc());
+        if let Some(s6) = subnet6 {
+            if let Some(other) = all.iter().find(|n| {
+                n.subnet6
+                    .is_some_and(|o| o.contains(&s6.network()) || s6.contains(&o.network()))
+            }) {
+                return Err(NetError::InvalidRequest(format!(
+                    "invalid pool request: pool {s6} overlaps with other one on this address space (network {})",
+                    other.name
+                )));
+            }
+            if let Some(g) = req.gateway6
+                && !s6.contains(&g)
+            {
+                return Err(NetError::InvalidRequest(format!(
+                    "no matching subnet for gateway {g}"
+                )));
+            }
+            if let Some(r) = req.ip_range6
+                && !s6.contains(&r.trunc())
+            {
+                return Err(NetError::InvalidRequest(format!(
+                    "no matching subnet for range {r}"
+                )));
+            }
+        }
+        let mut created_parent = false;
+        if driver == "macvlan"
+            && let Some(p) = &parent
+            && let Some((base, vid)) = vlan_of(p)
+        {
+            let (p, base) = (p.clone(), base.to_string());
+            created_parent =
+                netlink::in_host(
+                    |h| async move { netlink::ensure_vlan(&h, &p, &base, vid).await },
+                )?;
+        }
         let rec = NetworkRecord {
             name: req.name.clone(),
             id,
             created: now.into(),
-            driver: "bridge".into(),
+            driver: driver.into(),
             subnet: Some(subnet),
             gateway: Some(gateway),
             ip_range: req.ip_range.map(|r| r.trunc()),
             internal: req.internal,
             options: req.options.clone(),
             labels: req.labels.clone(),
-            bridge: Some(bridge),
+            bridge,
             mtu,
-            external_bridge: false,
+            external_bridge: external,
             auto_subnet: auto,
             endpoints: BTreeMap::new(),
+            enable_ipv6: req.enable_ipv6,
+            subnet6,
+            gateway6: subnet6.map(|s| req.gateway6.unwrap_or_else(|| ipam::first_host6(s))),
+            ip_range6: req.ip_range6.map(|r| r.trunc()),
+            parent,
+            created_parent,
+            no_gateway_address,
         };
-        self.store.write(&rec)?;
+        if let Err(e) = self.store.write(&rec) {
+            let _ = self.delete_links(&rec);
+            return Err(e);
+        }
         if let Err(e) = self.ensure_bridge_link(&rec) {
-            let _ = self.delete_bridge(&rec);
+            let _ = self.delete_links(&rec);
             let _ = self.store.delete(&rec.id);
             return Err(e);
         }
         Ok(rec)
     }
 
-    fn delete_bridge(&self, n: &NetworkRecord) -> Result<(), NetError> {
-        if n.external_bridge {
-            return Ok(());
-        }
-        let Some(bridge) = n.bridge.clone() else {
-            return Ok(());
-        };
-        netlink::in_host(|h| async move { netlink::delete_link(&h, &bridge).await })
+    /// Deletes what the network made on the host: its bridge (never an
+    /// external one, whose addresses stay too: they may be the admin's)
+    /// and a VLAN parent it created.
+    fn delete_links(&self, n: &NetworkRecord) -> Result<(), NetError> {
+        let created_vlan = n.created_parent.then(|| n.parent.clone()).flatten();
+        let own_bridge = (!n.external_bridge).then(|| n.bridge.clone()).flatten();
+        netlink::in_host(|h| async move {
+            if let Some(bridge) = own_bridge {
+                netlink::delete_link(&h, &bridge).await?;
+            }
+            if let Some(vlan) = created_vlan {
+                netlink::delete_link(&h, &vlan).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Removes a user-defined network without containers, and its bridge.
@@ -688,7 +868,7 @@ impl Networks {
                     .join(", "),
             });
         }
-        self.delete_bridge(&n)?;
+        self.delete_links(&n)?;
         self.store.delete(&n.id)?;
         Ok(n)
     }
@@ -705,7 +885,7 @@ impl Networks {
     ) -> Result<(NetworkRecord, Endpoint), NetError> {
         let _lock = self.store.lock()?;
         let mut n = self.store.find(key)?;
-        let Some(pool) = n.pool().filter(|_| n.is_bridge()) else {
+        let Some(pool) = n.pool().filter(|_| n.has_endpoints()) else {
             return Err(NetError::InvalidRequest(format!(
                 "network {} has no addresses to give (driver {})",
                 n.name, n.driver
@@ -729,7 +909,7 @@ impl Networks {
                         let holder = n
                             .endpoints
                             .values()
-                            .find(|e| e.ip == ip)
+                            .find(|e| IpAddr::V4(e.ip) == ip)
                             .map(|e| e.container_name.clone())
                             .unwrap_or_default();
                         return Err(NetError::AddressInUse {
@@ -751,6 +931,44 @@ impl Networks {
                 source,
             })?,
         };
+        let ip6 = match (n.pool6(), req.ip6) {
+            (None, Some(_)) => {
+                return Err(NetError::InvalidRequest(format!(
+                    "network {} has no IPv6 subnet for --ip6",
+                    n.name
+                )));
+            }
+            (None, None) => None,
+            (Some(pool6), asked) => {
+                let taken6 = n.taken6();
+                let got = match asked {
+                    Some(ip) => pool6.check_static(ip, &taken6).map(|()| ip),
+                    None => pool6.allocate(&taken6),
+                };
+                match got {
+                    Ok(ip) => Some(ip),
+                    Err(ipam::IpamError::InUse { ip }) => {
+                        let holder = n
+                            .endpoints
+                            .values()
+                            .find(|e| e.ip6.map(IpAddr::V6) == Some(ip))
+                            .map(|e| e.container_name.clone())
+                            .unwrap_or_default();
+                        return Err(NetError::AddressInUse {
+                            ip,
+                            network: n.name.clone(),
+                            holder,
+                        });
+                    }
+                    Err(source) => {
+                        return Err(NetError::Ipam {
+                            network: n.name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+        };
         let used: BTreeSet<String> = self
             .store
             .endpoints_of(id)?
@@ -768,8 +986,15 @@ impl Networks {
             mac: ipam::format_mac(&req.mac.unwrap_or_else(|| ipam::mac_of(ip))),
             static_ip: req.ip.is_some(),
             aliases: req.aliases.clone(),
-            host_veth: host_veth_name(id, &n.id),
+            // A macvlan interface has no host end.
+            host_veth: if n.is_bridge() {
+                host_veth_name(id, &n.id)
+            } else {
+                String::new()
+            },
             iface,
+            ip6,
+            static_ip6: req.ip6.is_some(),
         };
         n.endpoints.insert(id.to_string(), endpoint.clone());
         self.store.write(&n)?;
@@ -791,23 +1016,79 @@ impl Networks {
             self.store.write(&n)?;
             (n, e)
         };
-        let veth = e.host_veth.clone();
-        netlink::in_host(|h| async move { netlink::delete_link(&h, &veth).await })?;
+        if e.host_veth.is_empty() {
+            // A macvlan interface lives only in the container's namespace.
+            let path = self.netns_path(id);
+            if netns::is_mounted(&path) {
+                let iface = e.iface.clone();
+                netlink::in_namespace(Namespace::Join(&path), |_, ns, _| async move {
+                    netlink::delete_link(&ns, &iface).await
+                })?;
+            }
+        } else {
+            let veth = e.host_veth.clone();
+            netlink::in_host(|h| async move { netlink::delete_link(&h, &veth).await })?;
+        }
         Ok((n, e))
     }
 
-    fn veth_config<'a>(&self, n: &'a NetworkRecord, e: &'a Endpoint) -> Option<VethConfig<'a>> {
-        let subnet = n.subnet?;
-        Some(VethConfig {
-            host_name: &e.host_veth,
+    fn iface_config<'a>(
+        &self,
+        n: &'a NetworkRecord,
+        e: &'a Endpoint,
+    ) -> Result<Option<IfaceConfig<'a>>, NetError> {
+        let Some(subnet) = n.subnet else {
+            return Ok(None);
+        };
+        let attach = if n.is_macvlan() {
+            let Some(parent) = n.parent.as_deref() else {
+                return Ok(None);
+            };
+            Attach::Macvlan {
+                parent,
+                mode: macvlan_mode(&n.options)?,
+            }
+        } else {
+            let Some(bridge) = n.bridge.as_deref() else {
+                return Ok(None);
+            };
+            Attach::Bridge {
+                host_name: &e.host_veth,
+                bridge,
+            }
+        };
+        let pool6 = n.pool6();
+        Ok(Some(IfaceConfig {
+            attach,
             peer_name: &e.iface,
-            bridge: n.bridge.as_deref()?,
             mtu: self.mtu_of(n),
             mac: ipam::parse_mac(&e.mac).unwrap_or_else(|| ipam::mac_of(e.ip)),
-            addr: Ipv4Net::new(e.ip, subnet.prefix_len()).ok()?,
+            addr: Ipv4Net::new(e.ip, subnet.prefix_len())
+                .map_err(|_| NetError::InvalidRequest(format!("bad subnet {subnet}")))?,
             // Docker's bridge driver gives internal networks no gateway.
             gateway: if n.internal { None } else { n.gateway },
-        })
+            addr6: match (e.ip6, pool6) {
+                (Some(ip), Some(p)) => Ipv6Net::new(ip, p.subnet.prefix_len()).ok(),
+                _ => None,
+            },
+            gateway6: pool6.filter(|_| !n.internal).map(|p| p.gateway),
+        }))
+    }
+
+    /// Whether container `id`'s namespace has every interface its
+    /// endpoints need: a namespace made by a daemon killed before it added
+    /// them is missing its veth ends on the host.
+    fn is_complete(&self, endpoints: &[(NetworkRecord, Endpoint)]) -> Result<bool, NetError> {
+        let veths: Vec<&str> = endpoints
+            .iter()
+            .map(|(_, e)| e.host_veth.as_str())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if veths.is_empty() {
+            return Ok(true);
+        }
+        let links = netlink::host_links()?;
+        Ok(veths.iter().all(|v| links.iter().any(|l| l.name == *v)))
     }
 
     /// Makes container `id`'s network namespace with an interface per
@@ -815,18 +1096,24 @@ impl Networks {
     /// not since a reboot). Returns whether it made it.
     pub fn wire(&self, id: &str) -> Result<bool, NetError> {
         let path = self.netns_path(id);
-        if netns::is_mounted(&path) {
-            return Ok(false);
-        }
         let endpoints = self.store.endpoints_of(id)?;
+        if netns::is_mounted(&path) {
+            if self.is_complete(&endpoints)? {
+                return Ok(false);
+            }
+            // Made by a daemon killed before it added the interfaces (or
+            // a veth someone deleted): made again, whole. The container
+            // is not running (it is being started), so nothing is in it.
+            netns::remove(&path)?;
+        }
         let mut plans = Vec::new();
         for (n, _) in &endpoints {
             plans.extend(self.bridge_plan(n)?);
         }
-        let configs: Vec<VethConfig<'_>> = endpoints
-            .iter()
-            .filter_map(|(n, e)| self.veth_config(n, e))
-            .collect();
+        let mut configs: Vec<IfaceConfig<'_>> = Vec::new();
+        for (n, e) in &endpoints {
+            configs.extend(self.iface_config(n, e)?);
+        }
         let made = netlink::in_namespace(Namespace::Create(&path), |host, ns, fd| async move {
             for plan in &plans {
                 // After a reboot, or a bridge someone deleted.
@@ -835,8 +1122,10 @@ impl Networks {
             for cfg in &configs {
                 // A leftover of a namespace that is gone (a reboot leaves
                 // none, a crash may).
-                netlink::delete_link(&host, cfg.host_name).await?;
-                netlink::add_veth(&host, &ns, fd, cfg).await?;
+                if let Attach::Bridge { host_name, .. } = cfg.attach {
+                    netlink::delete_link(&host, host_name).await?;
+                }
+                netlink::add_interface(&host, &ns, fd, cfg).await?;
             }
             if configs.is_empty()
                 && let Some(lo) = netlink::link_index(&ns, "lo").await?
@@ -846,7 +1135,11 @@ impl Networks {
             Ok(())
         });
         if let Err(e) = made {
-            let veths: Vec<String> = endpoints.iter().map(|(_, e)| e.host_veth.clone()).collect();
+            let veths: Vec<String> = endpoints
+                .iter()
+                .map(|(_, e)| e.host_veth.clone())
+                .filter(|v| !v.is_empty())
+                .collect();
             let _ = netlink::in_host(|h| async move {
                 for v in &veths {
                     netlink::delete_link(&h, v).await?;
@@ -872,11 +1165,11 @@ impl Networks {
         let path = self.netns_path(id);
         if netns::is_mounted(&path) {
             let wired = self.ensure_bridge_link(&n).and_then(|()| {
-                let cfg = self.veth_config(&n, &e).ok_or_else(|| {
+                let cfg = self.iface_config(&n, &e)?.ok_or_else(|| {
                     NetError::InvalidRequest(format!("network {} has no subnet", n.name))
                 })?;
                 netlink::in_namespace(Namespace::Join(&path), |host, ns, fd| async move {
-                    netlink::add_veth(&host, &ns, fd, &cfg).await
+                    netlink::add_interface(&host, &ns, fd, &cfg).await
                 })
             });
             if let Err(err) = wired {
@@ -912,6 +1205,18 @@ impl Networks {
     /// `live` is every container id that exists. Returns how many things it
     /// removed.
     pub fn sweep(&self, live: &BTreeSet<String>) -> Result<usize, NetError> {
+        self.sweep_with(live, live)
+    }
+
+    /// [`Networks::sweep`], and also the namespaces of containers that
+    /// exist but do not run (`live` minus `running`) when they lack an
+    /// interface (a daemon killed between making the namespace and its
+    /// veth pairs): the next start makes them whole.
+    pub fn sweep_with(
+        &self,
+        live: &BTreeSet<String>,
+        running: &BTreeSet<String>,
+    ) -> Result<usize, NetError> {
         let mut swept = 0;
         for n in self.store.list()? {
             for id in n.endpoints.keys().filter(|id| !live.contains(*id)) {
@@ -921,13 +1226,29 @@ impl Networks {
             }
         }
         for id in netns::list(&self.cfg.netns_dir) {
-            if !live.contains(&id) {
-                netns::remove(&self.netns_path(&id))?;
+            let path = self.netns_path(&id);
+            let remove = if !live.contains(&id) {
+                true
+            } else if running.contains(&id) {
+                false
+            } else {
+                // A plain file (a crash before the mount) or a namespace
+                // missing a veth.
+                !netns::is_mounted(&path) || !self.is_complete(&self.store.endpoints_of(&id)?)?
+            };
+            if remove {
+                netns::remove(&path)?;
                 swept += 1;
             }
         }
         let nets = self.store.list()?;
-        let bridges: BTreeSet<String> = nets.iter().filter_map(|n| n.bridge.clone()).collect();
+        // Only bridges the daemon owns: an existing host bridge has other
+        // users' veth ports.
+        let bridges: BTreeSet<String> = nets
+            .iter()
+            .filter(|n| !n.external_bridge)
+            .filter_map(|n| n.bridge.clone())
+            .collect();
         let wanted: BTreeSet<String> = nets
             .iter()
             .flat_map(|n| n.endpoints.values().map(|e| e.host_veth.clone()))
@@ -962,7 +1283,7 @@ impl Networks {
         if let Some(n) = self.store.list()?.into_iter().find(|n| n.name == "bridge")
             && n.endpoints.is_empty()
         {
-            self.delete_bridge(&n)?;
+            self.delete_links(&n)?;
         }
         Ok(())
     }
@@ -988,30 +1309,83 @@ impl Networks {
     }
 }
 
-/// How to make (or check) one network's bridge.
+/// How to make (or check) one network's link.
 #[derive(Debug, Clone)]
-struct BridgePlan {
-    bridge: String,
-    mtu: u32,
-    gateway: Ipv4Net,
-    external: bool,
+enum BridgePlan {
+    /// A bridge with the gateway addresses.
+    Bridge {
+        bridge: String,
+        mtu: u32,
+        /// `None`: no address of ours (an outside router is the gateway).
+        gateway: Option<Ipv4Net>,
+        gateway6: Option<Ipv6Net>,
+        /// It exists and is not ours: never created.
+        external: bool,
+    },
+    /// A macvlan network's VLAN parent (`eth0.10`).
+    Vlan { name: String, base: String, id: u16 },
 }
 
 impl BridgePlan {
     /// Makes the bridge unless it exists (an external one must exist) and
-    /// gives it the gateway address.
+    /// gives it the gateway addresses; or makes the VLAN parent.
     async fn apply(&self, h: &rtnetlink::Handle) -> Result<(), NetError> {
-        if self.external {
-            let index = netlink::link_index(h, &self.bridge)
-                .await?
-                .ok_or_else(|| NetError::LinkMissing(self.bridge.clone()))?;
-            netlink::add_address(h, index, self.gateway).await?;
-            netlink::set_up(h, index).await
-        } else {
-            netlink::ensure_bridge(h, &self.bridge, self.mtu, self.gateway)
-                .await
-                .map(|_| ())
+        match self {
+            BridgePlan::Bridge {
+                bridge,
+                mtu,
+                gateway,
+                gateway6,
+                external,
+            } => {
+                let index = if *external {
+                    let index = netlink::link_index(h, bridge)
+                        .await?
+                        .ok_or_else(|| NetError::LinkMissing(bridge.clone()))?;
+                    if let Some(gw) = gateway {
+                        netlink::add_address(h, index, *gw).await?;
+                    }
+                    netlink::set_up(h, index).await?;
+                    index
+                } else {
+                    netlink::ensure_bridge(h, bridge, *mtu, *gateway).await?
+                };
+                if let Some(gw6) = gateway6 {
+                    netlink::add_address6(h, index, *gw6).await?;
+                }
+                Ok(())
+            }
+            BridgePlan::Vlan { name, base, id } => {
+                netlink::ensure_vlan(h, name, base, *id).await.map(|_| ())
+            }
         }
+    }
+}
+
+/// `IFACE.VLAN` (Docker's macvlan parent with a VLAN id): the base
+/// interface and the id (1 to 4094).
+pub fn vlan_of(parent: &str) -> Option<(&str, u16)> {
+    let (base, id) = parent.rsplit_once('.')?;
+    let id: u16 = id.parse().ok()?;
+    (!base.is_empty() && (1..=4094).contains(&id)).then_some((base, id))
+}
+
+/// The macvlan mode an `-o macvlan_mode=` value names.
+fn macvlan_mode(
+    options: &BTreeMap<String, String>,
+) -> Result<rtnetlink::packet_route::link::MacVlanMode, NetError> {
+    use rtnetlink::packet_route::link::MacVlanMode;
+    match options
+        .get(network::MACVLAN_MODE_OPTION)
+        .map(String::as_str)
+    {
+        None | Some("" | "bridge") => Ok(MacVlanMode::Bridge),
+        Some("vepa") => Ok(MacVlanMode::Vepa),
+        Some("passthru") => Ok(MacVlanMode::Passthrough),
+        Some("private") => Ok(MacVlanMode::Private),
+        Some(other) => Err(NetError::InvalidRequest(format!(
+            "macvlan mode {other:?} is not valid: bridge, vepa, passthru or private"
+        ))),
     }
 }
 

@@ -13,18 +13,22 @@
 //! container's namespace.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use futures::TryStreamExt;
-use ipnet::Ipv4Net;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
+use futures::{StreamExt, TryStreamExt};
+use ipnet::{Ipv4Net, Ipv6Net};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, MacVlanMode,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    LinkVlan, RouteMessageBuilder,
 };
 
 use super::NetError;
@@ -60,6 +64,15 @@ pub struct Address {
     pub index: u32,
     /// The address with its prefix length.
     pub addr: Ipv4Net,
+}
+
+/// An IPv6 address on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address6 {
+    /// The link's index.
+    pub index: u32,
+    /// The address with its prefix length.
+    pub addr: Ipv6Net,
 }
 
 fn failed(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
@@ -179,7 +192,7 @@ pub async fn ensure_bridge(
     h: &Handle,
     name: &str,
     mtu: u32,
-    gateway: Ipv4Net,
+    gateway: Option<Ipv4Net>,
 ) -> Result<u32, NetError> {
     if link_index(h, name).await?.is_none() {
         let msg = LinkBridge::new(name).mtu(mtu).build();
@@ -192,7 +205,9 @@ pub async fn ensure_bridge(
     let index = link_index(h, name)
         .await?
         .ok_or_else(|| NetError::LinkMissing(name.to_string()))?;
-    add_address(h, index, gateway).await?;
+    if let Some(gateway) = gateway {
+        add_address(h, index, gateway).await?;
+    }
     set_up(h, index).await?;
     Ok(index)
 }
@@ -205,6 +220,24 @@ pub async fn add_address(h: &Handle, index: u32, addr: Ipv4Net) -> Result<(), Ne
         .execute()
         .await
     {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == EEXIST => Ok(()),
+        Err(e) => Err(failed(format!("add address {addr}"))(e)),
+    }
+}
+
+/// Adds IPv6 `addr` to link `index` without duplicate address detection
+/// (`nodad`: usable at once, as Docker's bridge driver adds its gateway);
+/// an address it already has is fine.
+pub async fn add_address6(h: &Handle, index: u32, addr: Ipv6Net) -> Result<(), NetError> {
+    let mut req = h
+        .address()
+        .add(index, IpAddr::V6(addr.addr()), addr.prefix_len());
+    let msg = req.message_mut();
+    msg.header.flags |= AddressHeaderFlags::Nodad;
+    msg.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    match req.execute().await {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == EEXIST => Ok(()),
         Err(e) => Err(failed(format!("add address {addr}"))(e)),
@@ -233,63 +266,150 @@ pub async fn delete_link(h: &Handle, name: &str) -> Result<(), NetError> {
     }
 }
 
+/// How a container's interface reaches its network.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach<'a> {
+    /// A veth pair whose host end is a port of a bridge (ours, or an
+    /// existing host bridge).
+    Bridge {
+        /// The host end's name (`veth…`).
+        host_name: &'a str,
+        /// The bridge.
+        bridge: &'a str,
+    },
+    /// A macvlan child of a host interface, made straight in the
+    /// container's namespace.
+    Macvlan {
+        /// The host interface (`eth0`, `eth0.10`).
+        parent: &'a str,
+        /// The macvlan mode.
+        mode: MacVlanMode,
+    },
+}
+
 /// What a container's interface on one network is.
 #[derive(Debug, Clone)]
-pub struct VethConfig<'a> {
-    /// The host end's name (`veth…`).
-    pub host_name: &'a str,
-    /// The container end's name in the container's namespace (`eth0`, …).
+pub struct IfaceConfig<'a> {
+    /// How it is attached.
+    pub attach: Attach<'a>,
+    /// Its name in the container's namespace (`eth0`, …).
     pub peer_name: &'a str,
-    /// The bridge the host end is a port of.
-    pub bridge: &'a str,
-    /// The MTU of both ends.
+    /// Its MTU (both ends of a veth pair).
     pub mtu: u32,
-    /// The container end's hardware address.
+    /// Its hardware address.
     pub mac: [u8; 6],
     /// The container's address and the subnet's prefix length.
     pub addr: Ipv4Net,
     /// The default route's gateway (`None`: no default route).
     pub gateway: Option<Ipv4Addr>,
+    /// The container's IPv6 address and prefix length.
+    pub addr6: Option<Ipv6Net>,
+    /// The IPv6 default route's gateway.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
-/// Creates a veth pair whose host end is an up port of the bridge and whose
-/// other end is created straight in the namespace `ns_fd` (one request);
-/// then, in that namespace, gives it its address, brings it and `lo` up and
-/// adds the default route.
-pub async fn add_veth(
+/// Sends a link message as `RTM_NEWLINK` on an existing link (neither
+/// `NLM_F_CREATE` nor `NLM_F_EXCL` nor `NLM_F_REPLACE`), which is how the
+/// kernel takes bridge port settings (`ip link set … type bridge_slave`);
+/// rtnetlink's set request is `RTM_SETLINK`, which ignores them.
+async fn change_link(
+    h: &Handle,
+    msg: rtnetlink::packet_route::link::LinkMessage,
+) -> Result<(), rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut answers = h.clone().request(req)?;
+    while let Some(answer) = answers.next().await {
+        if let NetlinkPayload::Error(e) = answer.payload
+            && e.code.is_some()
+        {
+            return Err(rtnetlink::Error::NetlinkError(e));
+        }
+    }
+    Ok(())
+}
+
+/// Turns hairpin mode on for bridge port `index`: frames may leave by the
+/// port they came in, so a container reaches its own published port
+/// through the host's address (Docker does it for `--userland-proxy=false`).
+pub async fn set_hairpin(h: &Handle, index: u32) -> Result<(), NetError> {
+    change_link(h, LinkBridgePort::new(index).hairpin(true).build())
+        .await
+        .map_err(failed(format!("turn hairpin mode on for link {index}")))
+}
+
+/// Creates the container's interface for `cfg` straight in the namespace
+/// `ns_fd` (one request): a veth pair whose host end is an up, hairpin
+/// port of the bridge, or a macvlan child of the parent. Then, in that
+/// namespace, gives it its addresses, brings it and `lo` up and adds the
+/// default routes.
+pub async fn add_interface(
     host: &Handle,
     ns: &Handle,
     ns_fd: i32,
-    cfg: &VethConfig<'_>,
+    cfg: &IfaceConfig<'_>,
 ) -> Result<(), NetError> {
-    let bridge = link_index(host, cfg.bridge)
-        .await?
-        .ok_or_else(|| NetError::LinkMissing(cfg.bridge.to_string()))?;
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(cfg.peer_name)
-        .mtu(cfg.mtu)
-        .address(cfg.mac.to_vec())
-        .setns_by_fd(ns_fd)
-        .build();
-    let msg = LinkVeth::new(cfg.host_name, cfg.peer_name)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .mtu(cfg.mtu)
-        .controller(bridge)
-        .up()
-        .build();
-    host.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(failed(format!("create veth pair {}", cfg.host_name)))?;
-    let configured = configure_peer(ns, cfg).await;
-    if configured.is_err() {
-        let _ = delete_link(host, cfg.host_name).await;
+    match cfg.attach {
+        Attach::Bridge { host_name, bridge } => {
+            let bridge_index = link_index(host, bridge)
+                .await?
+                .ok_or_else(|| NetError::LinkMissing(bridge.to_string()))?;
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name(cfg.peer_name)
+                .mtu(cfg.mtu)
+                .address(cfg.mac.to_vec())
+                .setns_by_fd(ns_fd)
+                .build();
+            let msg = LinkVeth::new(host_name, cfg.peer_name)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .mtu(cfg.mtu)
+                .controller(bridge_index)
+                .up()
+                .build();
+            host.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(failed(format!("create veth pair {host_name}")))?;
+            let configured = async {
+                let index = link_index(host, host_name)
+                    .await?
+                    .ok_or_else(|| NetError::LinkMissing(host_name.to_string()))?;
+                set_hairpin(host, index).await?;
+                configure_peer(ns, cfg).await
+            }
+            .await;
+            if configured.is_err() {
+                let _ = delete_link(host, host_name).await;
+            }
+            configured
+        }
+        Attach::Macvlan { parent, mode } => {
+            let parent_index = link_index(host, parent)
+                .await?
+                .ok_or_else(|| NetError::LinkMissing(parent.to_string()))?;
+            // The parent is resolved in the requesting socket's namespace
+            // (the host's), the new link made in the target one.
+            let msg = LinkMacVlan::new(cfg.peer_name, parent_index, mode)
+                .mtu(cfg.mtu)
+                .address(cfg.mac.to_vec())
+                .setns_by_fd(ns_fd)
+                .build();
+            host.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(failed(format!("create a macvlan interface of {parent}")))?;
+            let configured = configure_peer(ns, cfg).await;
+            if configured.is_err() {
+                let _ = delete_link(ns, cfg.peer_name).await;
+            }
+            configured
+        }
     }
-    configured
 }
 
-async fn configure_peer(ns: &Handle, cfg: &VethConfig<'_>) -> Result<(), NetError> {
+async fn configure_peer(ns: &Handle, cfg: &IfaceConfig<'_>) -> Result<(), NetError> {
     if let Some(lo) = link_index(ns, "lo").await? {
         set_up(ns, lo).await?;
     }
@@ -297,6 +417,11 @@ async fn configure_peer(ns: &Handle, cfg: &VethConfig<'_>) -> Result<(), NetErro
         .await?
         .ok_or_else(|| NetError::LinkMissing(cfg.peer_name.to_string()))?;
     add_address(ns, index, cfg.addr).await?;
+    if let Some(addr6) = cfg.addr6 {
+        // nodad: the address is usable at once, not after a second of
+        // duplicate address detection.
+        add_address6(ns, index, addr6).await?;
+    }
     set_up(ns, index).await?;
     if let Some(gw) = cfg.gateway {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -310,7 +435,45 @@ async fn configure_peer(ns: &Handle, cfg: &VethConfig<'_>) -> Result<(), NetErro
             Err(e) => return Err(failed(format!("add the default route via {gw}"))(e)),
         }
     }
+    if let (Some(gw), Some(_)) = (cfg.gateway6, cfg.addr6) {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        match ns.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == EEXIST => {}
+            Err(e) => return Err(failed(format!("add the default route via {gw}"))(e)),
+        }
+    }
     Ok(())
+}
+
+/// Makes VLAN sub-interface `name` (VLAN `id` of `parent`) unless it
+/// exists, and brings it up. Returns whether it made it.
+pub async fn ensure_vlan(h: &Handle, name: &str, parent: &str, id: u16) -> Result<bool, NetError> {
+    let made = if link_index(h, name).await?.is_none() {
+        let parent_index = link_index(h, parent)
+            .await?
+            .ok_or_else(|| NetError::LinkMissing(parent.to_string()))?;
+        match h
+            .link()
+            .add(LinkVlan::new(name, parent_index, id).up().build())
+            .execute()
+            .await
+        {
+            Ok(()) => true,
+            Err(e) if errno(&e) == EEXIST => false,
+            Err(e) => return Err(failed(format!("create VLAN interface {name}"))(e)),
+        }
+    } else {
+        false
+    };
+    let index = link_index(h, name)
+        .await?
+        .ok_or_else(|| NetError::LinkMissing(name.to_string()))?;
+    set_up(h, index).await?;
+    Ok(made)
 }
 
 /// Every link of the namespace `h` is in.
@@ -391,6 +554,32 @@ pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
         .collect())
 }
 
+/// Every IPv6 address of the namespace `h` is in.
+pub async fn addresses6(h: &Handle) -> Result<Vec<Address6>, NetError> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(failed("list addresses"))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.family == AddressFamily::Inet6)
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Ipv6Net::new(*ip, m.header.prefix_len)
+                    .ok()
+                    .map(|addr| Address6 {
+                        index: m.header.index,
+                        addr,
+                    }),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
 /// An IPv4 route of the main table: destination and output link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -465,6 +654,11 @@ pub fn host_links() -> Result<Vec<Link>, NetError> {
 /// The IPv4 addresses of the host's namespace.
 pub fn host_addresses() -> Result<Vec<Address>, NetError> {
     in_host(|h| async move { addresses(&h).await })
+}
+
+/// The IPv6 addresses of the host's namespace.
+pub fn host_addresses6() -> Result<Vec<Address6>, NetError> {
+    in_host(|h| async move { addresses6(&h).await })
 }
 
 /// The links and IPv4 addresses inside the namespace bind-mounted at `ns`.

@@ -8,20 +8,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::NetError;
-use super::ipam::{self, Pool};
+use super::ipam::{self, Pool, Pool6};
 
 /// The option naming a bridge network's Linux bridge (Docker's).
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// The option setting a network's MTU (Docker's).
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// The option naming the host interface a network attaches to: an
+/// existing host bridge (driver `bridge`) or a macvlan parent, `IFACE` or
+/// `IFACE.VLAN` (Docker's macvlan `parent`).
+pub const PARENT_OPTION: &str = "parent";
+/// The option that keeps the daemon from giving an existing bridge an
+/// IPv4 address (Docker's).
+pub const INHIBIT_IPV4_OPTION: &str = "com.docker.network.bridge.inhibit_ipv4";
+/// The macvlan mode option (Docker's `macvlan_mode`: bridge, vepa,
+/// passthru, private; bridge when absent).
+pub const MACVLAN_MODE_OPTION: &str = "macvlan_mode";
 /// The option marking Docker's default bridge.
 pub const DEFAULT_BRIDGE_OPTION: &str = "com.docker.network.bridge.default_bridge";
 
@@ -42,10 +52,17 @@ pub struct Endpoint {
     /// Names other containers may use for it on this network.
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// The host end of its veth pair.
+    /// The host end of its veth pair (empty on macvlan networks, whose
+    /// interface has no host end).
     pub host_veth: String,
     /// The interface in the container (`eth0`, `eth1`, …).
     pub iface: String,
+    /// Its IPv6 address (networks with IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// Whether the IPv6 address was asked for (`--ip6`).
+    #[serde(default)]
+    pub static_ip6: bool,
 }
 
 /// A network, as kept on disk.
@@ -92,6 +109,31 @@ pub struct NetworkRecord {
     /// Containers on it, by container id.
     #[serde(default)]
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// `--ipv6`: containers get an address of `subnet6` too.
+    #[serde(default)]
+    pub enable_ipv6: bool,
+    /// The IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// The IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Where dynamic IPv6 addresses come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Net>,
+    /// The host interface containers attach to (`-o parent=`): the
+    /// existing bridge of a host-bridge network, or a macvlan network's
+    /// parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The parent is a VLAN sub-interface the daemon created (and deletes
+    /// with the network).
+    #[serde(default)]
+    pub created_parent: bool,
+    /// The bridge gets no address of ours: the gateway is an outside
+    /// router's (host-bridge attach, `inhibit_ipv4`).
+    #[serde(default)]
+    pub no_gateway_address: bool,
 }
 
 impl NetworkRecord {
@@ -104,6 +146,42 @@ impl NetworkRecord {
     /// Whether containers on it get a veth pair.
     pub fn is_bridge(&self) -> bool {
         self.driver == "bridge"
+    }
+
+    /// Whether containers on it get a macvlan child of its parent.
+    pub fn is_macvlan(&self) -> bool {
+        self.driver == "macvlan"
+    }
+
+    /// Whether containers on it get an interface and addresses.
+    pub fn has_endpoints(&self) -> bool {
+        self.is_bridge() || self.is_macvlan()
+    }
+
+    /// Whether its containers sit on a host segment the daemon does not
+    /// own (a host bridge given as `parent`, or macvlan): no masquerade
+    /// or port rules belong there.
+    pub fn is_host_attached(&self) -> bool {
+        self.is_macvlan() || (self.is_bridge() && self.parent.is_some())
+    }
+
+    /// Every subnet it has, IPv4 first (what the firewall masquerades).
+    pub fn subnets(&self) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = self.subnet.into_iter().map(IpNet::V4).collect();
+        out.extend(self.subnet6.map(IpNet::V6));
+        out
+    }
+
+    /// Its IPv6 pool (networks with IPv6).
+    pub fn pool6(&self) -> Option<Pool6> {
+        let subnet = self.subnet6.filter(|_| self.enable_ipv6)?;
+        let gateway = self.gateway6.unwrap_or_else(|| ipam::first_host6(subnet));
+        Some(Pool6::new(subnet, self.ip_range6, gateway))
+    }
+
+    /// IPv6 addresses held by its containers.
+    pub fn taken6(&self) -> BTreeSet<Ipv6Addr> {
+        self.endpoints.values().filter_map(|e| e.ip6).collect()
     }
 
     /// Its address pool (bridge networks with a subnet).
@@ -131,7 +209,18 @@ impl NetworkRecord {
             }
             config.push(c);
         }
+        if let Some(subnet) = self.subnet6 {
+            let mut c = json!({ "Subnet": subnet.trunc().to_string() });
+            if let Some(gw) = self.gateway6 {
+                c["Gateway"] = json!(gw.to_string());
+            }
+            if let Some(r) = self.ip_range6 {
+                c["IPRange"] = json!(r.to_string());
+            }
+            config.push(c);
+        }
         let prefix = self.subnet.map_or(32, |s| s.prefix_len());
+        let prefix6 = self.subnet6.map_or(128, |s| s.prefix_len());
         let containers: BTreeMap<&String, Value> = self
             .endpoints
             .iter()
@@ -143,7 +232,7 @@ impl NetworkRecord {
                         "EndpointID": e.endpoint_id,
                         "MacAddress": e.mac,
                         "IPv4Address": format!("{}/{prefix}", e.ip),
-                        "IPv6Address": "",
+                        "IPv6Address": e.ip6.map(|ip| format!("{ip}/{prefix6}")).unwrap_or_default(),
                     }),
                 )
             })
@@ -155,7 +244,7 @@ impl NetworkRecord {
             "Scope": "local",
             "Driver": self.driver,
             "EnableIPv4": true,
-            "EnableIPv6": false,
+            "EnableIPv6": self.enable_ipv6,
             "IPAM": {
                 "Driver": "default",
                 "Options": null,
@@ -344,6 +433,13 @@ mod tests {
             external_bridge: false,
             auto_subnet: false,
             endpoints: BTreeMap::new(),
+            enable_ipv6: false,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            parent: None,
+            created_parent: false,
+            no_gateway_address: false,
         }
     }
 
@@ -377,6 +473,8 @@ mod tests {
                 aliases: vec![],
                 host_veth: "veth1234567".into(),
                 iface: "eth0".into(),
+                ip6: None,
+                static_ip6: false,
             },
         );
         let v = n.to_docker();

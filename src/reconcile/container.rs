@@ -189,6 +189,9 @@ pub struct RunRequest {
     /// `--ip`: the address on the network `network` names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// `--ip6`: the IPv6 address on the network `network` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// `--network-alias`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_aliases: Vec<String>,

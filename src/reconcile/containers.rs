@@ -601,9 +601,11 @@ impl Containers {
             }
             NetMode::None | NetMode::Host => {}
         }
-        if on_network.is_none() && (req.ip.is_some() || !req.network_aliases.is_empty()) {
+        if on_network.is_none()
+            && (req.ip.is_some() || req.ip6.is_some() || !req.network_aliases.is_empty())
+        {
             return Err(ContainerError::Conflict(
-                "--ip and --network-alias need a user-defined network or bridge".into(),
+                "--ip, --ip6 and --network-alias need a user-defined network or bridge".into(),
             )
             .into());
         }
@@ -674,6 +676,7 @@ impl Containers {
         if let Some(network) = &on_network {
             let asked = EndpointRequest {
                 ip: req.ip,
+                ip6: req.ip6,
                 aliases: req.network_aliases.clone(),
                 mac,
             };
@@ -1025,6 +1028,7 @@ impl Containers {
         let mut networks = serde_json::Map::new();
         let mut top = json!({
             "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
         });
         for (n, e) in &endpoints {
             let prefix = n.subnet.map_or(0, |s| s.prefix_len());
@@ -1033,10 +1037,24 @@ impl Containers {
             } else {
                 n.gateway.map(|g| g.to_string()).unwrap_or_default()
             };
+            let pool6 = n.pool6();
+            let prefix6 = pool6.map_or(0, |p| p.subnet.prefix_len());
+            let gateway6 = match pool6 {
+                Some(p) if !n.internal && e.ip6.is_some() => p.gateway.to_string(),
+                _ => String::new(),
+            };
+            let ip6 = e.ip6.map(|ip| ip.to_string()).unwrap_or_default();
+            let mut ipam_config = serde_json::Map::new();
+            if e.static_ip {
+                ipam_config.insert("IPv4Address".into(), json!(e.ip.to_string()));
+            }
+            if e.static_ip6 {
+                ipam_config.insert("IPv6Address".into(), json!(ip6));
+            }
             let mut dns_names = vec![record.name.clone(), record.id[..12].to_string()];
             dns_names.extend(e.aliases.iter().cloned());
             let entry = json!({
-                "IPAMConfig": if e.static_ip { json!({"IPv4Address": e.ip.to_string()}) } else { Value::Null },
+                "IPAMConfig": if ipam_config.is_empty() { Value::Null } else { Value::Object(ipam_config) },
                 "Links": null,
                 "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
                 "MacAddress": e.mac,
@@ -1045,9 +1063,9 @@ impl Containers {
                 "Gateway": gateway,
                 "IPAddress": e.ip.to_string(),
                 "IPPrefixLen": prefix,
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
+                "IPv6Gateway": gateway6,
+                "GlobalIPv6Address": ip6,
+                "GlobalIPv6PrefixLen": if e.ip6.is_some() { prefix6 } else { 0 },
                 "DNSNames": if n.name == "bridge" { Value::Null } else { json!(dns_names) },
             });
             if n.name == "bridge" {
@@ -1056,6 +1074,9 @@ impl Containers {
                     "IPAddress": e.ip.to_string(),
                     "IPPrefixLen": prefix,
                     "MacAddress": e.mac,
+                    "IPv6Gateway": gateway6,
+                    "GlobalIPv6Address": ip6,
+                    "GlobalIPv6PrefixLen": if e.ip6.is_some() { prefix6 } else { 0 },
                 });
             }
             networks.insert(n.name.clone(), entry);
@@ -1098,11 +1119,11 @@ impl Containers {
             "SecondaryIPv6Addresses": null,
             "EndpointID": endpoints.iter().find(|(n, _)| n.name == "bridge").map(|(_, e)| e.endpoint_id.clone()).unwrap_or_default(),
             "Gateway": top["Gateway"],
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": top["GlobalIPv6Address"],
+            "GlobalIPv6PrefixLen": top["GlobalIPv6PrefixLen"],
             "IPAddress": top["IPAddress"],
             "IPPrefixLen": top["IPPrefixLen"],
-            "IPv6Gateway": "",
+            "IPv6Gateway": top["IPv6Gateway"],
             "MacAddress": top["MacAddress"],
             "Networks": networks,
         })
