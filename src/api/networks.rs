@@ -360,16 +360,58 @@ async fn disconnect(
     Ok(StatusCode::OK.into_response())
 }
 
+/// Docker's `network prune` filters, checked: `until` (a time before
+/// which the network was made: Unix seconds, RFC 3339 or a Go duration
+/// before `now`), `label=KEY[=VALUE]` (prune only networks with it) and
+/// `label!=KEY[=VALUE]` (only those without it).
+#[derive(Debug, Clone, Default)]
+pub struct PruneFilter {
+    until: Vec<std::time::SystemTime>,
+    label: Vec<String>,
+    not_label: Vec<String>,
+}
+
+impl PruneFilter {
+    /// The filter of a prune request's `filters`.
+    pub fn parse(
+        filters: &[(String, String)],
+        now: std::time::SystemTime,
+    ) -> Result<PruneFilter, String> {
+        let mut out = PruneFilter::default();
+        for (k, v) in filters {
+            match k.as_str() {
+                "until" => out.until.push(
+                    crate::runtime::logs::parse_time_filter(v, now)
+                        .map_err(|_| format!("invalid until filter: {v}"))?,
+                ),
+                "label" => out.label.push(v.clone()),
+                "label!" => out.not_label.push(v.clone()),
+                other => return Err(format!("invalid filter '{other}'")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `n` may be pruned.
+    pub fn selects(&self, n: &NetworkRecord) -> bool {
+        let has = |v: &String| match v.split_once('=') {
+            Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
+            None => n.labels.contains_key(v),
+        };
+        let created =
+            crate::runtime::logs::parse_time_filter(&n.created, std::time::SystemTime::now()).ok();
+        // moby `pruneNetworks`: a network made after `until` stays.
+        self.until.iter().all(|u| created.is_some_and(|c| c <= *u))
+            && self.label.iter().all(has)
+            && !self.not_label.iter().any(has)
+    }
+}
+
 async fn prune(State(d): State<Arc<Daemon>>, Query(q): Params) -> ApiResult<Response> {
-    let filters: Vec<(String, String)> = filters_param(&q)?
-        .into_iter()
-        .filter(|(k, _)| k == "label")
-        .collect();
-    let removed = blocking(move || {
-        Ok(d.containers
-            .prune_networks(|n| !matches(n, &filters).unwrap_or(false))?)
-    })
-    .await?;
+    let filter = PruneFilter::parse(&filters_param(&q)?, std::time::SystemTime::now())
+        .map_err(ApiError::bad_request)?;
+    let removed =
+        blocking(move || Ok(d.containers.prune_networks(|n| !filter.selects(n))?)).await?;
     let names: Vec<String> = removed.into_iter().map(|n| n.name).collect();
     Ok(json_response(&json!({ "NetworksDeleted": names })))
 }
@@ -392,5 +434,56 @@ mod tests {
         assert_eq!(req.ip_range.unwrap().to_string(), "10.3.0.128/25");
         assert!(req.internal);
         assert_eq!(req.options["com.docker.network.bridge.name"], "brx");
+    }
+
+    #[test]
+    fn a_dual_stack_body_gives_both_pools_and_ipv6() {
+        let body: NetworkCreate = serde_json::from_str(
+            r#"{"Name":"n6","EnableIPv6":true,"IPAM":{"Config":[
+                {"Subnet":"10.3.0.0/24"},{"Subnet":"fd00:3::/64","Gateway":"fd00:3::fe"}]}}"#,
+        )
+        .unwrap();
+        let req = create_request(&body).unwrap();
+        assert!(req.enable_ipv6);
+        assert_eq!(req.subnet.unwrap().to_string(), "10.3.0.0/24");
+        assert_eq!(req.subnet6.unwrap().to_string(), "fd00:3::/64");
+        assert_eq!(req.gateway6.unwrap().to_string(), "fd00:3::fe");
+        let two_v4: NetworkCreate = serde_json::from_str(
+            r#"{"Name":"n","IPAM":{"Config":[{"Subnet":"10.3.0.0/24"},{"Subnet":"10.4.0.0/24"}]}}"#,
+        )
+        .unwrap();
+        assert!(create_request(&two_v4).is_err());
+    }
+
+    #[test]
+    fn prune_filters_follow_docker() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let mut n: NetworkRecord = serde_json::from_value(json!({
+            "name": "n", "id": "a".repeat(64), "created": "2026-01-01T00:00:00Z",
+            "driver": "bridge", "labels": {"team": "a"},
+        }))
+        .unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let f = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            PruneFilter::parse(&pairs, now).unwrap()
+        };
+        assert!(f(&[]).selects(&n));
+        assert!(f(&[("label", "team")]).selects(&n));
+        assert!(f(&[("label", "team=a")]).selects(&n));
+        assert!(!f(&[("label", "team=b")]).selects(&n));
+        assert!(!f(&[("label!", "team")]).selects(&n));
+        assert!(f(&[("label!", "team=b")]).selects(&n));
+        assert!(f(&[("until", "2026-06-01T00:00:00Z")]).selects(&n));
+        assert!(!f(&[("until", "2025-06-01T00:00:00Z")]).selects(&n));
+        assert!(f(&[("until", "1h")]).selects(&n));
+        n.created = crate::runtime::now_rfc3339();
+        let recent =
+            PruneFilter::parse(&[("until".into(), "1h".into())], SystemTime::now()).unwrap();
+        assert!(!recent.selects(&n), "made within the hour: kept");
+        assert!(PruneFilter::parse(&[("dangling".into(), "true".into())], now).is_err());
     }
 }
