@@ -217,6 +217,7 @@ fn bench_attach(dir: &Path) {
                 bip: Some(bip),
                 fixed_cidr: None,
                 mtu: None,
+                fixed_cidr_v6: None,
             },
         },
         "2024-01-01T00:00:00Z",

@@ -464,6 +464,12 @@ pub async fn ensure_vlan(h: &Handle, name: &str, parent: &str, id: u16) -> Resul
         {
             Ok(()) => true,
             Err(e) if errno(&e) == EEXIST => false,
+            // The kernel knows no `vlan` link kind.
+            Err(e) if errno(&e) == -libc::EOPNOTSUPP => {
+                return Err(NetError::InvalidRequest(format!(
+                    "cannot create VLAN interface {name}: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)"
+                )));
+            }
             Err(e) => return Err(failed(format!("create VLAN interface {name}"))(e)),
         }
     } else {

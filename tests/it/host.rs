@@ -92,15 +92,17 @@ impl Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("work")).unwrap();
-        busybox_image(&dir.path().join("root"), &dir.path().join("image"));
         let mut host = Host {
             dir,
             daemon: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
+        // The test's daemon first, so the import does not autostart one
+        // with other settings (and another default bridge subnet).
         if !daemon_args.is_empty() {
             host.start_daemon();
         }
+        busybox_image(&host.root(), &host.dir.path().join("image"));
         host
     }
 
@@ -337,6 +339,17 @@ impl Drop for Host {
             let _ = self.stack(&["rm", "-f", id]);
         }
         if let Some(mut daemon) = self.daemon.take() {
+            // SIGTERM first: a clean stop removes the default bridge.
+            if let Ok(pid) = i32::try_from(daemon.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
