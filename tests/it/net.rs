@@ -28,6 +28,15 @@ fn subnet() -> (u8, u8) {
     (x, y)
 }
 
+/// `fd00:X:Y::` in canonical form (as the daemon prints addresses), to
+/// which the last group is appended.
+fn v6_prefix(x: u8, y: u8) -> String {
+    format!("fd00:{x}:{y}::")
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_string()
+}
+
 /// A host whose daemon has its own default bridge subnet.
 struct NetHost {
     host: Host,
@@ -35,10 +44,17 @@ struct NetHost {
 
 impl NetHost {
     fn new() -> NetHost {
+        NetHost::with_flags(&[])
+    }
+
+    /// With more daemon flags.
+    fn with_flags(flags: &[&str]) -> NetHost {
         let (x, y) = subnet();
         let bip = format!("10.{x}.{y}.1/24");
+        let mut args = vec!["--bip", &bip];
+        args.extend_from_slice(flags);
         NetHost {
-            host: Host::with_daemon(&["--bip", &bip]),
+            host: Host::with_daemon(&args),
         }
     }
 
@@ -375,7 +391,7 @@ fn create_remove_cycles_leak_no_link_namespace_mount_or_address() {
     let h = NetHost::new();
     // Dual-stack, so IPv6 allocations and addresses are counted too.
     let (x, y) = subnet();
-    let v6 = format!("fd00:{x}:{y}::");
+    let v6 = v6_prefix(x, y);
     h.host.ok(&[
         "network",
         "create",
@@ -751,7 +767,7 @@ fn macvlan_over_a_vlan_parent_makes_the_vlan_link_and_removes_it_with_the_networ
 fn ipv6_containers_ping_each_other_and_inspect_shows_their_addresses() {
     let h = NetHost::new();
     let (x, y) = subnet();
-    let v6 = format!("fd00:{x}:{y}::");
+    let v6 = v6_prefix(x, y);
     h.host.ok(&[
         "network",
         "create",
@@ -953,4 +969,20 @@ fn network_prune_filters_by_label_and_age() {
         .host
         .fails(&["network", "prune", "-f", "--filter", "color=red"]);
     assert!(err.contains("invalid filter"), "{err}");
+}
+
+#[test]
+fn the_daemons_ipv6_flags_give_the_default_bridge_ipv6() {
+    let (x, y) = subnet();
+    let v6 = v6_prefix(x, y);
+    let cidr = format!("{v6}/64");
+    let h = NetHost::with_flags(&["--ipv6", "--fixed-cidr-v6", &cidr]);
+    assert_eq!(network_field(&h.host, "bridge", "EnableIPv6"), true);
+    h.host.sleeper("d6", &[]);
+    h.host.sleeper("d6b", &[]);
+    let s = &h.host.inspect("d6")["NetworkSettings"];
+    assert_eq!(s["GlobalIPv6Address"], format!("{v6}2"), "{s}");
+    assert_eq!(s["IPv6Gateway"], format!("{v6}1"));
+    ping_from_container(&h.host, "d6", &format!("{v6}1"));
+    ping_from_container(&h.host, "d6b", &format!("{v6}2"));
 }
