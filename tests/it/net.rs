@@ -986,3 +986,37 @@ fn the_daemons_ipv6_flags_give_the_default_bridge_ipv6() {
     ping_from_container(&h.host, "d6", &format!("{v6}1"));
     ping_from_container(&h.host, "d6b", &format!("{v6}2"));
 }
+
+#[test]
+fn a_bridge_name_option_naming_an_existing_bridge_uses_it_and_never_deletes_it() {
+    let h = NetHost::new();
+    let br = format!("eb{}", unique());
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = crate::output_within(
+                std::process::Command::new("ip").args(["link", "del", &self.0]),
+                Duration::from_secs(20),
+            );
+        }
+    }
+    let _gone = Gone(br.clone());
+    ip(&["link", "add", &br, "type", "bridge"]);
+    let (x, y) = subnet();
+    h.host.ok(&[
+        "network",
+        "create",
+        "-o",
+        &format!("com.docker.network.bridge.name={br}"),
+        "--subnet",
+        &format!("10.{x}.{y}.0/24"),
+        "theirs",
+    ]);
+    h.host.sleeper("guest", &["--network", "theirs"]);
+    assert_eq!(ports_of(&br).len(), 1);
+    ping_from_container(&h.host, "guest", &format!("10.{x}.{y}.1"));
+    h.host.ok(&["rm", "-f", "guest"]);
+    h.host.ok(&["network", "rm", "theirs"]);
+    assert!(link_names().contains(&br), "the existing bridge stays");
+    assert!(ports_of(&br).is_empty());
+}
