@@ -679,7 +679,11 @@ impl Networks {
             if !links.iter().any(|l| &l.name == parent) {
                 match vlan_of(parent) {
                     Some((base, _)) if links.iter().any(|l| l.name == base) => {}
-                    _ => return Err(NetError::LinkMissing(parent.clone())),
+                    _ => {
+                        return Err(NetError::InvalidRequest(format!(
+                            "parent interface {parent} does not exist on the host"
+                        )));
+                    }
                 }
             }
             (None, false, true)
@@ -694,7 +698,11 @@ impl Networks {
                         "parent {parent} is not a bridge: use the macvlan driver for other interfaces"
                     )));
                 }
-                None => return Err(NetError::LinkMissing(parent.clone())),
+                None => {
+                    return Err(NetError::InvalidRequest(format!(
+                        "parent bridge {parent} does not exist on the host"
+                    )));
+                }
             }
             (Some(parent.clone()), true, true)
         } else {
@@ -1426,6 +1434,16 @@ mod tests {
         assert!(a.starts_with("stk-") && a.len() <= 15);
         let v = host_veth_name(&"a".repeat(64), &"b".repeat(64));
         assert!(v.starts_with("veth") && v.len() == 11);
+    }
+
+    #[test]
+    fn vlan_parents_parse_as_dockers_iface_dot_id() {
+        assert_eq!(vlan_of("eth0.10"), Some(("eth0", 10)));
+        assert_eq!(vlan_of("br.x.4094"), Some(("br.x", 4094)));
+        assert_eq!(vlan_of("eth0"), None);
+        assert_eq!(vlan_of("eth0.0"), None);
+        assert_eq!(vlan_of("eth0.4095"), None);
+        assert_eq!(vlan_of(".10"), None);
     }
 
     #[test]

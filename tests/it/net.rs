@@ -653,6 +653,30 @@ fn host_bridge_attach_puts_containers_on_the_segment_of_another_host() {
     h.host.ok(&["network", "rm", "segment"]);
     assert!(link_names().contains(&bridge), "the host's bridge stays");
     assert_eq!(ports_of(&bridge), vec![b.va.clone()], "only our veths went");
+    // A parent that is not there, or not a bridge, is refused.
+    let err = h.host.fails(&[
+        "network",
+        "create",
+        "-o",
+        "parent=nosuchbr0",
+        "--subnet",
+        "10.254.2.0/24",
+        "nope",
+    ]);
+    assert!(
+        err.contains("parent bridge nosuchbr0 does not exist"),
+        "{err}"
+    );
+    let err = h.host.fails(&[
+        "network",
+        "create",
+        "-o",
+        &format!("parent={}", b.va),
+        "--subnet",
+        "10.254.2.0/24",
+        "nope",
+    ]);
+    assert!(err.contains("is not a bridge"), "{err}");
 }
 
 /// Whether this kernel makes VLAN links (CONFIG_VLAN_8021Q): tried on the
