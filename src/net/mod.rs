@@ -1,5 +1,7 @@
 //! Container networking: bridge networks (the default `bridge` and
-//! user-defined ones), each a Linux bridge with a subnet; a persistent
+//! user-defined ones), each a Linux bridge with a subnet (and an IPv6 one
+//! with `--ipv6`), or an existing host bridge (`-o parent=`), and macvlan
+//! networks on a host interface or a VLAN of it; a persistent
 //! network namespace per container ([`netns`]) with a veth pair per network
 //! it is on ([`netlink`]); addresses from [`ipam`], kept with the network
 //! records in the store ([`network`]).
