@@ -71,10 +71,10 @@ fn make_image(dir: &Path, root: &Path) {
 
 /// Starts the daemon the CLI then talks to, with a default bridge of its own
 /// (the default pools may all be taken on a busy host).
-fn start_daemon(root: &Path) {
+fn start_daemon(root: &Path) -> std::process::Child {
     let bip = format!("10.198.{}.1/24", std::process::id() % 250);
     let log = fs::File::create(root.with_extension("daemon.log")).expect("daemon log");
-    Command::new(env!("CARGO_BIN_EXE_stack"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_stack"))
         .arg("--root")
         .arg(root)
         .args(["daemon", "--bip", &bip])
@@ -90,6 +90,7 @@ fn start_daemon(root: &Path) {
         assert!(Instant::now() < deadline, "the daemon never answered");
         std::thread::sleep(Duration::from_millis(10));
     }
+    daemon
 }
 
 fn docker_available() -> bool {
@@ -353,7 +354,7 @@ fn main() {
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let dir = tempfile::tempdir().expect("temp dir");
     let root: PathBuf = dir.path().join("root");
-    start_daemon(&root);
+    let mut daemon = start_daemon(&root);
     make_image(dir.path(), &root);
     if wants("start") {
         bench_start(&root, dir.path());
@@ -385,4 +386,6 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
