@@ -1,11 +1,14 @@
 //! Runtime benchmarks, as root, with a busybox image made on the spot:
 //!
-//! - start: `stack run --rm bb true` end to end (create, shim, namespaces,
-//!   overlay, cgroup, exec, exit, removal), no network; the same with
+//! - start: `stack run --rm --network none bb true` end to end through the
+//!   running daemon (the CLI process, create, shim, namespaces, overlay,
+//!   cgroup, exec, exit, removal); the same with
 //!   `docker run --rm --network none busybox true` in alternation when a
 //!   Docker daemon answers;
 //! - log ingest: a container writing 200 MB to stdout, detached, from start to
 //!   its exit, in MB/s;
+//! - ps: `stack ps -a` with 100 containers, and the daemon's resident memory
+//!   when idle (before and after);
 //! - shim memory: the proportional set size of the shims of 10 idle
 //!   containers;
 //! - attach: attaching a container to a bridge network through the library
@@ -13,10 +16,11 @@
 //!   it, address, routes), and detaching it again.
 //!
 //! Run with `cargo bench --bench runtime` (optionally `-- start`, `logs`,
-//! `memory` or `attach` to pick one).
+//! `memory`, `ps` or `attach` to pick one).
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +69,30 @@ fn make_image(dir: &Path, root: &Path) {
     );
 }
 
+/// Starts the daemon the CLI then talks to, with a default bridge of its own
+/// (the default pools may all be taken on a busy host).
+fn start_daemon(root: &Path) -> std::process::Child {
+    let bip = format!("10.198.{}.1/24", std::process::id() % 250);
+    let log = fs::File::create(root.with_extension("daemon.log")).expect("daemon log");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_stack"))
+        .arg("--root")
+        .arg(root)
+        .args(["daemon", "--bip", &bip])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("daemon log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("the daemon starts");
+    let socket = root.join("run/stack.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the daemon never answered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon
+}
+
 fn docker_available() -> bool {
     Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
@@ -86,13 +114,14 @@ fn bench_start(root: &Path, dir: &Path) {
         println!("start: Docker with a busybox image is not available; measuring stack alone");
     }
     let _ = dir;
+    let run = ["run", "--rm", "--network", "none", "bb", "true"];
     // Warm up: the first run unpacks nothing but fills caches.
-    ok(root, &["run", "--rm", "bb", "true"]);
+    ok(root, &run);
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        ok(root, &["run", "--rm", "bb", "true"]);
+        ok(root, &run);
         ours.push(t.elapsed());
         if docker {
             let t = Instant::now();
@@ -107,8 +136,10 @@ fn bench_start(root: &Path, dir: &Path) {
     }
     let m = median(&mut ours);
     println!(
-        "start: stack run --rm bb true: median {:.1} ms over {ROUNDS} runs",
-        m.as_secs_f64() * 1e3
+        "start: stack run --rm --network none bb true: median {:.1} ms over {ROUNDS} runs (min {:.1} ms){}",
+        m.as_secs_f64() * 1e3,
+        ours[0].as_secs_f64() * 1e3,
+        load_average()
     );
     if docker {
         let d = median(&mut theirs);
@@ -155,9 +186,67 @@ fn bench_logs(root: &Path, dir: &Path) {
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "logs: 200 MB of 100-byte lines through the shim into the json log (start to exit): median {:.0} MB/s (5 runs)",
-        rates[2]
+        "logs: 200 MB of 100-byte lines through the shim into the json log (start to exit): median {:.0} MB/s (5 runs){}",
+        rates[2],
+        load_average()
     );
+}
+
+/// `; load average 1.23` from /proc/loadavg, for the numbers' context.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            l.split_whitespace()
+                .next()
+                .map(|v| format!("; load average {v}"))
+        })
+        .unwrap_or_default()
+}
+
+/// The daemon's resident set in KiB (VmRSS).
+fn daemon_rss_kib(root: &Path) -> u64 {
+    let pid = fs::read_to_string(root.join("run/stack.pid")).unwrap_or_default();
+    fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn bench_ps(root: &Path) {
+    ok(root, &["ps", "-a"]);
+    let idle = daemon_rss_kib(root);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(
+            ok(root, &["create", "--network", "none", "bb", "true"])
+                .trim()
+                .to_string(),
+        );
+    }
+    ok(root, &["ps", "-a"]);
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let out = ok(root, &["ps", "-a"]);
+        times.push(t.elapsed());
+        assert!(out.lines().count() > 100, "ps lists the 100 containers");
+    }
+    println!(
+        "ps: stack ps -a with 100 containers: median {:.1} ms over {ROUNDS} runs{}",
+        median(&mut times).as_secs_f64() * 1e3,
+        load_average()
+    );
+    println!(
+        "ps: daemon RSS idle: {:.1} MiB before the 100 containers, {:.1} MiB with them",
+        idle as f64 / 1024.0,
+        daemon_rss_kib(root) as f64 / 1024.0
+    );
+    let mut rm = vec!["rm"];
+    rm.extend(ids.iter().map(String::as_str));
+    ok(root, &rm);
 }
 
 fn pss_kib(pid: &str) -> u64 {
@@ -266,6 +355,7 @@ fn main() {
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let dir = tempfile::tempdir().expect("temp dir");
     let root: PathBuf = dir.path().join("root");
+    let mut daemon = start_daemon(&root);
     make_image(dir.path(), &root);
     if wants("start") {
         bench_start(&root, dir.path());
@@ -275,6 +365,9 @@ fn main() {
     }
     if wants("memory") {
         bench_memory(&root);
+    }
+    if wants("ps") {
+        bench_ps(&root);
     }
     if wants("attach") {
         bench_attach(dir.path());
@@ -294,4 +387,6 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }

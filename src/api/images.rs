@@ -103,11 +103,6 @@ pub enum RegistryAuthError {
     /// The `auth` field is not `base64(user:password)`.
     #[error("invalid X-Registry-Auth header: the auth field is not base64(user:password)")]
     AuthField,
-    /// Only a token, which the registry client cannot use.
-    #[error(
-        "X-Registry-Auth: identity and registry tokens are not supported; send a username and password"
-    )]
-    Token,
 }
 
 /// base64url as Docker writes it (padded); read padded or not, in either
@@ -148,8 +143,20 @@ impl RegistryAuth {
         serde_json::from_slice(&json).map_err(RegistryAuthError::Json)
     }
 
-    /// The credentials it holds, if any.
+    /// The credentials it holds, if any. As Docker's daemon: a registry
+    /// token wins, then an identity token (a refresh token for the token
+    /// server; a registry that wants basic authentication gets none), then a
+    /// user name and password, then `auth`.
     pub fn credentials(&self) -> Result<Option<Credentials>, RegistryAuthError> {
+        if !self.registrytoken.is_empty() {
+            return Ok(Some(Credentials::registry_token(&self.registrytoken)));
+        }
+        if !self.identitytoken.is_empty() {
+            return Ok(Some(Credentials::identity_token(
+                &self.username,
+                &self.identitytoken,
+            )));
+        }
         if !self.username.is_empty() || !self.password.is_empty() {
             return Ok(Some(Credentials::new(&self.username, &self.password)));
         }
@@ -158,9 +165,6 @@ impl RegistryAuth {
             let text = String::from_utf8(raw).map_err(|_| RegistryAuthError::AuthField)?;
             let (user, password) = text.split_once(':').ok_or(RegistryAuthError::AuthField)?;
             return Ok(Some(Credentials::new(user, password)));
-        }
-        if !self.identitytoken.is_empty() || !self.registrytoken.is_empty() {
-            return Err(RegistryAuthError::Token);
         }
         Ok(None)
     }
@@ -1355,14 +1359,38 @@ mod tests {
             RegistryAuth::decode(&not_json).unwrap_err(),
             RegistryAuthError::Json(_)
         ));
-        let token = base64::engine::general_purpose::URL_SAFE.encode(r#"{"identitytoken":"t"}"#);
-        assert!(matches!(
-            RegistryAuth::decode(&token)
-                .unwrap()
-                .credentials()
-                .unwrap_err(),
-            RegistryAuthError::Token
-        ));
+    }
+
+    #[test]
+    fn tokens_in_registry_auth_become_token_credentials() {
+        use crate::image::auth::SecretKind;
+        let identity = base64::engine::general_purpose::URL_SAFE
+            .encode(r#"{"username":"me","identitytoken":"t","serveraddress":"r"}"#);
+        let creds = RegistryAuth::decode(&identity)
+            .unwrap()
+            .credentials()
+            .unwrap()
+            .unwrap();
+        assert_eq!(creds.kind(), SecretKind::IdentityToken);
+        assert_eq!((creds.username.as_str(), creds.password()), ("me", "t"));
+        let bare = base64::engine::general_purpose::URL_SAFE.encode(r#"{"identitytoken":"t"}"#);
+        let creds = RegistryAuth::decode(&bare)
+            .unwrap()
+            .credentials()
+            .unwrap()
+            .unwrap();
+        assert_eq!(creds.username, "<token>");
+        let registry = base64::engine::general_purpose::URL_SAFE
+            .encode(r#"{"registrytoken":"b","identitytoken":"t"}"#);
+        let creds = RegistryAuth::decode(&registry)
+            .unwrap()
+            .credentials()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (creds.kind(), creds.password()),
+            (SecretKind::RegistryToken, "b")
+        );
     }
 
     #[test]

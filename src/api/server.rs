@@ -563,10 +563,12 @@ async fn create(
         request.name = Some(name.clone());
     }
     d.apply_defaults(&mut request);
+    let durable = !request.auto_remove;
+    let d2 = d.clone();
     let created = blocking(move || {
-        let id = d.containers.create(&request)?;
-        if let Ok(record) = d.containers.runtime.record(&id) {
-            d.events.emit(Event::container("create", &record));
+        let id = d2.containers.create(&request)?;
+        if let Ok(record) = d2.containers.runtime.record(&id) {
+            d2.events.emit(Event::container("create", &record));
         }
         Ok(Created {
             id,
@@ -574,6 +576,19 @@ async fn create(
         })
     })
     .await?;
+    if durable {
+        // Flushed after the answer, off the path of `run`: until then a host
+        // crash may lose the container (never half of it). A `--rm`
+        // container is not flushed at all: after a host crash it would be
+        // removed anyway.
+        let id = created.id.clone();
+        tokio::task::spawn_blocking(move || match d.containers.runtime.persist(&id) {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(container = id, error = %crate::error_chain(&e), "cannot flush the container's files")
+            }
+        });
+    }
     Ok((StatusCode::CREATED, json_response(&created)).into_response())
 }
 

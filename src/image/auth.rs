@@ -52,6 +52,21 @@ pub struct Credentials {
     /// The user name.
     pub username: String,
     password: String,
+    kind: SecretKind,
+}
+
+/// What the secret of [`Credentials`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A password (or a personal access token used as one): basic
+    /// authentication, or the token server's `GET` with it.
+    Password,
+    /// Docker's identity token: an OAuth2 refresh token, traded for an access
+    /// token with `POST realm` (`grant_type=refresh_token`).
+    IdentityToken,
+    /// A bearer token sent to the registry as it is (Docker's
+    /// `registrytoken`).
+    RegistryToken,
 }
 
 impl Credentials {
@@ -60,10 +75,39 @@ impl Credentials {
         Self {
             username: username.to_string(),
             password: password.to_string(),
+            kind: SecretKind::Password,
         }
     }
 
-    /// The password. Never log it.
+    /// An identity token (an OAuth2 refresh token) for `username`; Docker's
+    /// helpers and `docker login` name its user `<token>`.
+    pub fn identity_token(username: &str, token: &str) -> Self {
+        Self {
+            username: if username.is_empty() {
+                TOKEN_USERNAME.to_string()
+            } else {
+                username.to_string()
+            },
+            password: token.to_string(),
+            kind: SecretKind::IdentityToken,
+        }
+    }
+
+    /// A bearer token the registry accepts as it is.
+    pub fn registry_token(token: &str) -> Self {
+        Self {
+            username: String::new(),
+            password: token.to_string(),
+            kind: SecretKind::RegistryToken,
+        }
+    }
+
+    /// What the secret is.
+    pub fn kind(&self) -> SecretKind {
+        self.kind
+    }
+
+    /// The password, or the token. Never log it.
     pub fn password(&self) -> &str {
         &self.password
     }
@@ -73,9 +117,31 @@ impl Credentials {
         BASE64.encode(format!("{}:{}", self.username, self.password))
     }
 
-    /// Reads one `auths` entry: `auth` (base64 `user:password`) or
+    /// Reads one `auths` entry: `identitytoken` (with the user name of
+    /// `auth` or `username`, if any), `auth` (base64 `user:password`) or
     /// `username`/`password` fields.
     fn decode(entry: &Value) -> Option<Self> {
+        if let Some(token) = entry
+            .get("identitytoken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            let from_auth = entry
+                .get("auth")
+                .and_then(Value::as_str)
+                .and_then(|a| BASE64.decode(a.trim()).ok())
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|text| text.split_once(':').map(|(u, _)| u.to_string()));
+            let user = from_auth
+                .or_else(|| {
+                    entry
+                        .get("username")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            return Some(Self::identity_token(&user, token));
+        }
         if let Some(auth) = entry
             .get("auth")
             .and_then(Value::as_str)
@@ -97,6 +163,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("kind", &self.kind)
             .finish()
     }
 }
@@ -415,13 +482,11 @@ fn helper_get(helper: &str, server_url: &str) -> Result<Option<Credentials>, Reg
             source: io::Error::new(io::ErrorKind::InvalidData, source),
         })?;
     if answer.username == TOKEN_USERNAME {
-        // Docker sends an identity token as an OAuth2 refresh token to the
-        // token server; our token flow is the basic-credentials one.
-        warn!(
-            registry = server_url,
-            "the credential helper holds an identity token, which is not supported; going on without credentials"
-        );
-        return Ok(None);
+        // An identity token: traded with the token server as a refresh token.
+        return Ok(Some(Credentials::identity_token(
+            TOKEN_USERNAME,
+            &answer.secret,
+        )));
     }
     Ok(Some(Credentials::new(&answer.username, &answer.secret)))
 }
@@ -434,7 +499,10 @@ fn helper_store(
 ) -> Result<(), RegistryError> {
     let document = HelperCredentials {
         server_url: server_url.to_string(),
-        username: credentials.username.clone(),
+        username: match credentials.kind {
+            SecretKind::IdentityToken => TOKEN_USERNAME.to_string(),
+            _ => credentials.username.clone(),
+        },
         secret: credentials.password.clone(),
     };
     let input =
@@ -563,6 +631,14 @@ pub async fn login(
                 operation: super::registry::Operation::new("login", &domain),
                 source,
             })??;
+    } else if credentials.kind == SecretKind::IdentityToken {
+        // As Docker's file: the user name in `auth`, the token beside it.
+        let user = BASE64.encode(format!("{}:", credentials.username));
+        entry.insert("auth".into(), Value::String(user));
+        entry.insert(
+            "identitytoken".into(),
+            Value::String(credentials.password.clone()),
+        );
     } else {
         entry.insert("auth".into(), Value::String(credentials.encode()));
     }
@@ -677,6 +753,25 @@ mod tests {
             AuthStore::load(None, &own).unwrap().helper_for("quay.io"),
             None
         );
+    }
+
+    #[test]
+    fn identity_tokens_in_auths_entries_are_refresh_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("config.json");
+        // As Docker writes it: the user name in `auth`, no password.
+        fs::write(
+            &own,
+            r#"{"auths":{"r.example":{"auth":"bWU6","identitytoken":"tok"},"plain.example":{"auth":"bWU6cHc="}}}"#,
+        )
+        .unwrap();
+        let store = AuthStore::load(None, &own).unwrap();
+        let token = store.credentials("r.example").unwrap();
+        assert_eq!(token.kind(), SecretKind::IdentityToken);
+        assert_eq!((token.username.as_str(), token.password()), ("me", "tok"));
+        let plain = store.credentials("plain.example").unwrap();
+        assert_eq!(plain.kind(), SecretKind::Password);
+        assert_eq!(plain.password(), "pw");
     }
 
     #[test]

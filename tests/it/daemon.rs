@@ -376,6 +376,40 @@ fn a_create_cut_short_by_a_crash_leaves_no_claimed_name() {
     assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 1);
 }
 
+/// What a host crash can leave: a container whose record never reached the
+/// disk whole (create flushes after answering), and a removed bundle set
+/// aside but not yet deleted. The next daemon removes both and frees the
+/// name; `rm` itself takes the bundle away at once and deletes it behind.
+#[test]
+fn a_host_crash_leaves_no_torn_container_and_rm_deletes_behind() {
+    let host = Host::new();
+    let whole = host.ok(&["create", "--name", "whole", "bb", "true"]);
+    let whole = whole.trim();
+    crate::stop_daemon(&host.root());
+    let containers = host.root().join("containers");
+    let torn = "cd".repeat(32);
+    fs::create_dir_all(containers.join(&torn).join("upper")).unwrap();
+    fs::write(containers.join(&torn).join("container.json"), "").unwrap();
+    std::os::unix::fs::symlink(&torn, containers.join("names/torn")).unwrap();
+    let aside = containers.join(".trash").join("ef".repeat(32));
+    fs::create_dir_all(aside.join("upper/a/b")).unwrap();
+    host.ok(&["create", "--name", "torn", "bb", "true"]);
+    assert!(!containers.join(&torn).exists());
+    assert!(!aside.exists());
+    assert_eq!(host.ok(&["ps", "-a", "-q"]).lines().count(), 2);
+
+    host.ok(&["rm", "whole"]);
+    assert!(!containers.join(whole).exists());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers.join(".trash").join(whole).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed bundle was never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn the_daemon_tells_systemd_its_state_and_applies_its_defaults() {
     let host = Host::new();

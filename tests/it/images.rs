@@ -431,8 +431,8 @@ fn a_bad_registry_auth_header_is_a_400_with_the_reason() {
             "invalid X-Registry-Auth header: not an auth config",
         ),
         (
-            url.encode(r#"{"identitytoken":"abc"}"#),
-            "identity and registry tokens are not supported",
+            url.encode(r#"{"auth":"bm90LWEtcGFpcg=="}"#),
+            "the auth field is not base64(user:password)",
         ),
     ] {
         let err = api

@@ -48,7 +48,7 @@ use tracing::{debug, warn};
 pub use blob::UploadOutcome;
 
 use self::challenge::{Challenge, next_link, parse_challenge};
-use super::auth::{AuthStore, Credentials};
+use super::auth::{AuthStore, Credentials, SecretKind};
 use super::catalog::CatalogError;
 use super::digest::Digest;
 use super::oci;
@@ -708,9 +708,17 @@ impl RegistryClient {
                 stored.as_ref()
             }
         };
+        if let Some(c) = credentials.filter(|c| c.kind() == SecretKind::RegistryToken) {
+            // Docker's `registrytoken`: the bearer token itself, whatever
+            // the registry asked for.
+            return bearer_header(c.password(), operation, endpoint.base.as_str()).map(Some);
+        }
         match self.cached_challenge(endpoint) {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(credentials.map(basic_header)),
+            // A token is no password: basic authentication goes without.
+            Some(Challenge::Basic) => Ok(credentials
+                .filter(|c| c.kind() == SecretKind::Password)
+                .map(basic_header)),
             Some(Challenge::Bearer {
                 realm,
                 service,
@@ -723,15 +731,7 @@ impl RegistryClient {
                 let token = self
                     .token(&realm, service.as_deref(), &scopes, credentials, operation)
                     .await?;
-                let mut value =
-                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                        RegistryError::Token {
-                            operation: operation.clone(),
-                            realm: realm.clone(),
-                        }
-                    })?;
-                value.set_sensitive(true);
-                Ok(Some(value))
+                bearer_header(&token, operation, &realm).map(Some)
             }
         }
     }
@@ -748,30 +748,44 @@ impl RegistryClient {
         let mut sorted = scopes.to_vec();
         sorted.sort();
         let key = format!(
-            "{realm}\n{}\n{}\n{}",
+            "{realm}\n{}\n{}\n{}\n{:?}",
             service.unwrap_or_default(),
             sorted.join(" "),
-            credentials.map_or("", |c| c.username.as_str())
+            credentials.map_or("", |c| c.username.as_str()),
+            credentials.map(Credentials::kind)
         );
         if let Some(cached) = self.lock_state().tokens.get(&key)
             && cached.expires > Instant::now()
         {
             return Ok(cached.token.clone());
         }
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        for scope in &sorted {
-            query.push(("scope", scope));
-        }
-        if let Some(c) = credentials {
-            query.push(("account", &c.username));
-        }
-        let mut request = self.http.get(realm).query(&query);
-        if let Some(c) = credentials {
-            request = request.header(header::AUTHORIZATION, basic_header(c));
-        }
+        let request = match credentials.filter(|c| c.kind() == SecretKind::IdentityToken) {
+            // OAuth2, as distribution's token handler does with a refresh
+            // token: a form POST to the realm.
+            Some(c) => self
+                .http
+                .post(realm)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(refresh_form(service, &sorted, c.password())),
+            None => {
+                let mut query: Vec<(&str, &str)> = Vec::new();
+                if let Some(service) = service {
+                    query.push(("service", service));
+                }
+                for scope in &sorted {
+                    query.push(("scope", scope));
+                }
+                let basic = credentials.filter(|c| c.kind() == SecretKind::Password);
+                if let Some(c) = basic {
+                    query.push(("account", &c.username));
+                }
+                let mut request = self.http.get(realm).query(&query);
+                if let Some(c) = basic {
+                    request = request.header(header::AUTHORIZATION, basic_header(c));
+                }
+                request
+            }
+        };
         debug!(realm, scopes = %sorted.join(" "), "fetching registry token");
         let response = request
             .send()
@@ -1356,6 +1370,54 @@ impl RegistryClient {
     }
 }
 
+/// The body of an OAuth2 refresh-token grant, as distribution's
+/// `fetchTokenWithOAuth` and Docker's daemon (client id `docker`) send it.
+/// Docker ignores the refresh token a server may send back, and so do we.
+fn refresh_form(service: Option<&str>, scopes: &[String], refresh_token: &str) -> String {
+    let scope = scopes.join(" ");
+    [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("service", service.unwrap_or_default()),
+        ("client_id", "docker"),
+        ("scope", scope.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+    .collect::<Vec<_>>()
+    .join("&")
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `Authorization: Bearer TOKEN`, marked sensitive.
+fn bearer_header(
+    token: &str,
+    operation: &Operation,
+    realm: &str,
+) -> Result<HeaderValue, RegistryError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::Token {
+            operation: operation.clone(),
+            realm: realm.to_string(),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn basic_header(credentials: &Credentials) -> HeaderValue {
     let encoded = BASE64.encode(format!(
         "{}:{}",
@@ -1588,5 +1650,180 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         let header = basic_header(&Credentials::new("me", "hunter2"));
         assert!(header.is_sensitive());
+    }
+
+    /// What the token server of [`identity_tokens_are_traded_with_an_oauth_post`]
+    /// was sent: method, content type, form pairs.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>)>>>;
+
+    /// A registry peer on loopback that wants `Bearer access-1`, with its
+    /// token server at `/token`, which trades the refresh token `id-1` for it.
+    async fn token_registry() -> (String, Seen) {
+        use axum::routing::{get, post};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let seen: Seen = Seen::default();
+        let realm = format!("http://{host}/token");
+        let guarded = move |headers: HeaderMap| {
+            let realm = realm.clone();
+            async move {
+                let bearer = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    == Some("Bearer access-1");
+                use axum::response::IntoResponse as _;
+                if bearer {
+                    r#"{"name":"app","tags":["v1"]}"#.into_response()
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(
+                            header::WWW_AUTHENTICATE,
+                            format!(r#"Bearer realm="{realm}",service="peer""#),
+                        )],
+                    )
+                        .into_response()
+                }
+            }
+        };
+        let token = {
+            let seen = seen.clone();
+            move |method: axum::http::Method, headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let pairs = form_decode(&body);
+                    let content_type = headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let ok = pairs
+                        .iter()
+                        .any(|(k, v)| k == "refresh_token" && v == "id-1");
+                    seen.lock()
+                        .unwrap()
+                        .push((method.to_string(), content_type, pairs));
+                    if ok {
+                        (
+                            StatusCode::OK,
+                            r#"{"access_token":"access-1","expires_in":300,"refresh_token":"id-2"}"#,
+                        )
+                    } else {
+                        (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_grant"}"#)
+                    }
+                }
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v2/", get(guarded.clone()))
+            .route("/v2/app/tags/list", get(guarded))
+            .route("/token", post(token.clone()).get(token));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (host, seen)
+    }
+
+    #[tokio::test]
+    async fn identity_tokens_are_traded_with_an_oauth_post() {
+        let (host, seen) = token_registry().await;
+        let mut auth = AuthStore::empty();
+        auth.insert(&host, Credentials::identity_token("me", "id-1"));
+        let client = RegistryClient::new(RegistryOptions {
+            auth,
+            ..RegistryOptions::default()
+        })
+        .unwrap();
+        let reference: Reference = format!("{host}/app").parse().unwrap();
+        assert_eq!(client.list_tags(&reference).await.unwrap(), ["v1"]);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let (method, content_type, pairs) = &seen[0];
+        assert_eq!(method, "POST");
+        assert_eq!(content_type, "application/x-www-form-urlencoded");
+        let pair = |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.as_str());
+        assert_eq!(pair("grant_type"), Some("refresh_token"));
+        assert_eq!(pair("refresh_token"), Some("id-1"));
+        assert_eq!(pair("service"), Some("peer"));
+        assert_eq!(pair("client_id"), Some("docker"));
+        assert_eq!(pair("scope"), Some("repository:app:pull"));
+        assert_eq!(pair("password"), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_identity_token_is_unauthorized_and_a_registry_token_goes_as_is() {
+        let (host, seen) = token_registry().await;
+        let reference: Reference = format!("{host}/app").parse().unwrap();
+        let with = |creds: Credentials| {
+            let mut auth = AuthStore::empty();
+            auth.insert(&host, creds);
+            RegistryClient::new(RegistryOptions {
+                auth,
+                ..RegistryOptions::default()
+            })
+            .unwrap()
+        };
+        let err = with(Credentials::identity_token("me", "stale"))
+            .list_tags(&reference)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+        let tags = with(Credentials::registry_token("access-1"))
+            .list_tags(&reference)
+            .await
+            .unwrap();
+        assert_eq!(tags, ["v1"]);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "the registry token needs no token server"
+        );
+    }
+
+    /// Reads `application/x-www-form-urlencoded` pairs.
+    fn form_decode(body: &str) -> Vec<(String, String)> {
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            let mut out = Vec::new();
+            let mut bytes = s.bytes();
+            while let Some(b) = bytes.next() {
+                if b == b'%' {
+                    let hex: String = [bytes.next().unwrap(), bytes.next().unwrap()]
+                        .iter()
+                        .map(|&c| char::from(c))
+                        .collect();
+                    out.push(u8::from_str_radix(&hex, 16).unwrap());
+                } else {
+                    out.push(b);
+                }
+            }
+            String::from_utf8(out).unwrap()
+        };
+        body.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn form_encoding_escapes_what_it_must() {
+        assert_eq!(
+            form_encode("repository:a/b:pull push"),
+            "repository%3Aa%2Fb%3Apull+push"
+        );
+        let form = refresh_form(Some("reg"), &["s:1".into(), "s:2".into()], "t&=+");
+        assert_eq!(
+            form_decode(&form),
+            [
+                ("grant_type".to_string(), "refresh_token".to_string()),
+                ("refresh_token".into(), "t&=+".into()),
+                ("service".into(), "reg".into()),
+                ("client_id".into(), "docker".into()),
+                ("scope".into(), "s:1 s:2".into()),
+            ]
+        );
     }
 }
