@@ -275,6 +275,9 @@ pub struct Placement {
     /// The network namespace to join (`--network NETWORK` or
     /// `container:NAME`), by path.
     pub netns: Option<PathBuf>,
+    /// The legacy links' environment variables
+    /// ([`super::link::link_env`]), looked up by the caller.
+    pub link_env: Vec<String>,
 }
 
 /// Why a request cannot become a container.
@@ -714,7 +717,7 @@ pub fn build(
     if args.is_empty() {
         return Err(ContainerError::NoCommand);
     }
-    let env = environment(req, image, &hostname);
+    let env = environment_with_links(req, image, &hostname, &place.link_env);
     let cwd = req
         .workdir
         .clone()
@@ -1337,6 +1340,7 @@ mod tests {
             seccomp: None,
             created: "now".into(),
             netns: None,
+            link_env: vec![],
         };
         let req = RunRequest {
             cmd: strings(&["true"]),
