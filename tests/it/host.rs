@@ -92,15 +92,17 @@ impl Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("work")).unwrap();
-        busybox_image(&dir.path().join("root"), &dir.path().join("image"));
         let mut host = Host {
             dir,
             daemon: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
+        // Before the import: the import would autostart a daemon without
+        // the flags, and the test's daemon would then find the root taken.
         if !daemon_args.is_empty() {
             host.start_daemon();
         }
+        busybox_image(&host.root(), &host.dir.path().join("image"));
         host
     }
 
@@ -131,6 +133,13 @@ impl Host {
             }
             assert!(Instant::now() < deadline, "the daemon did not answer");
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // Not another daemon's socket (one autostarted on this root).
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the daemon exited ({status}): {}",
+                fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+            );
         }
         self.daemon = Some(child);
     }
@@ -337,6 +346,15 @@ impl Drop for Host {
             let _ = self.stack(&["rm", "-f", id]);
         }
         if let Some(mut daemon) = self.daemon.take() {
+            // SIGTERM: a clean stop removes the daemon's default bridge.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
