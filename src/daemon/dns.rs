@@ -534,7 +534,10 @@ mod tests {
             dns_names("/web", &id, &endpoint(&["www", "svc"])),
             ["web", "0123456789ab", "www", "svc"]
         );
-        assert_eq!(endpoint_addrs(&endpoint(&[])), ["10.1.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            endpoint_addrs(&endpoint(&[])),
+            ["10.1.0.2".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

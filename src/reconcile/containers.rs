@@ -735,7 +735,8 @@ impl Containers {
         let bundle = self.runtime.bundle(&id);
         let hostname = spec.hostname().clone().unwrap_or_default();
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let own_addrs: Vec<std::net::IpAddr> = own_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
+        let own_addrs: Vec<std::net::IpAddr> =
+            own_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
         let hosts = container::hosts_file_with(&container::Hosts {
             hostname: &hostname,
             domainname: spec.domainname().as_deref(),
@@ -755,7 +756,11 @@ impl Containers {
             }
         };
         let or_default = |own: &Vec<String>, daemon: &Vec<String>| {
-            if own.is_empty() { daemon.clone() } else { own.clone() }
+            if own.is_empty() {
+                daemon.clone()
+            } else {
+                own.clone()
+            }
         };
         let resolver = match (&req.network, embedded_dns) {
             (NetMode::Host, _) => container::Resolver::Host,
@@ -854,7 +859,11 @@ impl Containers {
             if let Ok(image) = record.image_id.parse::<crate::image::digest::Digest>()
                 && let Ok(config) = self.images.config(&image)
             {
-                for port in config.config.iter().flat_map(|c| c.exposed_ports.iter().flatten()) {
+                for port in config
+                    .config
+                    .iter()
+                    .flat_map(|c| c.exposed_ports.iter().flatten())
+                {
                     if !exposed.contains(port.0) {
                         exposed.push(port.0.clone());
                     }
@@ -1198,7 +1207,11 @@ impl Containers {
             let links: Vec<String> = if n.name == "bridge" {
                 Vec::new()
             } else {
-                request_of(record).links.iter().map(ToString::to_string).collect()
+                request_of(record)
+                    .links
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
             };
             let entry = json!({
                 "IPAMConfig": if e.static_ip { json!({"IPv4Address": e.ip.to_string()}) } else { Value::Null },
