@@ -114,8 +114,10 @@ pub fn dns_names(name: &str, id: &str, endpoint: &Endpoint) -> Vec<String> {
     names
 }
 
-/// The addresses an endpoint answers with: A for its IPv4 address (and
-/// AAAA for an IPv6 one, when endpoints have one).
+/// The addresses an endpoint answers with: its IPv4 address (A queries).
+/// The server answers AAAA queries with the IPv6 addresses given here, so
+/// when `Endpoint` gets an IPv6 address (`--ipv6` networks) it is added
+/// here and nowhere else.
 pub fn endpoint_addrs(endpoint: &Endpoint) -> Vec<IpAddr> {
     vec![IpAddr::V4(endpoint.ip)]
 }

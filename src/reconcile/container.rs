@@ -218,8 +218,10 @@ pub struct RunRequest {
     /// `--dns-option`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_options: Vec<String>,
-    /// `--link NAME[:ALIAS]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `--link NAME[:ALIAS]`: each entry as Docker's `HostConfig.Links`
+    /// (`NAME:ALIAS`, or inspect's `/NAME:/CONTAINER/ALIAS`); `Links` is
+    /// accepted as the key too.
+    #[serde(default, alias = "Links", skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkSpec>,
     /// `--add-host`.
     pub extra_hosts: Vec<ExtraHost>,
@@ -1325,6 +1327,17 @@ mod tests {
             env[2..],
             strings(&["DB_PORT=tcp://10.9.0.5:5432", "DB_NAME=mine"])
         );
+    }
+
+    #[test]
+    fn a_request_takes_links_as_docker_writes_them() {
+        let req: RunRequest =
+            serde_json::from_str(r#"{"image": "bb", "Links": ["db:mydb", "/cache:/web/c"]}"#)
+                .unwrap();
+        let links: Vec<String> = req.links.iter().map(ToString::to_string).collect();
+        assert_eq!(links, ["db:mydb", "cache:c"]);
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["links"], serde_json::json!(["db:mydb", "cache:c"]));
     }
 
     #[test]
