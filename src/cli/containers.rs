@@ -365,11 +365,6 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         .iter()
         .map(|l| l.parse::<LinkSpec>().map_err(|e| miette!("{e}")))
         .collect::<miette::Result<Vec<_>>>()?;
-    if !args.link.is_empty() {
-        return Err(miette!(
-            "--link is not supported yet (it needs the embedded DNS, which this version does not have)"
-        ));
-    }
     if !args.publish.is_empty() || args.publish_all {
         return Err(miette!(
             "publishing ports is not supported yet (it needs the firewall rules this version does not write); use --network host"

@@ -245,6 +245,17 @@ pub struct DaemonArgs {
     /// IPv6 subnet of the default network (e.g. fd00:20::/64)
     #[arg(long = "fixed-cidr-v6", value_name = "CIDR")]
     fixed_cidr_v6: Option<String>,
+    /// Name server for containers, and where the embedded DNS server
+    /// forwards what is not a container's name (repeatable; default: the
+    /// host's resolv.conf)
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// DNS search domain for containers (repeatable; default: the host's)
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// DNS resolver option for containers (repeatable; default: the host's)
+    #[arg(long = "dns-opt", value_name = "OPTION")]
+    dns_opts: Vec<String>,
 }
 
 /// Runs the daemon in the foreground.
@@ -311,6 +322,15 @@ pub fn daemon(
     }
     if file.fixed_cidr_v6.is_some() && from_file("fixed-cidr-v6") {
         args.fixed_cidr_v6 = file.fixed_cidr_v6.clone();
+    }
+    if let Some(d) = file.dns.clone().filter(|_| from_file("dns")) {
+        args.dns = d;
+    }
+    if let Some(d) = file.dns_search.clone().filter(|_| from_file("dns-search")) {
+        args.dns_search = d;
+    }
+    if let Some(d) = file.dns_opts.clone().filter(|_| from_file("dns-opt")) {
+        args.dns_opts = d;
     }
     if let Some(m) = file
         .registry_mirrors
@@ -426,6 +446,9 @@ pub fn daemon(
     options.insecure_registries = args.insecure_registries.clone();
     options.registry_mirrors = args.registry_mirrors.clone();
     apply_network_flags(&mut options.default_bridge, args)?;
+    options.dns.servers = args.dns.clone();
+    options.dns.search = args.dns_search.clone();
+    options.dns.options = args.dns_opts.clone();
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

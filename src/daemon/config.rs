@@ -37,7 +37,7 @@ use crate::spec::ulimit::Ulimit;
 pub const DEFAULT_PATH: &str = "/etc/stack/daemon.toml";
 
 /// Every key the file may hold (besides `graph`, an alias of `root`).
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 21] = [
     "root",
     "hosts",
     "pidfile",
@@ -56,6 +56,9 @@ pub const KEYS: [&str; 18] = [
     "restart-delay",
     "restart-max-delay",
     "restart-reset-after",
+    "dns",
+    "dns-search",
+    "dns-opts",
 ];
 
 /// Why the configuration file cannot be used.
@@ -220,6 +223,17 @@ pub struct DaemonConfig {
     /// `--restart-reset-after`: a run this long resets the backoff.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_reset_after: Option<DurationSpec>,
+    /// `--dns`, repeated: name servers for containers and upstreams of the
+    /// embedded DNS server, instead of the host's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<std::net::IpAddr>>,
+    /// `--dns-search`, repeated: containers' search domains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_search: Option<Vec<String>>,
+    /// `--dns-opt`, repeated: containers' resolver options (dockerd's
+    /// `dns-opts` key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_opts: Option<Vec<String>>,
 }
 
 /// A limit's name, checked where it is written.
@@ -510,6 +524,7 @@ fn key_of_flag(flag: &str) -> &str {
         "log-opt" => "log-opts",
         "registry-mirror" => "registry-mirrors",
         "insecure-registry" => "insecure-registries",
+        "dns-opt" => "dns-opts",
         other => other,
     }
 }

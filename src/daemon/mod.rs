@@ -10,6 +10,7 @@
 //! of each, and a create cut short by a crash is swept at the next start.
 
 pub mod config;
+pub mod dns;
 pub mod events;
 pub mod health;
 pub mod supervisor;
@@ -69,6 +70,8 @@ pub struct Options {
     pub default_bridge: crate::net::DefaultBridgeConfig,
     /// The host-wide lock held while a subnet is chosen.
     pub net_lock: PathBuf,
+    /// Name resolution: `--dns`, `--dns-search`, `--dns-opt`.
+    pub dns: dns::DnsOptions,
 }
 
 impl Options {
@@ -100,6 +103,7 @@ impl Options {
                 mtu: None,
             },
             net_lock: PathBuf::from(NET_LOCK),
+            dns: dns::DnsOptions::host(),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct Daemon {
     pub events: events::Events,
     /// Restart policies, `--rm`, and the verbs that start and stop.
     pub supervisor: Arc<supervisor::Supervisor>,
+    /// The embedded DNS server and its registrations.
+    pub dns: Arc<dns::DaemonDns>,
 }
 
 impl Daemon {
@@ -232,13 +238,20 @@ impl Daemon {
             Ok(n) => tracing::warn!("released {n} network leftovers of containers that are gone"),
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "network sweep failed"),
         }
+        let dns = Arc::new(dns::DaemonDns::start(
+            tokio::runtime::Handle::current(),
+            options.dns.clone(),
+        ));
+        containers.set_dns_defaults(options.dns.container_defaults());
         containers.set_networks(
             Arc::new(networks),
             Arc::new(NetworkHooks {
                 events: events.clone(),
+                dns: dns.clone(),
             }),
         );
         let containers = Arc::new(containers);
+        dns.set_containers(&containers);
         let supervisor =
             supervisor::Supervisor::new(containers.clone(), events.clone(), options.backoff);
         Ok(Daemon {
@@ -248,6 +261,7 @@ impl Daemon {
             started: SystemTime::now(),
             events,
             supervisor,
+            dns,
         })
     }
 }
@@ -257,6 +271,7 @@ impl Daemon {
 #[derive(Debug)]
 pub struct NetworkHooks {
     events: events::Events,
+    dns: Arc<dns::DaemonDns>,
 }
 
 impl crate::reconcile::containers::NetworkObserver for NetworkHooks {
@@ -272,6 +287,7 @@ impl NetworkHooks {
     /// address) and the DNS layer (names and aliases to addresses) are
     /// called from here.
     pub fn network_changed(&self, change: &crate::reconcile::containers::NetworkChange) {
+        self.dns.network_changed(change);
         use crate::reconcile::containers::NetworkChange as C;
         let event = match change {
             C::Created { network } => events::Event::network("create", network),
@@ -608,6 +624,11 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
             }
         }
     }
+    // Names of the networks and running containers, as the records say;
+    // then followed (before the restore below reports exits and restarts).
+    let dns = daemon.dns.clone();
+    let _ = tokio::task::spawn_blocking(move || dns.restore()).await;
+    tokio::spawn(daemon.dns.clone().follow(&daemon.events));
     // Live restore: every container the shims still run is watched again,
     // exits that happened meanwhile are reported and policies applied.
     let boot = supervisor::is_first_start_since_boot(&daemon.root).unwrap_or(false);

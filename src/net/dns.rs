@@ -568,6 +568,36 @@ impl DnsServer {
         true
     }
 
+    /// Stops the listener on `addr` at once (a new listener may be added
+    /// for the address when this returns) and lets its sockets close in the
+    /// background: [`DnsServer::remove_listener`] for callers that cannot
+    /// wait (synchronous code). False if there was none.
+    pub fn stop_listener(&self, addr: SocketAddr) -> bool {
+        let server = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        self.shared
+            .listening
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        let Some(mut server) = server else {
+            return false;
+        };
+        self.rt.spawn(async move {
+            if tokio::time::timeout(SHUTDOWN_WAIT, server.shutdown_gracefully())
+                .await
+                .is_err()
+            {
+                tracing::warn!(%addr, "dns listener did not stop in time; its tasks are aborted");
+            }
+            tracing::info!(%addr, "dns listener stopped");
+        });
+        true
+    }
+
     /// The addresses listened on.
     pub fn listeners(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = self

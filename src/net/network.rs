@@ -184,6 +184,21 @@ impl NetworkRecord {
         self.endpoints.values().filter_map(|e| e.ip6).collect()
     }
 
+    /// Where the embedded DNS server answers its containers: the gateway
+    /// address, for user-defined bridge networks. Docker gives the default
+    /// bridge no embedded DNS (its containers use the host's resolvers and
+    /// legacy links), and neither do we. Internal networks have one too:
+    /// the gateway address is on their bridge (they only lack the default
+    /// route), and a container reaches it on the link.
+    pub fn dns_address(&self) -> Option<std::net::IpAddr> {
+        if !self.is_bridge() || self.name == "bridge" {
+            return None;
+        }
+        let subnet = self.subnet?;
+        let gateway = self.gateway.unwrap_or_else(|| ipam::first_host(subnet));
+        Some(std::net::IpAddr::V4(gateway))
+    }
+
     /// Its address pool (bridge networks with a subnet).
     pub fn pool(&self) -> Option<Pool> {
         let subnet = self.subnet?;

@@ -221,8 +221,10 @@ pub struct RunRequest {
     /// `--dns-option`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_options: Vec<String>,
-    /// `--link NAME[:ALIAS]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `--link NAME[:ALIAS]`: each entry as Docker's `HostConfig.Links`
+    /// (`NAME:ALIAS`, or inspect's `/NAME:/CONTAINER/ALIAS`); `Links` is
+    /// accepted as the key too.
+    #[serde(default, alias = "Links", skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkSpec>,
     /// `--add-host`.
     pub extra_hosts: Vec<ExtraHost>,
@@ -278,6 +280,9 @@ pub struct Placement {
     /// The network namespace to join (`--network NETWORK` or
     /// `container:NAME`), by path.
     pub netns: Option<PathBuf>,
+    /// The legacy links' environment variables
+    /// ([`super::link::link_env`]), looked up by the caller.
+    pub link_env: Vec<String>,
 }
 
 /// Why a request cannot become a container.
@@ -717,7 +722,7 @@ pub fn build(
     if args.is_empty() {
         return Err(ContainerError::NoCommand);
     }
-    let env = environment(req, image, &hostname);
+    let env = environment_with_links(req, image, &hostname, &place.link_env);
     let cwd = req
         .workdir
         .clone()
@@ -1328,6 +1333,17 @@ mod tests {
     }
 
     #[test]
+    fn a_request_takes_links_as_docker_writes_them() {
+        let req: RunRequest =
+            serde_json::from_str(r#"{"image": "bb", "Links": ["db:mydb", "/cache:/web/c"]}"#)
+                .unwrap();
+        let links: Vec<String> = req.links.iter().map(ToString::to_string).collect();
+        assert_eq!(links, ["db:mydb", "cache:c"]);
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["links"], serde_json::json!(["db:mydb", "cache:c"]));
+    }
+
+    #[test]
     fn spec_has_dockers_defaults() {
         let place = Placement {
             id: "a".repeat(64),
@@ -1340,6 +1356,7 @@ mod tests {
             seccomp: None,
             created: "now".into(),
             netns: None,
+            link_env: vec![],
         };
         let req = RunRequest {
             cmd: strings(&["true"]),

@@ -159,6 +159,9 @@ pub struct Containers {
     storage_driver: StorageDriver,
     networks: Option<Arc<Networks>>,
     observer: Option<Arc<dyn NetworkObserver>>,
+    /// The daemon's `--dns`, `--dns-search`, `--dns-opt`: what a
+    /// container's resolv.conf has where its own settings say nothing.
+    dns_defaults: container::DnsSettings,
 }
 
 /// Prefix of the temp directories `vfs` copies are made in.
@@ -252,6 +255,7 @@ impl Containers {
             storage_driver: StorageDriver::default(),
             networks: None,
             observer: None,
+            dns_defaults: container::DnsSettings::default(),
         })
     }
 
@@ -260,6 +264,13 @@ impl Containers {
     pub fn set_networks(&mut self, networks: Arc<Networks>, observer: Arc<dyn NetworkObserver>) {
         self.networks = Some(networks);
         self.observer = Some(observer);
+    }
+
+    /// Sets what containers' resolv.conf files have where their own
+    /// `--dns`, `--dns-search` and `--dns-option` say nothing (the daemon's
+    /// `--dns`, `--dns-search`, `--dns-opt`).
+    pub fn set_dns_defaults(&mut self, defaults: container::DnsSettings) {
+        self.dns_defaults = defaults;
     }
 
     /// The networks, when this instance has them.
@@ -565,6 +576,8 @@ impl Containers {
         req.mounts = mounts;
         let mut netns = None;
         let mut on_network = None;
+        let mut network_gateway = None;
+        let mut embedded_dns = None;
         match req.network.clone() {
             NetMode::Container(other) if other.starts_with("/proc/") => {
                 netns = Some(PathBuf::from(other));
@@ -595,6 +608,11 @@ impl Containers {
                     _ => {
                         req.network = NetMode::Network(network.name.clone());
                         netns = Some(self.networks()?.netns_path(&id));
+                        embedded_dns = network.dns_address();
+                        network_gateway = network
+                            .gateway
+                            .filter(|_| !network.internal)
+                            .map(std::net::IpAddr::V4);
                         on_network = Some(network.id);
                     }
                 }
@@ -616,6 +634,16 @@ impl Containers {
             ),
             None => None,
         };
+        // Legacy links: checked here (Docker checks at start, but the
+        // variables go into the spec now). Only the default bridge gets
+        // variables and hosts entries; on a user-defined network a link is
+        // a name in the embedded DNS (moby `registerLinks` skips
+        // user-defined networks).
+        let linked = self.resolve_links(&req, &name, embedded_dns.is_none())?;
+        let link_env: Vec<String> = linked
+            .iter()
+            .flat_map(|l| super::link::link_env(&name, l))
+            .collect();
         let caps = container::capabilities(&req)?;
         let profile = seccomp_for(&req.seccomp, &caps)?;
         // vfs: the image is copied before the container is created, so a
@@ -642,6 +670,7 @@ impl Containers {
             seccomp: profile,
             created: crate::runtime::now_rfc3339(),
             netns,
+            link_env,
         };
         let built = container::build(&req, &run_config, &place);
         let (mut record, spec) = match built {
@@ -709,26 +738,51 @@ impl Containers {
         let bundle = self.runtime.bundle(&id);
         let hostname = spec.hostname().clone().unwrap_or_default();
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let own_addrs: Vec<std::net::IpAddr> =
+            own_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
+        let hosts = container::hosts_file_with(&container::Hosts {
+            hostname: &hostname,
+            domainname: spec.domainname().as_deref(),
+            own_addrs: &own_addrs,
+            extra: &req.extra_hosts,
+            // Without a network of its own, the host is its own namespace.
+            host_gateway: network_gateway
+                .or(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))),
+            links: &linked,
+        });
+        let hosts = match hosts {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                let _ = self.runtime.remove(&id, true);
+                self.release_networks(&id);
+                return Err(e.into());
+            }
+        };
+        let or_default = |own: &Vec<String>, daemon: &Vec<String>| {
+            if own.is_empty() {
+                daemon.clone()
+            } else {
+                own.clone()
+            }
+        };
+        let resolver = match (&req.network, embedded_dns) {
+            (NetMode::Host, _) => container::Resolver::Host,
+            (_, Some(server)) => container::Resolver::Embedded(server),
+            _ => container::Resolver::Private,
+        };
         let files = [
             ("hostname", format!("{hostname}\n")),
-            (
-                "hosts",
-                container::hosts_file(&hostname, &req.extra_hosts, own_ip.as_deref()),
-            ),
+            ("hosts", hosts),
             (
                 "resolv.conf",
                 container::resolv_conf_with(
                     &host_resolv,
                     &container::DnsSettings {
-                        servers: req.dns.clone(),
-                        search: req.dns_search.clone(),
-                        options: req.dns_options.clone(),
+                        servers: or_default(&req.dns, &self.dns_defaults.servers),
+                        search: or_default(&req.dns_search, &self.dns_defaults.search),
+                        options: or_default(&req.dns_options, &self.dns_defaults.options),
                     },
-                    if req.network == NetMode::Host {
-                        container::Resolver::Host
-                    } else {
-                        container::Resolver::Private
-                    },
+                    resolver,
                 ),
             ),
         ];
@@ -741,6 +795,102 @@ impl Containers {
             }
         }
         Ok(id)
+    }
+
+    /// The containers `req`'s `--link`s name, checked as Docker checks them
+    /// (moby `registerLinks`, `setupLinkedContainers`): each must exist and
+    /// run, neither side may use the host's network. With `with_env` (the
+    /// default bridge) each is looked up for its variables and hosts
+    /// entries: its address on the default bridge, exposed ports and
+    /// environment.
+    fn resolve_links(
+        &self,
+        req: &RunRequest,
+        name: &str,
+        with_env: bool,
+    ) -> Result<Vec<super::link::LinkedContainer>, ContainersError> {
+        const HOST_AND_LINKS: &str = "conflicting options: host type networking can't be used with links. This would result in undefined behavior";
+        if req.links.is_empty() {
+            return Ok(Vec::new());
+        }
+        match req.network {
+            NetMode::Host => return Err(ContainerError::Conflict(HOST_AND_LINKS.into()).into()),
+            NetMode::Container(_) => {
+                return Err(ContainerError::Conflict(
+                    "conflicting options: container type network can't be used with links. This would result in undefined behavior".into(),
+                )
+                .into());
+            }
+            NetMode::None | NetMode::Network(_) => {}
+        }
+        let mut linked = Vec::new();
+        for link in &req.links {
+            let target = self.runtime.resolve(&link.name).map_err(|_| {
+                ContainersError::Reference(format!(
+                    "could not get container for {0}: No such container: {0}",
+                    link.name
+                ))
+            })?;
+            let record = self.runtime.record(&target)?;
+            if self.runtime.state(&target)?.status != Status::Running {
+                return Err(ContainersError::Reference(format!(
+                    "Cannot link to a non running container: /{} AS /{name}/{}",
+                    record.name, link.alias
+                )));
+            }
+            let theirs = request_of(&record);
+            if theirs.network == NetMode::Host {
+                return Err(ContainerError::Conflict(HOST_AND_LINKS.into()).into());
+            }
+            if !with_env {
+                continue;
+            }
+            let addrs: Vec<std::net::IpAddr> = self
+                .networks()?
+                .endpoints_of(&target)?
+                .into_iter()
+                .filter(|(n, _)| n.name == "bridge")
+                .map(|(_, e)| std::net::IpAddr::V4(e.ip))
+                .collect();
+            if addrs.is_empty() {
+                return Err(ContainersError::Reference(format!(
+                    "container {target} not attached to default bridge network"
+                )));
+            }
+            let spec = self.runtime.spec(&target)?;
+            let mut exposed = theirs.expose.clone();
+            if let Ok(image) = record.image_id.parse::<crate::image::digest::Digest>()
+                && let Ok(config) = self.images.config(&image)
+            {
+                for port in config
+                    .config
+                    .iter()
+                    .flat_map(|c| c.exposed_ports.iter().flatten())
+                {
+                    if !exposed.contains(port.0) {
+                        exposed.push(port.0.clone());
+                    }
+                }
+            }
+            // Its configured environment: what the runtime adds is not.
+            let env = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.env().clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| !v.starts_with("HOSTNAME=") && !v.starts_with("TERM="))
+                .collect();
+            linked.push(super::link::LinkedContainer {
+                name: record.name.clone(),
+                alias: link.alias.clone(),
+                hostname: spec.hostname().clone().unwrap_or_default(),
+                addrs,
+                exposed,
+                env,
+            });
+        }
+        Ok(linked)
     }
 
     /// Copies the image's `layers` into a new temp directory next to the
@@ -988,6 +1138,10 @@ impl Containers {
                 "CapAdd": request.get("cap_add"),
                 "CapDrop": request.get("cap_drop"),
                 "NetworkMode": request_of(&record).network.docker_name(),
+                "Links": docker_links(&record),
+                "Dns": request.get("dns"),
+                "DnsSearch": request.get("dns_search"),
+                "DnsOptions": request.get("dns_options").cloned().unwrap_or(json!([])),
                 "Resources": request.get("resources"),
                 "LogConfig": {"Type": "json-file", "Config": {
                     "max-size": record.log_max_size.to_string(),
@@ -1002,6 +1156,21 @@ impl Containers {
         }
         Ok(out)
     }
+}
+
+/// Docker's `HostConfig.Links` of a container: `/TARGET:/NAME/ALIAS` per
+/// `--link`, or null.
+fn docker_links(record: &ContainerRecord) -> Value {
+    let links = request_of(record).links;
+    if links.is_empty() {
+        return Value::Null;
+    }
+    json!(
+        links
+            .iter()
+            .map(|l| format!("/{}:/{}/{}", l.name, record.name, l.alias))
+            .collect::<Vec<_>>()
+    )
 }
 
 /// The request a container was created from (defaults for old records).
@@ -1053,9 +1222,18 @@ impl Containers {
             }
             let mut dns_names = vec![record.name.clone(), record.id[..12].to_string()];
             dns_names.extend(e.aliases.iter().cloned());
+            let links: Vec<String> = if n.name == "bridge" {
+                Vec::new()
+            } else {
+                request_of(record)
+                    .links
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            };
             let entry = json!({
                 "IPAMConfig": if ipam_config.is_empty() { Value::Null } else { Value::Object(ipam_config) },
-                "Links": null,
+                "Links": if links.is_empty() { Value::Null } else { json!(links) },
                 "Aliases": if e.aliases.is_empty() { Value::Null } else { json!(e.aliases) },
                 "MacAddress": e.mac,
                 "NetworkID": n.id,

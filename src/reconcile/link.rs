@@ -35,9 +35,16 @@ impl FromStr for LinkSpec {
     type Err = LinkError;
 
     /// `NAME` or `NAME:ALIAS`; a leading `/` on either is dropped, as Docker
-    /// names are stored with one.
+    /// names are stored with one. Inspect's form `/NAME:/CONTAINER/ALIAS`
+    /// (a `HostConfig.Links` entry sent back) gives its last part as the
+    /// alias (moby `opts.ParseLink`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, alias) = s.split_once(':').unwrap_or((s, s));
+        let alias = if name.starts_with('/') {
+            alias.rsplit('/').next().unwrap_or(alias)
+        } else {
+            alias
+        };
         let name = name.trim_start_matches('/');
         let alias = alias.trim_start_matches('/');
         if name.is_empty() || alias.is_empty() || alias.contains(':') {
@@ -214,6 +221,9 @@ mod tests {
         assert_eq!((l.name.as_str(), l.alias.as_str()), ("db", "webdb"));
         let l: LinkSpec = "/db".parse().unwrap();
         assert_eq!((l.name.as_str(), l.alias.as_str()), ("db", "db"));
+        // What inspect shows, sent back in a create body.
+        let l: LinkSpec = "/db:/web/mydb".parse().unwrap();
+        assert_eq!((l.name.as_str(), l.alias.as_str()), ("db", "mydb"));
         for bad in ["", ":x", "x:", "a:b:c"] {
             assert!(bad.parse::<LinkSpec>().is_err(), "{bad:?}");
         }

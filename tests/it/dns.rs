@@ -481,7 +481,9 @@ fn busybox_nslookup_in_a_container_resolves_through_the_server() {
 
 #[test]
 fn dns_flags_and_extra_hosts_reach_the_containers_files() {
-    let host = crate::host::Host::new();
+    // A default bridge of its own (the host's address pools may be taken).
+    let bip = format!("10.214.{}.1/24", std::process::id() % 250);
+    let host = crate::host::Host::with_daemon(&["--bip", &bip]);
     let (code, out, err) = host.run(
         &[
             "--dns",
@@ -503,6 +505,10 @@ fn dns_flags_and_extra_hosts_reach_the_containers_files() {
         "{out}"
     );
     assert!(out.contains("\n10.7.10.5\tdb.local\n"), "{out}");
-    // Without a network yet, host-gateway is the host itself.
-    assert!(out.contains("\n127.0.0.1\tgw\n"), "{out}");
+    // host-gateway is the gateway of the container's network (the default
+    // bridge's), an address of the host.
+    let bridge: serde_json::Value =
+        serde_json::from_str(&host.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gateway = bridge[0]["IPAM"]["Config"][0]["Gateway"].as_str().unwrap();
+    assert!(out.contains(&format!("\n{gateway}\tgw\n")), "{out}");
 }

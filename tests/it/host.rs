@@ -134,6 +134,13 @@ impl Host {
             assert!(Instant::now() < deadline, "the daemon did not answer");
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Not another daemon's socket (one autostarted on this root).
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the daemon exited ({status}): {}",
+                fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+            );
+        }
         self.daemon = Some(child);
     }
 

@@ -19,6 +19,7 @@ mod interpolate;
 mod layer;
 mod logs;
 mod net;
+mod netdns;
 mod registry;
 mod robustness;
 mod runtime;
