@@ -473,6 +473,10 @@ pub(crate) fn exec_process(
         // single-threaded shim), so the child may do anything.
         let forked = unsafe { crate::sys::fork() };
         if let Some(child) = step(forked, "fork the program under the init")? {
+            // The init never execs: it closes what it inherited besides
+            // stdio itself, or the shim would wait forever for the start
+            // pipe to close (it closes when the program's exec succeeds).
+            let _ = crate::sys::close_from(3);
             reap_as_init(child)
         }
     }

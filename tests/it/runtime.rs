@@ -265,6 +265,23 @@ fn init_reaps_orphaned_zombies() {
 }
 
 #[test]
+fn a_detached_container_with_an_init_starts_and_stops() {
+    // The init stays as pid 1 and never execs: the start must not wait for
+    // it to close what the shim watches.
+    let host = Host::new();
+    host.sleeper("tiny", &["--init", "--network", "none"]);
+    assert_eq!(host.inspect("tiny")["State"]["Running"], true);
+    let ps = host.sh("tiny", "ps -o pid,comm");
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2", "sleep"]),
+        "the program runs under the init: {ps}"
+    );
+    host.ok(&["stop", "-t", "5", "tiny"]);
+    assert_eq!(host.inspect("tiny")["State"]["Running"], false);
+}
+
+#[test]
 fn exec_joins_the_running_container() {
     let host = Host::new();
     host.ok(&[
