@@ -239,6 +239,23 @@ pub struct DaemonArgs {
     /// default route)
     #[arg(long = "mtu", value_name = "BYTES")]
     mtu: Option<u32>,
+    /// Write firewall rules (NAT, published ports); false touches none
+    /// (--nat is another name for it)
+    #[arg(long = "iptables", visible_alias = "nat", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    iptables: Option<bool>,
+    /// Masquerade traffic leaving bridge networks (default true)
+    #[arg(long = "ip-masq", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ip_masq: Option<bool>,
+    /// Let containers on the default bridge talk to each other (default
+    /// true)
+    #[arg(long = "icc", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    icc: Option<bool>,
+    /// Default host address of published ports (default: every address)
+    #[arg(long = "ip", value_name = "IP")]
+    ip: Option<std::net::IpAddr>,
+    /// Turn on IPv4 forwarding at start (default true)
+    #[arg(long = "ip-forward", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ip_forward: Option<bool>,
 }
 
 /// Runs the daemon in the foreground.
@@ -299,6 +316,21 @@ pub fn daemon(
     }
     if file.mtu.is_some() && from_file("mtu") {
         args.mtu = file.mtu;
+    }
+    if file.iptables.is_some() && from_file("iptables") && from_file("nat") {
+        args.iptables = file.iptables;
+    }
+    if file.ip_masq.is_some() && from_file("ip-masq") {
+        args.ip_masq = file.ip_masq;
+    }
+    if file.icc.is_some() && from_file("icc") {
+        args.icc = file.icc;
+    }
+    if file.ip.is_some() && from_file("ip") {
+        args.ip = file.ip;
+    }
+    if file.ip_forward.is_some() && from_file("ip-forward") {
+        args.ip_forward = file.ip_forward;
     }
     if let Some(m) = file
         .registry_mirrors
@@ -414,6 +446,12 @@ pub fn daemon(
     options.insecure_registries = args.insecure_registries.clone();
     options.registry_mirrors = args.registry_mirrors.clone();
     apply_network_flags(&mut options.default_bridge, args)?;
+    let fw = &mut options.firewall;
+    fw.enabled = args.iptables.unwrap_or(true);
+    fw.ip_masq = args.ip_masq.unwrap_or(true);
+    fw.icc = args.icc.unwrap_or(true);
+    fw.default_ip = args.ip.filter(|ip| !ip.is_unspecified());
+    fw.ip_forward = args.ip_forward.unwrap_or(true);
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

@@ -169,6 +169,22 @@ pub struct DaemonConfig {
     /// `--mtu`: the default network's MTU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// `--iptables` (`--nat`, Docker's old name, is read too): false
+    /// touches no firewall rule.
+    #[serde(alias = "nat", skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<bool>,
+    /// `--ip-masq`: masquerade traffic leaving bridge subnets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_masq: Option<bool>,
+    /// `--icc`: containers on the default bridge may talk to each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
+    /// `--ip`: the default host address of published ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    /// `--ip-forward`: turn on IPv4 forwarding at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_forward: Option<bool>,
     /// `--registry-mirror`, repeated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_mirrors: Option<Vec<String>>,
@@ -503,6 +519,7 @@ fn key_of_flag(flag: &str) -> &str {
         "default-ulimit" => "default-ulimits",
         "log-opt" => "log-opts",
         "registry-mirror" => "registry-mirrors",
+        "nat" => "iptables",
         "insecure-registry" => "insecure-registries",
         other => other,
     }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod events;
+pub mod firewall;
 pub mod health;
 pub mod supervisor;
 
@@ -69,6 +70,9 @@ pub struct Options {
     pub default_bridge: crate::net::DefaultBridgeConfig,
     /// The host-wide lock held while a subnet is chosen.
     pub net_lock: PathBuf,
+    /// NAT and published ports (`--iptables`, `--ip-masq`, `--icc`,
+    /// `--ip`, `--ip-forward`).
+    pub firewall: firewall::FirewallOptions,
 }
 
 impl Options {
@@ -99,6 +103,7 @@ impl Options {
                 mtu: None,
             },
             net_lock: PathBuf::from(NET_LOCK),
+            firewall: firewall::FirewallOptions::for_root(root),
         }
     }
 }
@@ -225,10 +230,25 @@ impl Daemon {
             Ok(n) => tracing::warn!("released {n} network leftovers of containers that are gone"),
             Err(e) => tracing::warn!(error = %crate::error_chain(&e), "network sweep failed"),
         }
+        let networks = Arc::new(networks);
+        let publisher = Arc::new(
+            firewall::Publisher::new(
+                &options.root,
+                options.firewall.clone(),
+                networks.clone(),
+                containers.runtime.clone(),
+            )
+            .map_err(|e| DaemonError::Config(crate::error_chain(&e)))?,
+        );
+        // Rules the kernel kept while the daemon was away are checked
+        // against the state and repaired.
+        publisher.start();
+        tokio::spawn(firewall::follow(publisher.clone(), events.clone()));
         containers.set_networks(
-            Arc::new(networks),
+            networks,
             Arc::new(NetworkHooks {
                 events: events.clone(),
+                publisher,
             }),
         );
         let containers = Arc::new(containers);
@@ -250,11 +270,27 @@ impl Daemon {
 #[derive(Debug)]
 pub struct NetworkHooks {
     events: events::Events,
+    /// NAT and published ports.
+    publisher: Arc<firewall::Publisher>,
 }
 
 impl crate::reconcile::containers::NetworkObserver for NetworkHooks {
     fn changed(&self, change: crate::reconcile::containers::NetworkChange) {
         self.network_changed(&change);
+    }
+
+    fn allocate_ports(
+        &self,
+        container: (&str, &str),
+        ip: std::net::IpAddr,
+        bridge: &str,
+        requests: &[crate::net::firewall::PortRequest],
+    ) -> Result<Vec<crate::net::firewall::Forward>, crate::net::firewall::FirewallError> {
+        self.publisher.allocate(container, ip, bridge, requests)
+    }
+
+    fn started(&self, _container: &str) {
+        self.publisher.sync_logged();
     }
 }
 
@@ -279,6 +315,7 @@ impl NetworkHooks {
             }
         };
         self.events.emit(event);
+        self.publisher.network_changed(change);
     }
 }
 

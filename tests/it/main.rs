@@ -19,6 +19,7 @@ mod interpolate;
 mod layer;
 mod logs;
 mod net;
+mod ports;
 mod registry;
 mod robustness;
 mod runtime;
