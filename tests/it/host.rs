@@ -93,15 +93,17 @@ impl Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("work")).unwrap();
-        busybox_image(&dir.path().join("root"), &dir.path().join("image"));
         let mut host = Host {
             dir,
             daemon: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
+        // The test's daemon first, so the import does not autostart one
+        // with the default flags (a default bridge subnet of its choosing).
         if !daemon_args.is_empty() {
             host.start_daemon();
         }
+        busybox_image(&host.root(), &host.dir.path().join("image"));
         host
     }
 

@@ -403,8 +403,8 @@ fn rules_outlive_a_killed_daemon_are_repaired_when_flushed_and_go_with_rm_and_ne
 #[test]
 fn icc_false_keeps_default_bridge_containers_apart() {
     let host = port_host(&["--icc=false"]);
-    serve_http(&host, "a", &[], "reach-a");
-    let ip = ip_of(&host, "a", "bridge");
+    serve_http(&host, "web-a", &[], "reach-a");
+    let ip = ip_of(&host, "web-a", "bridge");
     // The host reaches it (so it serves)...
     let page = tcp_exchange((ip, 80).into(), b"GET / HTTP/1.0\r\n\r\n");
     assert!(page.contains("reach-a"), "{page}");
@@ -414,4 +414,11 @@ fn icc_false_keeps_default_bridge_containers_apart() {
     assert_ne!(code, 0, "icc=false let a container in: {out}");
     let (code, out, _) = host.run(&[], &["ping", "-c", "1", "-W", "2", &ip.to_string()]);
     assert_ne!(code, 0, "icc=false let a ping through: {out}");
+    // The isolation is ours: the bridge table drops within the subnet.
+    let bridge = run("nft", &["-s", "list", "table", "bridge", &table(&host)]);
+    let subnet = format!("{}.0/24", ip.to_string().rsplit_once('.').unwrap().0);
+    assert!(
+        bridge.contains(&format!("ip saddr {subnet} ip daddr {subnet} drop")),
+        "{bridge}"
+    );
 }
