@@ -768,21 +768,21 @@ pub fn port(root: &Path, args: &PortArgs) -> miette::Result<i32> {
         .get(&format!("/containers/{}/json", segment(&args.container)))
         .send_json()
         .map_err(api_error)?;
-    let ports: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> = inspected
-        ["NetworkSettings"]["Ports"]
-        .as_object()
-        .map(|map| {
-            map.iter()
-                .filter_map(|(key, list)| {
-                    serde_json::from_value::<Vec<crate::reconcile::verbs::PortBinding>>(
-                        list.clone(),
-                    )
-                    .ok()
-                    .map(|b| (key.clone(), b))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let ports: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> =
+        inspected["NetworkSettings"]["Ports"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(key, list)| {
+                        serde_json::from_value::<Vec<crate::reconcile::verbs::PortBinding>>(
+                            list.clone(),
+                        )
+                        .ok()
+                        .map(|b| (key.clone(), b))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     let wanted = args.private_port.as_deref().map(|p| {
         if p.contains('/') {
             p.to_string()

@@ -99,10 +99,12 @@ fn subnets_of(network: &NetworkRecord) -> Vec<IpNet> {
 
 /// Whether a boolean network option is off (`false`, `0`, …).
 fn option_off(network: &NetworkRecord, key: &str) -> bool {
-    network
-        .options
-        .get(key)
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"))
+    network.options.get(key).is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    })
 }
 
 /// The ruleset of the daemon's state: `networks` (the store's records),
@@ -257,7 +259,11 @@ impl Publisher {
         let seed = u32::from_str_radix(id.get(..8).unwrap_or("0"), 16).unwrap_or(0);
         let from = eph.start() + u16::try_from(seed % span).unwrap_or(0);
         // (A one-port range would be taken for a fixed port.)
-        let from = if from == *eph.end() { *eph.start() } else { from };
+        let from = if from == *eph.end() {
+            *eph.start()
+        } else {
+            from
+        };
         let rotated: Vec<PortRequest> = requests
             .iter()
             .map(|r| match &r.host_ports {
@@ -376,12 +382,16 @@ impl Publisher {
         );
         match self.firewall.current() {
             Ok(Some(listing)) => {
-                if let Err(e) = crate::image::store::write_atomic(&self.listing_file, listing.as_bytes()) {
+                if let Err(e) =
+                    crate::image::store::write_atomic(&self.listing_file, listing.as_bytes())
+                {
                     tracing::warn!(error = %e, "cannot keep the firewall listing");
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot list the firewall rules"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot list the firewall rules")
+            }
         }
         Ok(())
     }
@@ -440,7 +450,11 @@ mod tests {
         }
     }
 
-    fn container(id: &str, status: Status, forwards: &[Forward]) -> (ContainerRecord, ContainerState) {
+    fn container(
+        id: &str,
+        status: Status,
+        forwards: &[Forward],
+    ) -> (ContainerRecord, ContainerState) {
         let mut record: ContainerRecord = serde_json::from_value(json!({
             "id": id, "name": id, "created": "", "image": "", "image_id": "",
             "rootfs": {"lowers": [], "upper": "/", "work": "/"}, "cgroup": "",
@@ -469,7 +483,9 @@ mod tests {
         default.endpoints.insert("a".into(), endpoint("10.9.0.7"));
         default.endpoints.insert("b".into(), endpoint("10.9.0.8"));
         let mut other = network("user", "br-user", "10.9.1.1/24");
-        other.options.insert(MASQUERADE_OPTION.into(), "false".into());
+        other
+            .options
+            .insert(MASQUERADE_OPTION.into(), "false".into());
         let containers = [
             // Recorded with an old address: the endpoint's wins.
             container("a", Status::Running, &[forward(8080, "10.9.0.2", "stk0")]),

@@ -164,10 +164,8 @@ fn shown_host_ip(f: &Forward) -> String {
 /// addresses and ports it is published on, or `null` when it is only
 /// exposed.
 pub fn docker_ports(exposed: &BTreeSet<String>, forwards: &[Forward]) -> Value {
-    let mut map: BTreeMap<String, Option<Vec<PortBinding>>> = exposed
-        .iter()
-        .map(|k| (k.clone(), None))
-        .collect();
+    let mut map: BTreeMap<String, Option<Vec<PortBinding>>> =
+        exposed.iter().map(|k| (k.clone(), None)).collect();
     for f in forwards {
         map.entry(port_key(f.container_port, f.proto))
             .or_insert(None)
@@ -230,13 +228,18 @@ pub fn ps_column(ports: &[Value]) -> String {
         .filter_map(|p| {
             let private = p.get("PrivatePort")?.as_u64()?;
             let proto = p.get("Type")?.as_str()?;
-            Some(match (p.get("IP").and_then(Value::as_str), p.get("PublicPort").and_then(Value::as_u64)) {
-                (Some(ip), Some(public)) if ip.contains(':') => {
-                    format!("[{ip}]:{public}->{private}/{proto}")
-                }
-                (Some(ip), Some(public)) => format!("{ip}:{public}->{private}/{proto}"),
-                _ => format!("{private}/{proto}"),
-            })
+            Some(
+                match (
+                    p.get("IP").and_then(Value::as_str),
+                    p.get("PublicPort").and_then(Value::as_u64),
+                ) {
+                    (Some(ip), Some(public)) if ip.contains(':') => {
+                        format!("[{ip}]:{public}->{private}/{proto}")
+                    }
+                    (Some(ip), Some(public)) => format!("{ip}:{public}->{private}/{proto}"),
+                    _ => format!("{private}/{proto}"),
+                },
+            )
         })
         .collect();
     parts.dedup();

@@ -74,7 +74,13 @@ impl Outside {
         );
         run(
             "ip",
-            &["addr", "add", &format!("{}/24", outside.host_ip()), "dev", &host_end],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", outside.host_ip()),
+                "dev",
+                &host_end,
+            ],
         );
         run("ip", &["link", "set", &host_end, "up"]);
         let ns = |args: &[&str]| {
@@ -83,9 +89,21 @@ impl Outside {
             run("ip", &all);
         };
         ns(&["link", "set", "lo", "up"]);
-        ns(&["addr", "add", &format!("{}/24", outside.ip()), "dev", "eth0"]);
+        ns(&[
+            "addr",
+            "add",
+            &format!("{}/24", outside.ip()),
+            "dev",
+            "eth0",
+        ]);
         ns(&["link", "set", "eth0", "up"]);
-        ns(&["route", "add", "default", "via", &outside.host_ip().to_string()]);
+        ns(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &outside.host_ip().to_string(),
+        ]);
         outside
     }
 
@@ -178,13 +196,14 @@ fn serve_http(host: &Host, name: &str, flags: &[&str], body: &str) {
 fn tcp_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let deadline = Instant::now() + ANSWER;
     loop {
-        let attempt = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(request)?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        });
+        let attempt =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(request)?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(text)
+            });
         match attempt {
             Ok(text) if !text.is_empty() => return text,
             _ if Instant::now() > deadline => panic!("{addr} did not answer: {attempt:?}"),
@@ -256,7 +275,10 @@ fn published_tcp_and_udp_ports_answer_on_the_host_and_keep_the_clients_address()
     let tcp = host_port(&host, "peers", "7000");
     assert_eq!(udp, 5353);
 
-    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(outside.host_ip())] {
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(outside.host_ip()),
+    ] {
         let page = tcp_exchange((ip, web).into(), b"GET / HTTP/1.0\r\n\r\n");
         assert!(page.contains("hello-ports"), "{ip}: {page}");
         let echo = udp_exchange((ip, udp).into(), b"ping");
@@ -277,14 +299,14 @@ fn published_tcp_and_udp_ports_answer_on_the_host_and_keep_the_clients_address()
         v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
         web.to_string()
     );
-    assert_eq!(v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostIp"], "0.0.0.0");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostIp"],
+        "0.0.0.0"
+    );
     assert_eq!(v["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"], "");
     assert!(v["Config"]["ExposedPorts"]["80/tcp"].is_object(), "{v}");
     let ps = host.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
-    assert!(
-        ps.contains(&format!("web 0.0.0.0:{web}->80/tcp")),
-        "{ps}"
-    );
+    assert!(ps.contains(&format!("web 0.0.0.0:{web}->80/tcp")), "{ps}");
 }
 
 #[test]
@@ -315,7 +337,15 @@ fn publish_all_maps_every_exposed_port_and_a_taken_port_names_its_container() {
     // The port is the first container's, running or not.
     host.ok(&["stop", "-t", "0", "all"]);
     let err = host.fails(&[
-        "run", "-d", "--name", "second", "-p", &format!("{port}:80"), "bb", "sleep", "1000",
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "-p",
+        &format!("{port}:80"),
+        "bb",
+        "sleep",
+        "1000",
     ]);
     assert!(
         err.contains("already allocated") && err.contains("\"all\""),
@@ -334,7 +364,14 @@ fn an_internal_network_cannot_reach_out_and_the_default_bridge_can() {
     let host = port_host(&[]);
     let outside = Outside::new();
     let subnet = format!("{}.0/24", prefix());
-    host.ok(&["network", "create", "--internal", "--subnet", &subnet, "inner"]);
+    host.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &subnet,
+        "inner",
+    ]);
     let target = outside.ip().to_string();
     let (code, out, err) = host.run(&[], &["ping", "-c", "1", "-W", "5", &target]);
     assert_eq!(code, 0, "the default bridge reaches out: {out}{err}");
@@ -345,7 +382,10 @@ fn an_internal_network_cannot_reach_out_and_the_default_bridge_can() {
     assert_ne!(code, 0, "an internal network reached out: {out}");
     // Its subnet is not masqueraded; the default bridge's is.
     let table = rules(&host);
-    assert!(!table.contains(&format!("saddr {subnet} masquerade")), "{table}");
+    assert!(
+        !table.contains(&format!("saddr {subnet} masquerade")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -353,10 +393,18 @@ fn rules_outlive_a_killed_daemon_are_repaired_when_flushed_and_go_with_rm_and_ne
     let mut host = port_host(&[]);
     let subnet = format!("{}.0/24", prefix());
     host.ok(&["network", "create", "--subnet", &subnet, "front"]);
-    serve_http(&host, "web", &["--network", "front", "-p", "80"], "still-here");
+    serve_http(
+        &host,
+        "web",
+        &["--network", "front", "-p", "80"],
+        "still-here",
+    );
     let port = host_port(&host, "web", "80");
     let ip = ip_of(&host, "web", "front");
-    let page = tcp_exchange((Ipv4Addr::LOCALHOST, port).into(), b"GET / HTTP/1.0\r\n\r\n");
+    let page = tcp_exchange(
+        (Ipv4Addr::LOCALHOST, port).into(),
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
     assert!(page.contains("still-here"), "{page}");
     let before = rules(&host);
     assert!(before.contains(&format!("dnat ip to {ip}:80")), "{before}");
@@ -368,7 +416,10 @@ fn rules_outlive_a_killed_daemon_are_repaired_when_flushed_and_go_with_rm_and_ne
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let page = tcp_exchange((Ipv4Addr::LOCALHOST, port).into(), b"GET / HTTP/1.0\r\n\r\n");
+    let page = tcp_exchange(
+        (Ipv4Addr::LOCALHOST, port).into(),
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
     assert!(page.contains("still-here"), "{page}");
     host.start_daemon();
     assert_eq!(rules(&host), before, "a restart changed the rules");
@@ -386,7 +437,10 @@ fn rules_outlive_a_killed_daemon_are_repaired_when_flushed_and_go_with_rm_and_ne
     assert_eq!(rules(&host), before, "the flushed table was not repaired");
     let log = std::fs::read_to_string(host.root().parent().unwrap().join("daemon.log")).unwrap();
     assert!(log.contains("repairing"), "{log}");
-    let page = tcp_exchange((Ipv4Addr::LOCALHOST, port).into(), b"GET / HTTP/1.0\r\n\r\n");
+    let page = tcp_exchange(
+        (Ipv4Addr::LOCALHOST, port).into(),
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
     assert!(page.contains("still-here"), "{page}");
 
     // rm: none of the container's rules remain; network rm: none of the
@@ -417,6 +471,54 @@ fn icc_false_keeps_default_bridge_containers_apart() {
     // The isolation is ours: the bridge table drops within the subnet.
     let bridge = run("nft", &["-s", "list", "table", "bridge", &table(&host)]);
     let subnet = format!("{}.0/24", ip.to_string().rsplit_once('.').unwrap().0);
+    assert!(
+        bridge.contains(&format!("ip saddr {subnet} ip daddr {subnet} drop")),
+        "{bridge}"
+    );
+}
+
+#[test]
+fn iptables_false_writes_no_rules_and_ip_sets_the_default_host_address() {
+    let host = port_host(&["--iptables=false", "--ip", "127.0.0.1"]);
+    host.sleeper("quiet", &["-p", "80"]);
+    let shown = host.ok(&["port", "quiet", "80"]);
+    assert!(shown.trim().starts_with("127.0.0.1:"), "{shown}");
+    let out = output_within(
+        Command::new("nft").args(["list", "table", "inet", &table(&host)]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        !out.status.success(),
+        "--iptables=false made a table: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn network_options_turn_masquerade_and_icc_off_per_network() {
+    let host = port_host(&[]);
+    let subnet = format!("{}.0/24", prefix());
+    host.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    let inet = rules(&host);
+    assert!(
+        inet.contains(&format!("ip saddr {subnet} ct status dnat masquerade")),
+        "{inet}"
+    );
+    assert!(
+        !inet.contains(&format!("ip saddr {subnet} masquerade")),
+        "{inet}"
+    );
+    let bridge = run("nft", &["-s", "list", "table", "bridge", &table(&host)]);
     assert!(
         bridge.contains(&format!("ip saddr {subnet} ip daddr {subnet} drop")),
         "{bridge}"
