@@ -339,7 +339,19 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        // User-defined networks' bridges go with them.
+        let _ = self.stack(&["network", "prune", "-f"]);
         if let Some(mut daemon) = self.daemon.take() {
+            // A clean stop, so the daemon deletes its default bridge; killed
+            // when it does not stop in time.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
