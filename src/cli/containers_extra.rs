@@ -204,6 +204,15 @@ fn ps_entry(s: &ContainerSummary) -> PsEntry {
             .and_then(Value::as_object)
             .map(|n| n.keys().cloned().collect())
             .unwrap_or_default(),
+        ports: s
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let port = u16::try_from(p.get("PrivatePort")?.as_u64()?).ok()?;
+                let proto = p.get("Type")?.as_str()?.to_string();
+                Some((port, proto, p.get("PublicPort").is_some()))
+            })
+            .collect(),
     }
 }
 

@@ -357,6 +357,11 @@ fn publish_all_maps_every_exposed_port_and_a_taken_port_names_its_container() {
     host.ok(&["start", "all"]);
     assert_eq!(host_port(&host, "all", "80"), port);
     assert!(rules(&host).contains(&format!("dport {port} dnat ip to {ip}:80")));
+    // ps filters: publish takes published container ports, expose any.
+    let names = |filter: &str| host.ok(&["ps", "--filter", filter, "--format", "{{.Names}}"]);
+    assert_eq!(names("publish=80").trim(), "all");
+    assert_eq!(names("expose=9000-9001/udp").trim(), "all");
+    assert_eq!(names("publish=81").trim(), "");
 }
 
 #[test]
