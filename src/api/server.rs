@@ -159,6 +159,18 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ContainersError::Network(n) => net_status(n),
+            ContainersError::PortSpec(_) => StatusCode::BAD_REQUEST,
+            ContainersError::Ports(p) => {
+                use crate::net::firewall::FirewallError as F;
+                match p {
+                    F::PortAllocated { .. }
+                    | F::PortTwice { .. }
+                    | F::PortInUse { .. }
+                    | F::NoFreePort { .. } => StatusCode::CONFLICT,
+                    F::MixedFamilies { .. } => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
             ContainersError::NoNetworking
             | ContainersError::Io { .. }
             | ContainersError::CopyImage { .. } => StatusCode::INTERNAL_SERVER_ERROR,

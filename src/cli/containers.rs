@@ -133,7 +133,8 @@ pub struct CreateArgs {
     /// Publish a port (not supported yet)
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
-    /// Publish every exposed port (not supported yet)
+    /// Publish every exposed port (the image's EXPOSE and --expose) on a
+    /// free host port
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     /// Expose a port without publishing it
@@ -365,11 +366,7 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         .iter()
         .map(|l| l.parse::<LinkSpec>().map_err(|e| miette!("{e}")))
         .collect::<miette::Result<Vec<_>>>()?;
-    if !args.publish.is_empty() || args.publish_all {
-        return Err(miette!(
-            "publishing ports is not supported yet (it needs the firewall rules this version does not write); use --network host"
-        ));
-    }
+    let port_bindings = port_bindings(&args.publish)?;
     let network = match args.network.as_str() {
         "none" => NetMode::None,
         "host" => NetMode::Host,
@@ -531,6 +528,8 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         links,
         extra_hosts,
         expose: args.expose.clone(),
+        port_bindings,
+        publish_all: args.publish_all,
         runtime: args.runtime.clone(),
         restart: crate::reconcile::container::RestartPolicy {
             name: restart,
@@ -538,6 +537,29 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
         },
         health: health_request(args),
     })
+}
+
+/// `-p` values as Docker's `HostConfig.PortBindings` (docker/cli
+/// `nat.ParsePortSpecs`): one entry per container port, a host range kept
+/// whole when it maps to one container port.
+fn port_bindings(
+    publish: &[String],
+) -> miette::Result<BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>>> {
+    let mut out: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> = BTreeMap::new();
+    for raw in publish {
+        let spec: crate::spec::port::PortSpec = raw
+            .parse()
+            .map_err(|e| miette!("invalid -p {raw:?}: {e}"))?;
+        for b in spec.bindings() {
+            out.entry(format!("{}/{}", b.container_port, b.protocol))
+                .or_default()
+                .push(crate::reconcile::verbs::PortBinding {
+                    host_ip: b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    host_port: b.host_port.map(|r| r.to_string()).unwrap_or_default(),
+                });
+        }
+    }
+    Ok(out)
 }
 
 /// The `--health-*` flags as a request (docker/cli `parse`).

@@ -23,16 +23,11 @@ use crate::api::Listed;
 use crate::api::client::{Client, segment};
 use crate::api::verbs::{PATH_STAT_HEADER, UpdateBody, decode_path_stat};
 use crate::reconcile::archive::{self as cp_rules, CopyInfo, PathStat};
-use crate::reconcile::containers::Containers;
 use crate::reconcile::health::HealthStatus;
 use crate::reconcile::verbs::{
     CHANGE_ADDED, CHANGE_DELETED, Change, ContainerSummary, PruneReport, RestartPolicy, TopResult,
     UpdateRequest, UpdateResult, VerbError, summary_of,
 };
-
-fn open(root: &Path) -> miette::Result<Containers> {
-    Containers::open(root, &crate::runtime::default_run_dir(root)).into_diagnostic()
-}
 
 /// A library error as a diagnostic with its whole chain of causes.
 fn report(e: VerbError) -> miette::Report {
@@ -164,7 +159,7 @@ fn ps_row(s: &ContainerSummary, trunc: bool, now: SystemTime) -> Value {
         "Command": go_quote(&command),
         "CreatedAt": go_time(created),
         "RunningFor": format!("{} ago", human_duration(running_for)),
-        "Ports": "",
+        "Ports": crate::reconcile::ports::ps_column(&s.ports),
         "State": s.state,
         "Status": s.status,
         "Size": size,
@@ -209,6 +204,15 @@ fn ps_entry(s: &ContainerSummary) -> PsEntry {
             .and_then(Value::as_object)
             .map(|n| n.keys().cloned().collect())
             .unwrap_or_default(),
+        ports: s
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let port = u16::try_from(p.get("PrivatePort")?.as_u64()?).ok()?;
+                let proto = p.get("Type")?.as_str()?.to_string();
+                Some((port, proto, p.get("PublicPort").is_some()))
+            })
+            .collect(),
     }
 }
 
@@ -765,11 +769,29 @@ pub struct PortArgs {
     private_port: Option<String>,
 }
 
-/// `stack port`: `80/tcp -> 0.0.0.0:8080` per published port.
+/// `stack port`: `80/tcp -> 0.0.0.0:8080` per published port, from the
+/// daemon's `NetworkSettings.Ports` (as docker/cli does).
 pub fn port(root: &Path, args: &PortArgs) -> miette::Result<i32> {
-    let c = open(root)?;
-    let id = c.runtime.resolve(&args.container).into_diagnostic()?;
-    let ports = c.ports(&id).map_err(report)?;
+    let c = client(root)?;
+    let inspected: Value = c
+        .get(&format!("/containers/{}/json", segment(&args.container)))
+        .send_json()
+        .map_err(api_error)?;
+    let ports: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> =
+        inspected["NetworkSettings"]["Ports"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(key, list)| {
+                        serde_json::from_value::<Vec<crate::reconcile::verbs::PortBinding>>(
+                            list.clone(),
+                        )
+                        .ok()
+                        .map(|b| (key.clone(), b))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     let wanted = args.private_port.as_deref().map(|p| {
         if p.contains('/') {
             p.to_string()

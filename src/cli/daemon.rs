@@ -256,6 +256,23 @@ pub struct DaemonArgs {
     /// DNS resolver option for containers (repeatable; default: the host's)
     #[arg(long = "dns-opt", value_name = "OPTION")]
     dns_opts: Vec<String>,
+    /// Write firewall rules (NAT, published ports); false touches none
+    /// (--nat is another name for it)
+    #[arg(long = "iptables", visible_alias = "nat", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    iptables: Option<bool>,
+    /// Masquerade traffic leaving bridge networks (default true)
+    #[arg(long = "ip-masq", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ip_masq: Option<bool>,
+    /// Let containers on the default bridge talk to each other (default
+    /// true)
+    #[arg(long = "icc", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    icc: Option<bool>,
+    /// Default host address of published ports (default: every address)
+    #[arg(long = "ip", value_name = "IP")]
+    ip: Option<std::net::IpAddr>,
+    /// Turn on IPv4 forwarding at start (default true)
+    #[arg(long = "ip-forward", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ip_forward: Option<bool>,
 }
 
 /// Runs the daemon in the foreground.
@@ -331,6 +348,21 @@ pub fn daemon(
     }
     if let Some(d) = file.dns_opts.clone().filter(|_| from_file("dns-opt")) {
         args.dns_opts = d;
+    }
+    if file.iptables.is_some() && from_file("iptables") && from_file("nat") {
+        args.iptables = file.iptables;
+    }
+    if file.ip_masq.is_some() && from_file("ip-masq") {
+        args.ip_masq = file.ip_masq;
+    }
+    if file.icc.is_some() && from_file("icc") {
+        args.icc = file.icc;
+    }
+    if file.ip.is_some() && from_file("ip") {
+        args.ip = file.ip;
+    }
+    if file.ip_forward.is_some() && from_file("ip-forward") {
+        args.ip_forward = file.ip_forward;
     }
     if let Some(m) = file
         .registry_mirrors
@@ -449,6 +481,12 @@ pub fn daemon(
     options.dns.servers = args.dns.clone();
     options.dns.search = args.dns_search.clone();
     options.dns.options = args.dns_opts.clone();
+    let fw = &mut options.firewall;
+    fw.enabled = args.iptables.unwrap_or(true);
+    fw.ip_masq = args.ip_masq.unwrap_or(true);
+    fw.icc = args.icc.unwrap_or(true);
+    fw.default_ip = args.ip.filter(|ip| !ip.is_unspecified());
+    fw.ip_forward = args.ip_forward.unwrap_or(true);
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

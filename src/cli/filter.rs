@@ -155,6 +155,20 @@ pub struct PsEntry {
     pub mounts: Vec<(String, String)>,
     /// Network names.
     pub networks: Vec<String>,
+    /// Ports: (container port, protocol, whether it is published).
+    pub ports: Vec<(u16, String, bool)>,
+}
+
+/// Whether a `publish`/`expose` filter value (`80`, `80/udp`,
+/// `8000-8080/tcp`; tcp when none is written) takes container port
+/// `port`/`proto`.
+fn port_filter_takes(value: &str, port: u16, proto: &str) -> bool {
+    let (ports, want) = value.split_once('/').unwrap_or((value, "tcp"));
+    let (start, end) = ports.split_once('-').unwrap_or((ports, ports));
+    match (start.trim().parse::<u16>(), end.trim().parse::<u16>()) {
+        (Ok(start), Ok(end)) => want.eq_ignore_ascii_case(proto) && (start..=end).contains(&port),
+        _ => false,
+    }
 }
 
 /// The filter keys `ps` accepts.
@@ -280,7 +294,7 @@ pub fn select(
         .then(|| filters.values("ancestor").filter_map(image_id).collect());
 
     let mut out = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
+    'entries: for (i, e) in entries.iter().enumerate() {
         // Newest first: everything up to and including `before` is newer.
         if before.is_some_and(|b| i <= b) {
             continue;
@@ -336,9 +350,18 @@ pub fn select(
         {
             continue;
         }
-        // No ports are published or exposed by containers here yet.
-        if filters.contains("publish") || filters.contains("expose") {
-            continue;
+        // Docker's `publish` takes containers that publish the container
+        // port, `expose` those that expose it (published or not).
+        for (key, published_only) in [("publish", true), ("expose", false)] {
+            if filters.contains(key)
+                && !filters.values(key).any(|v| {
+                    e.ports.iter().any(|(port, proto, published)| {
+                        (*published || !published_only) && port_filter_takes(v, *port, proto)
+                    })
+                })
+            {
+                continue 'entries;
+            }
         }
         out.push(i);
     }
@@ -348,6 +371,16 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_filters_take_ports_ranges_and_protocols_like_docker() {
+        assert!(port_filter_takes("80", 80, "tcp"));
+        assert!(!port_filter_takes("80", 80, "udp"));
+        assert!(port_filter_takes("53/udp", 53, "udp"));
+        assert!(port_filter_takes("8000-8080/tcp", 8042, "tcp"));
+        assert!(!port_filter_takes("8000-8080", 8081, "tcp"));
+        assert!(!port_filter_takes("http", 80, "tcp"));
+    }
 
     fn entry(name: &str, state: &str) -> PsEntry {
         PsEntry {

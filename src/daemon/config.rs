@@ -178,6 +178,22 @@ pub struct DaemonConfig {
     /// `--fixed-cidr-v6`: the default network's IPv6 subnet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_cidr_v6: Option<String>,
+    /// `--iptables` (`--nat`, Docker's old name, is read too): false
+    /// touches no firewall rule.
+    #[serde(alias = "nat", skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<bool>,
+    /// `--ip-masq`: masquerade traffic leaving bridge subnets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_masq: Option<bool>,
+    /// `--icc`: containers on the default bridge may talk to each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
+    /// `--ip`: the default host address of published ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    /// `--ip-forward`: turn on IPv4 forwarding at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_forward: Option<bool>,
     /// `--registry-mirror`, repeated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_mirrors: Option<Vec<String>>,
@@ -523,6 +539,7 @@ fn key_of_flag(flag: &str) -> &str {
         "default-ulimit" => "default-ulimits",
         "log-opt" => "log-opts",
         "registry-mirror" => "registry-mirrors",
+        "nat" => "iptables",
         "insecure-registry" => "insecure-registries",
         "dns-opt" => "dns-opts",
         other => other,

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod dns;
 pub mod events;
+pub mod firewall;
 pub mod health;
 pub mod supervisor;
 
@@ -72,6 +73,9 @@ pub struct Options {
     pub net_lock: PathBuf,
     /// Name resolution: `--dns`, `--dns-search`, `--dns-opt`.
     pub dns: dns::DnsOptions,
+    /// NAT and published ports (`--iptables`, `--ip-masq`, `--icc`,
+    /// `--ip`, `--ip-forward`).
+    pub firewall: firewall::FirewallOptions,
 }
 
 impl Options {
@@ -104,6 +108,7 @@ impl Options {
             },
             net_lock: PathBuf::from(NET_LOCK),
             dns: dns::DnsOptions::host(),
+            firewall: firewall::FirewallOptions::for_root(root),
         }
     }
 }
@@ -243,11 +248,26 @@ impl Daemon {
             options.dns.clone(),
         ));
         containers.set_dns_defaults(options.dns.container_defaults());
+        let networks = Arc::new(networks);
+        let publisher = Arc::new(
+            firewall::Publisher::new(
+                &options.root,
+                options.firewall.clone(),
+                networks.clone(),
+                containers.runtime.clone(),
+            )
+            .map_err(|e| DaemonError::Config(crate::error_chain(&e)))?,
+        );
+        // Rules the kernel kept while the daemon was away are checked
+        // against the state and repaired.
+        publisher.start();
+        tokio::spawn(firewall::follow(publisher.clone(), events.clone()));
         containers.set_networks(
-            Arc::new(networks),
+            networks,
             Arc::new(NetworkHooks {
                 events: events.clone(),
                 dns: dns.clone(),
+                publisher,
             }),
         );
         let containers = Arc::new(containers);
@@ -272,11 +292,27 @@ impl Daemon {
 pub struct NetworkHooks {
     events: events::Events,
     dns: Arc<dns::DaemonDns>,
+    /// NAT and published ports.
+    publisher: Arc<firewall::Publisher>,
 }
 
 impl crate::reconcile::containers::NetworkObserver for NetworkHooks {
     fn changed(&self, change: crate::reconcile::containers::NetworkChange) {
         self.network_changed(&change);
+    }
+
+    fn allocate_ports(
+        &self,
+        container: (&str, &str),
+        ip: std::net::IpAddr,
+        bridge: &str,
+        requests: &[crate::net::firewall::PortRequest],
+    ) -> Result<Vec<crate::net::firewall::Forward>, crate::net::firewall::FirewallError> {
+        self.publisher.allocate(container, ip, bridge, requests)
+    }
+
+    fn started(&self, _container: &str) {
+        self.publisher.sync_logged();
     }
 }
 
@@ -302,6 +338,7 @@ impl NetworkHooks {
             }
         };
         self.events.emit(event);
+        self.publisher.network_changed(change);
     }
 }
 

@@ -1016,8 +1016,9 @@ fn write_sysctl(path: &Path, value: &'static str) -> Result<(), FirewallError> {
     })
 }
 
-/// The kernel's ephemeral port range, or Docker's fallback.
-fn ephemeral_range() -> RangeInclusive<u16> {
+/// The kernel's ephemeral port range, or Docker's fallback: where host
+/// ports are picked for requests without one.
+pub fn ephemeral_range() -> RangeInclusive<u16> {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|text| parse_port_range(&text))

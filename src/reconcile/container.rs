@@ -232,6 +232,22 @@ pub struct RunRequest {
     pub runtime: Option<String>,
     /// `--expose` (and the image's EXPOSE), kept for `inspect` and `-P`.
     pub expose: Vec<String>,
+    /// `-p`: Docker's `HostConfig.PortBindings`, `"80/tcp"` to the host
+    /// addresses and ports to publish it on.
+    #[serde(
+        rename = "PortBindings",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub port_bindings: BTreeMap<String, Vec<super::verbs::PortBinding>>,
+    /// `-P`: Docker's `HostConfig.PublishAllPorts`, every exposed port on
+    /// a free host port.
+    #[serde(
+        rename = "PublishAllPorts",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub publish_all: bool,
     /// `--restart`: what the daemon's supervisor does when it exits.
     #[serde(default)]
     pub restart: RestartPolicy,

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,6 +63,27 @@ pub enum NetworkChange {
 pub trait NetworkObserver: Send + Sync + std::fmt::Debug {
     /// Called after the change happened.
     fn changed(&self, change: NetworkChange);
+
+    /// Chooses the host ports of a new container's published ports (the
+    /// daemon's firewall layer, which knows every container's ports):
+    /// `container` is its id and name, `ip` and `bridge` its address and
+    /// bridge on the network the ports go to. The forwards are reserved
+    /// for it from then on (until it is removed, or its create fails and
+    /// its endpoints are released).
+    fn allocate_ports(
+        &self,
+        container: (&str, &str),
+        ip: std::net::IpAddr,
+        bridge: &str,
+        requests: &[crate::net::firewall::PortRequest],
+    ) -> Result<Vec<crate::net::firewall::Forward>, crate::net::firewall::FirewallError>;
+
+    /// Called after a container started (its address is up): the layers
+    /// that follow running containers (published ports) update now, before
+    /// the start is reported.
+    fn started(&self, container: &str) {
+        let _ = container;
+    }
 }
 
 /// Errors of container management.
@@ -123,6 +145,13 @@ pub enum ContainersError {
     /// Bridge networks need the daemon's networking.
     #[error("networking is not available here: bridge networks need the daemon")]
     NoNetworking,
+    /// A published port the request spells wrong.
+    #[error(transparent)]
+    PortSpec(#[from] super::ports::PortsError),
+    /// A host port that cannot be given to the container (taken by another
+    /// container or by a socket on the host, or none free).
+    #[error(transparent)]
+    Ports(#[from] crate::net::firewall::FirewallError),
     /// The image could not be copied into a `vfs` container's root.
     #[error("copy image {image} into the root of the new container")]
     CopyImage {
@@ -308,7 +337,11 @@ impl Containers {
                 });
             }
         }
-        Ok(self.runtime.start(id, attach)?)
+        let state = self.runtime.start(id, attach)?;
+        if let Some(o) = &self.observer {
+            o.started(id);
+        }
+        Ok(state)
     }
 
     /// Creates a bridge network.
@@ -619,6 +652,24 @@ impl Containers {
             }
             NetMode::None | NetMode::Host => {}
         }
+        // Docker discards published ports with --network host or none
+        // (docker/cli warns), and refuses them with container:NAME.
+        let exposed = super::ports::exposed_ports(
+            run_config.exposed_ports.iter().flat_map(|m| m.keys()),
+            &req.expose,
+        )?;
+        let port_requests =
+            super::ports::port_requests(&req.port_bindings, req.publish_all, &exposed)?;
+        if !port_requests.is_empty() && matches!(req.network, NetMode::Container(_)) {
+            return Err(ContainerError::Conflict(
+                "conflicting options: port publishing and the container type network mode".into(),
+            )
+            .into());
+        }
+        let mut exposed = exposed;
+        for r in &port_requests {
+            exposed.insert(super::ports::port_key(r.container_port, r.proto));
+        }
         if on_network.is_none()
             && (req.ip.is_some() || req.ip6.is_some() || !req.network_aliases.is_empty())
         {
@@ -709,15 +760,52 @@ impl Containers {
                 aliases: req.network_aliases.clone(),
                 mac,
             };
-            match self.networks()?.reserve(network, &id, &name, &asked) {
-                Ok((_, endpoint)) => own_ip = Some(endpoint.ip.to_string()),
+            let reserved = self
+                .networks()?
+                .reserve(network, &id, &name, &asked)
+                .map_err(ContainersError::from)
+                .and_then(|(network, endpoint)| {
+                    own_ip = Some(endpoint.ip.to_string());
+                    // Host ports are chosen now and kept with the record,
+                    // for the container's whole life: a port picked for
+                    // host port 0 stays the same across restarts (Docker
+                    // picks again at each start; keeping it is what users
+                    // of `stack port` expect).
+                    let forwards = match (&self.observer, network.bridge.as_deref()) {
+                        (_, _) if port_requests.is_empty() => Vec::new(),
+                        (Some(o), Some(bridge)) => o.allocate_ports(
+                            (&id, &name),
+                            IpAddr::V4(endpoint.ip),
+                            bridge,
+                            &port_requests,
+                        )?,
+                        _ => return Err(ContainersError::NoNetworking),
+                    };
+                    Ok(forwards)
+                });
+            match reserved {
+                Ok(forwards) => {
+                    record
+                        .extra
+                        .insert(super::ports::FORWARDS_KEY.into(), json!(forwards));
+                    record.extra.insert(
+                        super::ports::PORTS_KEY.into(),
+                        super::ports::docker_ports(&exposed, &forwards),
+                    );
+                }
                 Err(e) => {
                     if let Some(copy) = &copy {
                         let _ = fs::remove_dir_all(copy);
                     }
-                    return Err(e.into());
+                    self.release_networks(&id);
+                    return Err(e);
                 }
             }
+        } else if !exposed.is_empty() {
+            record.extra.insert(
+                super::ports::PORTS_KEY.into(),
+                super::ports::docker_ports(&exposed, &[]),
+            );
         }
         if let Err(e) = self.runtime.create(&record, &spec) {
             if let Some(copy) = &copy {
@@ -1142,6 +1230,8 @@ impl Containers {
                 "Dns": request.get("dns"),
                 "DnsSearch": request.get("dns_search"),
                 "DnsOptions": request.get("dns_options").cloned().unwrap_or(json!([])),
+                "PortBindings": request_of(&record).port_bindings,
+                "PublishAllPorts": request_of(&record).publish_all,
                 "Resources": request.get("resources"),
                 "LogConfig": {"Type": "json-file", "Config": {
                     "max-size": record.log_max_size.to_string(),
@@ -1153,6 +1243,16 @@ impl Containers {
         });
         if let Some(check) = record.extra.get("healthcheck") {
             out["Config"]["Healthcheck"] = check.clone();
+        }
+        // Docker's `Config.ExposedPorts`: `{"80/tcp": {}}`.
+        if let Some(ports) = record
+            .extra
+            .get(super::ports::PORTS_KEY)
+            .and_then(Value::as_object)
+        {
+            let exposed: serde_json::Map<String, Value> =
+                ports.keys().map(|k| (k.clone(), json!({}))).collect();
+            out["Config"]["ExposedPorts"] = Value::Object(exposed);
         }
         Ok(out)
     }
@@ -1289,7 +1389,7 @@ impl Containers {
             "Bridge": "",
             "SandboxID": "",
             "SandboxKey": sandbox,
-            "Ports": {},
+            "Ports": record.extra.get(super::ports::PORTS_KEY).cloned().unwrap_or_else(|| json!({})),
             "HairpinMode": false,
             "LinkLocalIPv6Address": "",
             "LinkLocalIPv6PrefixLen": 0,

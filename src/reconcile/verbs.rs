@@ -198,11 +198,13 @@ pub struct PruneReport {
 /// One published port (`NetworkSettings.Ports["80/tcp"][i]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
-    /// The host address (`0.0.0.0`, `::`, …).
-    #[serde(rename = "HostIp")]
+    /// The host address (`0.0.0.0`, `::`, …; empty in a request: every
+    /// address).
+    #[serde(rename = "HostIp", default)]
     pub host_ip: String,
-    /// The host port.
-    #[serde(rename = "HostPort")]
+    /// The host port (in a request also empty, any free port, or a range
+    /// `8000-8010`, the first free one of those).
+    #[serde(rename = "HostPort", default)]
     pub host_port: String,
 }
 
@@ -248,7 +250,7 @@ pub struct ContainerSummary {
     /// Creation time, Unix seconds.
     #[serde(rename = "Created")]
     pub created: i64,
-    /// Published ports (none until networks exist).
+    /// Published and exposed ports (see [`super::ports::summary_ports`]).
     #[serde(rename = "Ports")]
     pub ports: Vec<Value>,
     /// Bytes in the writable layer, when asked for.
@@ -484,8 +486,8 @@ impl Containers {
     }
 
     /// `docker port`: the container's published ports, by `PORT/PROTO`
-    /// (what the network layer recorded in `record.extra["ports"]`; none
-    /// while containers have no bridge networks).
+    /// (what create recorded in `record.extra["ports"]`, see
+    /// [`super::ports`]).
     pub fn ports(&self, id: &str) -> Result<BTreeMap<String, Vec<PortBinding>>, VerbError> {
         let record = self.runtime.record(id)?;
         Ok(record
@@ -576,7 +578,7 @@ pub fn summary_of(
         image_id: record.image_id.clone(),
         command: command.join(" "),
         created,
-        ports: Vec::new(),
+        ports: super::ports::summary_ports(record),
         size_rw,
         size_root_fs: size_rw.map(|rw| rw + image_size.unwrap_or(0)),
         labels: record.labels.clone(),

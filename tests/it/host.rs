@@ -18,6 +18,7 @@ const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "ps", "mount",
     "unshare", "mkdir", "touch", "env", "grep", "head", "wc", "seq", "yes", "kill", "trap", "dd",
     "test", "pwd", "stat", "readlink", "rm", "ln", "chown", "ip", "ping", "wget", "httpd", "nc",
+    "chroot",
 ];
 
 /// The image's `/etc/passwd`: what a copy out of a container must give,
@@ -345,6 +346,8 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        // User-defined networks' bridges go with them.
+        let _ = self.stack(&["network", "prune", "-f"]);
         if let Some(mut daemon) = self.daemon.take() {
             // SIGTERM first: a clean stop removes the default bridge.
             if let Ok(pid) = i32::try_from(daemon.id()) {
@@ -362,5 +365,11 @@ impl Drop for Host {
         }
         // The commands autostarted a daemon on this root: stop it.
         crate::stop_daemon(&self.root());
+        // A stopped daemon leaves its firewall rules in the kernel (live
+        // restore); the test's root is going away, so they go too.
+        let table = stack::daemon::firewall::table_name(&self.root());
+        if let Ok(firewall) = stack::net::firewall::Firewall::new(&table) {
+            let _ = firewall.remove();
+        }
     }
 }

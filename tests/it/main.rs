@@ -20,6 +20,7 @@ mod layer;
 mod logs;
 mod net;
 mod netdns;
+mod ports;
 mod registry;
 mod robustness;
 mod runtime;
