@@ -7,4 +7,5 @@ pub mod container;
 pub mod containers;
 pub mod health;
 pub mod link;
+pub mod plan;
 pub mod verbs;
