@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod container;
 pub mod containers;
+pub mod desired;
 pub mod health;
 pub mod link;
 pub mod plan;
