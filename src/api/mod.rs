@@ -12,6 +12,7 @@
 pub mod client;
 pub mod images;
 pub mod networks;
+pub mod stacks;
 pub mod server;
 pub mod tls;
 pub mod verbs;

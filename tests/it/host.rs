@@ -336,11 +336,20 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.stack(&["rm", "-f", id]);
         }
+        let _ = self.stack(&["network", "prune", "-f"]);
         if let Some(mut daemon) = self.daemon.take() {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
         // The commands autostarted a daemon on this root: stop it.
         crate::stop_daemon(&self.root());
+        // The root's default bridge outlives its daemon (as docker0 does);
+        // a test root is gone after the test, so its bridge goes too, or
+        // the subnets for default bridges run out.
+        let bridge = stack::net::default_bridge_name(&self.root());
+        let _ = crate::output_within(
+            Command::new("ip").args(["link", "del", &bridge]),
+            Duration::from_secs(10),
+        );
     }
 }
