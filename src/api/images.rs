@@ -35,7 +35,7 @@ use super::server::{
 use crate::daemon::Daemon;
 use crate::daemon::events::Event;
 use crate::image::archive::{ArchiveError, ArchiveFormat};
-use crate::image::auth::{AuthStore, Credentials};
+use crate::image::auth::Credentials;
 use crate::image::catalog::CatalogError;
 use crate::image::changes::Change;
 use crate::image::digest::Digest;
@@ -44,7 +44,7 @@ use crate::image::oci::{Descriptor, Platform};
 use crate::image::pull::{self, PullProgress};
 use crate::image::push::{self, PushProgress};
 use crate::image::reference::Reference;
-use crate::image::registry::{RegistryClient, RegistryError, RegistryOptions, UploadOutcome};
+use crate::image::registry::{RegistryClient, RegistryError, UploadOutcome};
 use crate::reconcile::containers::ContainerUsage;
 
 // ---------------------------------------------------------------------------
@@ -866,19 +866,7 @@ fn registry_client(
     domain: &str,
     credentials: Option<Credentials>,
 ) -> Result<RegistryClient, RegistryError> {
-    let mut auth = AuthStore::empty();
-    if let Some(credentials) = credentials {
-        auth.insert(domain, credentials);
-    }
-    let mut options = RegistryOptions {
-        auth,
-        mirrors: d.options.registry_mirrors.clone(),
-        ..RegistryOptions::default()
-    };
-    options
-        .insecure
-        .extend(d.options.insecure_registries.iter().cloned());
-    RegistryClient::new(options)
+    d.registry_client(domain, credentials)
 }
 
 fn registry_failure(e: &RegistryError) -> (StatusCode, String) {

@@ -13,6 +13,7 @@ pub mod client;
 pub mod images;
 pub mod networks;
 pub mod server;
+pub mod stacks;
 pub mod tls;
 pub mod verbs;
 

@@ -349,6 +349,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(super::images::routes())
         .merge(super::verbs::routes())
         .merge(super::networks::routes())
+        .merge(super::stacks::routes())
         .with_state(daemon);
     Router::new()
         .nest(super::PREFIX, routes.clone())

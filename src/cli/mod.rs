@@ -21,6 +21,7 @@ mod images;
 mod networks;
 mod output;
 mod registry;
+mod stacks;
 mod system;
 mod template;
 pub mod tls;
@@ -109,6 +110,45 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ConfigFormat::Kdl)]
         format: ConfigFormat,
     },
+    /// Bring a stack up and keep it converged (the daemon watches its files)
+    Up {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// Return once applied (the daemon keeps the stack); the only mode
+        /// this version has
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Apply a stack now (the same as `up -d`)
+    Apply {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Show what applying a stack would do, and why, without doing it
+    Plan {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Take a stack down: its containers and networks (volumes with -v)
+    Down {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// The stack's name (default: the one in the current directory)
+        #[arg(long)]
+        stack: Option<String>,
+        /// Remove the stack's named volumes too
+        #[arg(short = 'v', long)]
+        volumes: bool,
+    },
+    /// Show a stack's generation, last apply and last error
+    Status {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// The stack's name (default: the one in the current directory)
+        stack: Option<String>,
+    },
+    /// List the stacks the daemon keeps
+    Ls,
     /// Download an image from a registry
     Pull(registry::PullArgs),
     /// Upload an image to a registry
@@ -156,7 +196,6 @@ enum Command {
     /// Remove containers
     Rm(containers::RmArgs),
     /// List containers
-    #[command(visible_alias = "ls")]
     Ps(containers_extra::PsArgs),
     /// Show a container's output
     Logs(containers::LogsArgs),
@@ -524,6 +563,26 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
         Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
         Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Network(command) => Ok(networks::run(&root, &command)?),
+        Command::Up { project, detach: _ } | Command::Apply { project } => {
+            Ok(stacks::up(&root, &load_options(&project)?)?)
+        }
+        Command::Plan { project } => Ok(stacks::plan(&root, &load_options(&project)?)?),
+        Command::Down {
+            project,
+            stack,
+            volumes,
+        } => Ok(stacks::down(
+            &root,
+            &load_options(&project)?,
+            stack.as_deref(),
+            volumes,
+        )?),
+        Command::Status { project, stack } => Ok(stacks::status(
+            &root,
+            &load_options(&project)?,
+            stack.as_deref(),
+        )?),
+        Command::Ls => Ok(stacks::ls(&root)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, SystemTime};
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
+use miette::Diagnostic;
 
 /// A table in Docker's style: upper-case headers, columns separated by three
 /// spaces, no borders.
@@ -132,17 +132,7 @@ pub fn color_stderr() -> bool {
 /// Renders a diagnostic the way the CLI prints it: with the source line and
 /// labels, in color or not, 100 columns wide.
 pub fn render(diagnostic: &dyn Diagnostic, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    let mut out = String::new();
-    if handler.render_report(&mut out, diagnostic).is_err() {
-        out = format!("error: {diagnostic}\n");
-    }
-    out
+    crate::spec::diag::render(diagnostic, color)
 }
 
 #[cfg(test)]

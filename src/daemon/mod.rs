@@ -14,6 +14,7 @@ pub mod dns;
 pub mod events;
 pub mod firewall;
 pub mod health;
+pub mod stacks;
 pub mod supervisor;
 
 use std::fs;
@@ -193,6 +194,8 @@ pub struct Daemon {
     pub supervisor: Arc<supervisor::Supervisor>,
     /// The embedded DNS server and its registrations.
     pub dns: Arc<dns::DaemonDns>,
+    /// The stacks kept converged.
+    pub stacks: stacks::Registry,
 }
 
 impl Daemon {
@@ -282,6 +285,7 @@ impl Daemon {
             events,
             supervisor,
             dns,
+            stacks: stacks::Registry::default(),
         })
     }
 }
@@ -365,6 +369,54 @@ fn settle_driver(options: &Options) -> Result<StorageDriver, DaemonError> {
 }
 
 impl Daemon {
+    /// A registry client for `domain` with the daemon's mirrors and
+    /// insecure registries, and `credentials` when given.
+    pub fn registry_client(
+        &self,
+        domain: &str,
+        credentials: Option<crate::image::auth::Credentials>,
+    ) -> Result<crate::image::registry::RegistryClient, crate::image::registry::RegistryError> {
+        let mut auth = crate::image::auth::AuthStore::empty();
+        if let Some(credentials) = credentials {
+            auth.insert(domain, credentials);
+        }
+        let mut options = crate::image::registry::RegistryOptions {
+            auth,
+            mirrors: self.options.registry_mirrors.clone(),
+            ..crate::image::registry::RegistryOptions::default()
+        };
+        options
+            .insecure
+            .extend(self.options.insecure_registries.iter().cloned());
+        crate::image::registry::RegistryClient::new(options)
+    }
+
+    /// Pulls `reference` anonymously (through the mirrors) and emits
+    /// `pull`: what a stack's missing images need.
+    pub async fn pull(
+        &self,
+        reference: &crate::image::reference::Reference,
+    ) -> Result<(), crate::image::registry::RegistryError> {
+        let client = self.registry_client(reference.domain(), None)?;
+        let images = &self.containers.images;
+        crate::image::pull::pull(
+            &client,
+            &images.blobs,
+            &images.catalog,
+            Some(&images.snapshots),
+            reference,
+            None,
+            &crate::image::pull::NoProgress,
+        )
+        .await?;
+        self.events.emit(events::Event::image(
+            "pull",
+            &reference.to_string(),
+            Default::default(),
+        ));
+        Ok(())
+    }
+
     /// Fills in what a request leaves to the daemon's defaults.
     pub fn apply_defaults(&self, req: &mut crate::reconcile::container::RunRequest) {
         for default in &self.options.default_ulimits {
@@ -674,6 +726,8 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         Err(e) => tracing::warn!("restoring containers: {}", crate::error_chain(&e)),
     }
     tokio::spawn(monitor_health(daemon.clone()));
+    // Stacks registered before resume their loops.
+    daemon.stacks.restore(&daemon);
     sd_notify("READY=1");
     tracing::info!("stack daemon ready on {:?}", daemon.options.hosts);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

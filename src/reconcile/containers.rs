@@ -475,6 +475,32 @@ impl Containers {
         self.storage_driver
     }
 
+    /// Creates named volume `name` if it does not exist (seeded from the
+    /// image at its first mount); returns its data directory.
+    pub fn ensure_volume(&self, name: &str) -> Result<PathBuf, ContainersError> {
+        self.volume(name, true)
+    }
+
+    /// Whether named volume `name` exists.
+    pub fn volume_exists(&self, name: &str) -> bool {
+        is_valid_name(name) && self.volumes.join(name).join("_data").is_dir()
+    }
+
+    /// Removes named volume `name` and its data.
+    pub fn remove_volume(&self, name: &str) -> Result<(), ContainersError> {
+        if !is_valid_name(name) {
+            return Err(ContainersError::Reference(format!(
+                "invalid volume name {name:?}"
+            )));
+        }
+        let dir = self.volumes.join(name);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove the volume", &dir)(e)),
+        }
+    }
+
     /// The directory of a named volume, created if new. A new volume is
     /// marked to be seeded with the image's files at its mount point.
     fn volume(&self, name: &str, seed: bool) -> Result<PathBuf, ContainersError> {

@@ -5,7 +5,9 @@
 pub mod archive;
 pub mod container;
 pub mod containers;
+pub mod desired;
 pub mod health;
 pub mod link;
+pub mod plan;
 pub mod ports;
 pub mod verbs;

@@ -355,6 +355,23 @@ pub fn char_to_byte(text: &str, chars: usize) -> usize {
         .map_or(text.len(), |(b, _)| b)
 }
 
+/// Renders a diagnostic with its source lines and labels (file, line and
+/// column), in color or not, 100 columns wide: how the CLI prints problems
+/// and how the daemon reports a stack file it cannot apply.
+pub fn render(diagnostic: &dyn miette::Diagnostic, color: bool) -> String {
+    let theme = if color {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    if handler.render_report(&mut out, diagnostic).is_err() {
+        out = format!("error: {diagnostic}\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -371,5 +371,13 @@ impl Drop for Host {
         if let Ok(firewall) = stack::net::firewall::Firewall::new(&table) {
             let _ = firewall.remove();
         }
+        // The root's default bridge outlives its daemon (as docker0 does);
+        // a test root is gone after the test, so its bridge goes too, or
+        // the subnets for default bridges run out.
+        let bridge = stack::net::default_bridge_name(&self.root());
+        let _ = crate::output_within(
+            Command::new("ip").args(["link", "del", &bridge]),
+            Duration::from_secs(10),
+        );
     }
 }

@@ -1,0 +1,106 @@
+//! The stack routes (ours; Docker has none): register and apply a stack
+//! (`POST /stacks`), list them, show one, plan one without applying it,
+//! apply one again, and take one down.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::server::{ApiError, ApiResult, json_body, json_response};
+use crate::daemon::Daemon;
+use crate::daemon::stacks::{Registry, StackSource};
+
+/// The stack routes.
+pub fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route("/stacks", get(list).post(up))
+        .route("/stacks/plan", post(plan))
+        .route("/stacks/{name}", get(status).delete(down))
+        .route("/stacks/{name}/apply", post(apply))
+}
+
+/// A stack name as Compose accepts a project name.
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid stack name {name:?}: lowercase letters, digits, '-' and '_', starting with a letter or digit"
+        )))
+    }
+}
+
+fn check_source(source: &StackSource) -> ApiResult<()> {
+    check_name(&source.name)?;
+    if !source.project_dir.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "the project directory {} is not an absolute path",
+            source.project_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+async fn up(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult<Response> {
+    let source: StackSource = json_body(req).await?;
+    check_source(&source)?;
+    let status = Registry::up(&d, source)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(json_response(&status).into_response())
+}
+
+async fn plan(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult<Response> {
+    let source: StackSource = json_body(req).await?;
+    check_source(&source)?;
+    let steps = Registry::plan(&d, &source)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(json_response(&steps).into_response())
+}
+
+async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
+    Ok(json_response(&d.stacks.list()).into_response())
+}
+
+async fn status(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let status = d
+        .stacks
+        .status(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no such stack: {name}")))?;
+    Ok(json_response(&status).into_response())
+}
+
+async fn apply(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
+    let status =
+        d.stacks.kick(&name).await.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no such stack: {name}"))
+        })?;
+    Ok(json_response(&status).into_response())
+}
+
+async fn down(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let volumes = matches!(q.get("volumes").map(String::as_str), Some("1" | "true"));
+    let report = Registry::down(&d, &name, volumes)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(json_response(&report).into_response())
+}

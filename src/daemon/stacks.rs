@@ -1,0 +1,1302 @@
+//! Stacks in the daemon: what runs is observed ([`observe`]), compared
+//! with the stack file ([`crate::reconcile::plan::plan`]) and the plan's
+//! steps carried out ([`execute`]), independent steps at once and each
+//! after the steps it waits for.
+//!
+//! A stack container keeps what the plan needs in its record's `extra`:
+//! the fields it was made from (`stack.fields`), its live settings
+//! (`stack.live`) and the restart engine's memory (`stack.restarts`:
+//! consecutive failures, recent starts, given up, held). The daemon's own
+//! restart policy stays off for them: the stack loop restarts them itself,
+//! through the backoff and after their dependencies.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::Daemon;
+use crate::reconcile::desired::{
+    self, LABEL_REPLICA, LABEL_SERVICE, LABEL_STACK, NetworkTemplate, Resolved,
+};
+use crate::reconcile::plan::{
+    Action, Fields, Health, ImageSource, Observed, ObservedContainer, Plan, State, Target,
+};
+use crate::runtime::{ContainerRecord, ContainerState, Status};
+use crate::spec::model::Condition;
+
+/// The label a stack's networks carry, with the hash of their settings.
+pub const LABEL_NETWORK_HASH: &str = "stack.network-hash";
+/// How many recent start times a container keeps for the start limit.
+const STARTS_KEPT: usize = 64;
+/// How often an await step looks at its condition.
+const AWAIT_POLL: Duration = Duration::from_millis(50);
+
+/// Why a stack step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A container step failed.
+    #[error("{step}: {message}")]
+    Step {
+        /// The step, as the plan words it.
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Observing the host failed.
+    #[error("cannot observe the stack: {0}")]
+    Observe(String),
+}
+
+/// The restart engine's memory of one container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartMemory {
+    /// Failed runs since the last run that lasted long enough.
+    #[serde(default)]
+    pub failures: u32,
+    /// Recent start times, seconds since the epoch (with fractions).
+    #[serde(default)]
+    pub starts: Vec<f64>,
+    /// The engine gave up.
+    #[serde(default)]
+    pub given_up: bool,
+    /// Stopped on purpose: not started again until asked.
+    #[serde(default)]
+    pub held: bool,
+}
+
+fn to_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn from_secs(s: f64) -> SystemTime {
+    if s.is_finite() && s > 0.0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s)
+    } else {
+        SystemTime::UNIX_EPOCH
+    }
+}
+
+fn extra_fields(record: &ContainerRecord, key: &str) -> Fields {
+    record
+        .extra
+        .get(key)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// The restart memory kept in a container's record.
+pub fn restart_memory(record: &ContainerRecord) -> RestartMemory {
+    record
+        .extra
+        .get("stack.restarts")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+fn parse_time(t: &Option<String>) -> Option<SystemTime> {
+    crate::runtime::logs::parse_time_filter(t.as_deref()?, SystemTime::now()).ok()
+}
+
+fn state_of(state: &ContainerState) -> State {
+    let started = parse_time(&state.started_at).unwrap_or(SystemTime::UNIX_EPOCH);
+    match state.status {
+        Status::Created => State::Created,
+        Status::Running => State::Running { started },
+        Status::Paused => State::Paused,
+        Status::Exited | Status::Removing => State::Exited {
+            code: i64::from(state.exit_code),
+            started,
+            finished: parse_time(&state.finished_at).unwrap_or(started),
+        },
+    }
+}
+
+/// The stack's containers, networks and volumes as they are now, and the
+/// images its services need.
+pub fn observe(d: &Daemon, resolved: &Resolved) -> Result<Observed, StackError> {
+    let stack = &resolved.desired.stack;
+    let mut observed = Observed::default();
+    let images = &d.containers.images;
+    for service in resolved.desired.services.values() {
+        let reference = service.image.reference();
+        if let Ok(id) = images.catalog.resolve(reference) {
+            observed
+                .images
+                .insert(reference.to_string(), id.to_string());
+        }
+    }
+    let list = d
+        .containers
+        .runtime
+        .list()
+        .map_err(|e| StackError::Observe(crate::error_chain(&e)))?;
+    for (record, state) in list {
+        if record.labels.get(LABEL_STACK) != Some(stack) {
+            continue;
+        }
+        let Some(service) = record.labels.get(LABEL_SERVICE) else {
+            continue;
+        };
+        let replica = record
+            .labels
+            .get(LABEL_REPLICA)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        let memory = restart_memory(&record);
+        let health = match d.containers.health(&record.id).map(|h| h.status) {
+            Some(crate::reconcile::health::HealthStatus::Starting) => Health::Starting,
+            Some(crate::reconcile::health::HealthStatus::Healthy) => Health::Healthy,
+            Some(crate::reconcile::health::HealthStatus::Unhealthy) => Health::Unhealthy,
+            None => Health::None,
+        };
+        observed.containers.push(ObservedContainer {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            service: service.clone(),
+            replica,
+            config: extra_fields(&record, "stack.fields"),
+            live: extra_fields(&record, "stack.live"),
+            state: state_of(&state),
+            health,
+            failures: memory.failures,
+            starts: memory.starts.iter().map(|&s| from_secs(s)).collect(),
+            given_up: memory.given_up,
+            held: memory.held,
+        });
+    }
+    observed.containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let networks = d
+        .containers
+        .networks()
+        .map_err(|e| StackError::Observe(crate::error_chain(&e)))?;
+    let list = networks
+        .list()
+        .map_err(|e| StackError::Observe(crate::error_chain(&e)))?;
+    for record in list {
+        if record.labels.get(LABEL_STACK) != Some(stack) {
+            continue;
+        }
+        let in_stack = resolved
+            .networks
+            .iter()
+            .find(|(_, t)| t.name == record.name)
+            .map(|(n, _)| n.clone())
+            .or_else(|| {
+                record
+                    .name
+                    .strip_prefix(&format!("{stack}_"))
+                    .map(str::to_string)
+            });
+        if let Some(name) = in_stack {
+            let hash = record
+                .labels
+                .get(LABEL_NETWORK_HASH)
+                .cloned()
+                .unwrap_or_default();
+            observed.networks.insert(name, hash);
+        }
+    }
+    for name in &resolved.desired.volumes {
+        if let Some(host) = resolved.volumes.get(name)
+            && d.containers.volume_exists(host)
+        {
+            observed.volumes.insert(name.clone());
+        }
+    }
+    Ok(observed)
+}
+
+/// What an execution did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// The steps done, as the plan words them.
+    pub done: Vec<String>,
+    /// The steps that failed, with why.
+    pub failed: Vec<String>,
+    /// The steps not run because one they wait for failed.
+    pub skipped: Vec<String>,
+}
+
+impl Report {
+    /// True when every step succeeded.
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Carries out `plan` for `resolved`: every step once the steps it waits
+/// for are done, independent ones at once. A failed step fails the steps
+/// that wait for it; the others go on.
+pub async fn execute(
+    d: &Arc<Daemon>,
+    resolved: &Arc<Resolved>,
+    plan: &Plan,
+    cancel: &tokio::sync::watch::Receiver<bool>,
+) -> Report {
+    let n = plan.steps.len();
+    let mut outcome: Vec<Option<bool>> = vec![None; n];
+    let mut created: BTreeMap<usize, String> = BTreeMap::new();
+    let mut running: tokio::task::JoinSet<(usize, Result<Option<String>, String>)> =
+        tokio::task::JoinSet::new();
+    let mut launched = vec![false; n];
+    let mut report = Report::default();
+    loop {
+        for i in 0..n {
+            if launched[i] || outcome[i].is_some() {
+                continue;
+            }
+            let step = &plan.steps[i];
+            if step.after.iter().any(|&a| outcome[a] == Some(false)) {
+                outcome[i] = Some(false);
+                report.skipped.push(step.why.clone());
+                continue;
+            }
+            if !step.after.iter().all(|&a| outcome[a] == Some(true)) {
+                continue;
+            }
+            launched[i] = true;
+            tracing::debug!(step = %step.why, "stack step");
+            let action = resolve_target(&step.action, &created);
+            let d = d.clone();
+            let resolved = resolved.clone();
+            let cancel = cancel.clone();
+            running.spawn(async move { (i, run_step(&d, &resolved, action, cancel).await) });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // A step task panicked: nothing to attribute it to but the
+                // first launched step without an outcome.
+                tracing::error!(error = %e, "a stack step failed");
+                let Some(i) = (0..n).find(|&i| launched[i] && outcome[i].is_none()) else {
+                    break;
+                };
+                (i, Err(format!("the step failed: {e}")))
+            }
+        };
+        let why = &plan.steps[i].why;
+        match result {
+            Ok(id) => {
+                tracing::debug!(step = %why, "stack step done");
+                if let Some(id) = id {
+                    created.insert(i, id);
+                }
+                outcome[i] = Some(true);
+                report.done.push(why.clone());
+            }
+            Err(message) => {
+                outcome[i] = Some(false);
+                tracing::warn!(step = %why, error = %message, "stack step failed");
+                report.failed.push(format!("{why}: {message}"));
+            }
+        }
+    }
+    report
+}
+
+/// The action with containers made by earlier steps named by id.
+fn resolve_target(action: &Action, created: &BTreeMap<usize, String>) -> Action {
+    let fix = |t: &Target| match t {
+        Target::Created(i) => created
+            .get(i)
+            .map_or_else(|| t.clone(), |id| Target::Existing(id.clone())),
+        Target::Existing(_) => t.clone(),
+    };
+    match action {
+        Action::Start { service, target } => Action::Start {
+            service: service.clone(),
+            target: fix(target),
+        },
+        Action::Rename { target, name } => Action::Rename {
+            target: fix(target),
+            name: name.clone(),
+        },
+        Action::AwaitReady { target, healthy } => Action::AwaitReady {
+            target: fix(target),
+            healthy: *healthy,
+        },
+        other => other.clone(),
+    }
+}
+
+fn target_id(target: &Target) -> Result<String, String> {
+    match target {
+        Target::Existing(id) => Ok(id.clone()),
+        Target::Created(i) => Err(format!("step {i} made no container")),
+    }
+}
+
+/// Runs one step; returns the id of the container a create made.
+async fn run_step(
+    d: &Arc<Daemon>,
+    resolved: &Arc<Resolved>,
+    action: Action,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<String>, String> {
+    let e = |e: &dyn std::error::Error| crate::error_chain(e);
+    match action {
+        Action::EnsureImage { image, .. } => match image {
+            ImageSource::Pull(reference) => {
+                let reference: crate::image::reference::Reference =
+                    reference.parse().map_err(|x| e(&x))?;
+                d.pull(&reference).await.map_err(|x| e(&x))?;
+                Ok(None)
+            }
+            ImageSource::Build { tag, .. } => Err(format!(
+                "{tag} has to be built, and builds come with `stack build`: build it, then apply again"
+            )),
+        },
+        Action::CreateNetwork { network } => {
+            let template = resolved
+                .networks
+                .get(&network)
+                .ok_or_else(|| format!("network {network} is not declared"))?
+                .clone();
+            let hash = resolved
+                .desired
+                .networks
+                .get(&network)
+                .cloned()
+                .unwrap_or_default();
+            let stack = resolved.desired.stack.clone();
+            blocking(d, move |d| create_network(d, &stack, &template, &hash)).await?;
+            Ok(None)
+        }
+        Action::RemoveNetwork { network } => {
+            let host = resolved.networks.get(&network).map_or_else(
+                || desired::network_name(&resolved.desired.stack, &network),
+                |t| t.name.clone(),
+            );
+            blocking(d, move |d| {
+                d.containers
+                    .remove_network(&host)
+                    .map(|_| ())
+                    .map_err(|x| crate::error_chain(&x))
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::CreateVolume { volume } => {
+            let host = volume_host(resolved, &volume);
+            blocking(d, move |d| {
+                d.containers
+                    .ensure_volume(&host)
+                    .map(|_| ())
+                    .map_err(|x| crate::error_chain(&x))
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::RemoveVolume { volume } => {
+            let host = volume_host(resolved, &volume);
+            blocking(d, move |d| {
+                d.containers
+                    .remove_volume(&host)
+                    .map_err(|x| crate::error_chain(&x))
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::Create {
+            service,
+            replica,
+            name,
+        } => {
+            let template = resolved
+                .templates
+                .get(&service)
+                .ok_or_else(|| format!("service {service} is not declared"))?;
+            let desired = &resolved.desired.services[&service];
+            let config = observed_config(d, desired)?;
+            let mut req =
+                template.for_replica(&resolved.desired.stack, &service, replica, &name, &config);
+            d.apply_defaults(&mut req);
+            let attach = template.attach.clone();
+            let live = desired.live.clone();
+            let id = blocking(d, move |d| {
+                let id = d
+                    .containers
+                    .create(&req)
+                    .map_err(|x| crate::error_chain(&x))?;
+                let mut record = d
+                    .containers
+                    .runtime
+                    .record(&id)
+                    .map_err(|x| crate::error_chain(&x))?;
+                record.extra.insert(
+                    "stack.fields".into(),
+                    serde_json::to_value(&config).unwrap_or_default(),
+                );
+                record.extra.insert(
+                    "stack.live".into(),
+                    serde_json::to_value(&live).unwrap_or_default(),
+                );
+                d.containers
+                    .runtime
+                    .write_record(&record)
+                    .map_err(|x| crate::error_chain(&x))?;
+                for a in &attach {
+                    let endpoint = crate::net::EndpointRequest {
+                        ip: a.ip,
+                        ip6: a.ip6,
+                        aliases: a.aliases.clone(),
+                        mac: None,
+                    };
+                    d.containers
+                        .connect(&a.network, &id, &endpoint)
+                        .map_err(|x| crate::error_chain(&x))?;
+                }
+                Ok(id)
+            })
+            .await?;
+            d.events.emit(super::events::Event::container(
+                "create",
+                &d.containers.runtime.record(&id).map_err(|x| e(&x))?,
+            ));
+            Ok(Some(id))
+        }
+        Action::Start { target, .. } => {
+            let id = target_id(&target)?;
+            remember(d, &id, |m, now| {
+                m.held = false;
+                m.starts.push(to_secs(now));
+                let excess = m.starts.len().saturating_sub(STARTS_KEPT);
+                m.starts.drain(..excess);
+            })
+            .await?;
+            d.supervisor.start(&id, None).await.map_err(|x| e(&x))?;
+            Ok(None)
+        }
+        Action::Stop { id } => {
+            let record = d.containers.runtime.record(&id).map_err(|x| e(&x))?;
+            let signal =
+                crate::runtime::signal_number(&record.stop_signal).unwrap_or(libc::SIGTERM);
+            remember(d, &id, |m, _| m.held = true).await?;
+            d.supervisor
+                .stop(
+                    &id,
+                    signal,
+                    Duration::from_secs(u64::from(record.stop_timeout)),
+                )
+                .await
+                .map_err(|x| e(&x))?;
+            Ok(None)
+        }
+        Action::Remove { id } => {
+            d.supervisor
+                .remove(&id, true, false)
+                .await
+                .map_err(|x| e(&x))?;
+            Ok(None)
+        }
+        Action::Rename { target, name } => {
+            let id = target_id(&target)?;
+            blocking(d, move |d| {
+                d.containers
+                    .runtime
+                    .rename(&id, &name)
+                    .map_err(|x| crate::error_chain(&x))
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::Update { id, live } => {
+            let resources = live
+                .get("resources")
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or_default();
+            blocking(d, move |d| {
+                let request = crate::reconcile::verbs::UpdateRequest {
+                    resources,
+                    restart: None,
+                };
+                d.containers
+                    .update(&id, &request)
+                    .map_err(|x| crate::error_chain(&x))?;
+                let mut record = d
+                    .containers
+                    .runtime
+                    .record(&id)
+                    .map_err(|x| crate::error_chain(&x))?;
+                record.extra.insert(
+                    "stack.live".into(),
+                    serde_json::to_value(&live).unwrap_or_default(),
+                );
+                d.containers
+                    .runtime
+                    .write_record(&record)
+                    .map_err(|x| crate::error_chain(&x))
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::Await { service, condition } => {
+            let replicas = resolved
+                .desired
+                .services
+                .get(&service)
+                .map_or(0, |s| s.replicas);
+            loop {
+                let observed = {
+                    let d = d.clone();
+                    let resolved = resolved.clone();
+                    tokio::task::spawn_blocking(move || observe(&d, &resolved))
+                        .await
+                        .map_err(|x| x.to_string())?
+                        .map_err(|x| x.to_string())?
+                };
+                let mine: Vec<&ObservedContainer> = observed
+                    .containers
+                    .iter()
+                    .filter(|c| c.service == service && c.replica >= 1 && c.replica <= replicas)
+                    .collect();
+                let met = mine.len() >= replicas as usize
+                    && mine.iter().all(|c| match condition {
+                        Condition::Started => matches!(c.state, State::Running { .. }),
+                        Condition::Healthy => {
+                            matches!(c.state, State::Running { .. }) && c.health == Health::Healthy
+                        }
+                        Condition::Completed => matches!(c.state, State::Exited { code: 0, .. }),
+                    });
+                if met {
+                    return Ok(None);
+                }
+                // A dependency that stopped cannot get there in this
+                // execution: the next plan restarts it (through its backoff)
+                // and waits again.
+                if let Some(c) = mine.iter().find(|c| match condition {
+                    Condition::Completed => {
+                        matches!(c.state, State::Exited { code, .. } if code != 0)
+                    }
+                    Condition::Started | Condition::Healthy => {
+                        matches!(c.state, State::Exited { .. })
+                            || (condition == Condition::Healthy && c.health == Health::Unhealthy)
+                    }
+                }) {
+                    let why = match c.state {
+                        State::Exited { code, .. } => format!("exited with code {code}"),
+                        _ => "is unhealthy".to_string(),
+                    };
+                    return Err(format!("{} {why}", c.name));
+                }
+                if *cancel.borrow() {
+                    return Err("called off: the stack changed".into());
+                }
+                tokio::time::sleep(AWAIT_POLL).await;
+            }
+        }
+        Action::AwaitReady { target, healthy } => {
+            let id = target_id(&target)?;
+            loop {
+                let state = d.containers.runtime.state(&id).map_err(|x| e(&x))?;
+                match state.status {
+                    Status::Running => {
+                        if !healthy {
+                            return Ok(None);
+                        }
+                        match d.containers.health(&id).map(|h| h.status) {
+                            Some(crate::reconcile::health::HealthStatus::Healthy) | None => {
+                                return Ok(None);
+                            }
+                            Some(crate::reconcile::health::HealthStatus::Unhealthy) => {
+                                return Err("the new container is unhealthy".into());
+                            }
+                            Some(crate::reconcile::health::HealthStatus::Starting) => {}
+                        }
+                    }
+                    Status::Exited | Status::Removing => {
+                        return Err(format!(
+                            "the new container exited with code {}",
+                            state.exit_code
+                        ));
+                    }
+                    Status::Created | Status::Paused => {}
+                }
+                if *cancel.borrow() {
+                    return Err("called off: the stack changed".into());
+                }
+                tokio::time::sleep(AWAIT_POLL).await;
+            }
+        }
+        Action::GiveUp { id } => {
+            remember(d, &id, |m, _| m.given_up = true).await?;
+            let record = d.containers.runtime.record(&id).map_err(|x| e(&x))?;
+            d.events
+                .emit(super::events::Event::container("give-up", &record));
+            Ok(None)
+        }
+    }
+}
+
+fn volume_host(resolved: &Resolved, volume: &str) -> String {
+    resolved
+        .volumes
+        .get(volume)
+        .cloned()
+        .unwrap_or_else(|| desired::volume_name(&resolved.desired.stack, volume))
+}
+
+/// The service's fields with its image as observed now.
+fn observed_config(
+    d: &Daemon,
+    service: &crate::reconcile::plan::DesiredService,
+) -> Result<Fields, String> {
+    let reference = service.image.reference();
+    let id = d
+        .containers
+        .images
+        .catalog
+        .resolve(reference)
+        .map_err(|x| crate::error_chain(&x))?;
+    let mut config = service.config.clone();
+    config.insert(
+        crate::reconcile::plan::IMAGE_FIELD.to_string(),
+        id.to_string(),
+    );
+    Ok(config)
+}
+
+/// Changes a container's restart memory and keeps it in its record.
+async fn remember(
+    d: &Arc<Daemon>,
+    id: &str,
+    change: impl FnOnce(&mut RestartMemory, SystemTime) + Send + 'static,
+) -> Result<(), String> {
+    let id = id.to_string();
+    blocking(d, move |d| {
+        let mut record = d
+            .containers
+            .runtime
+            .record(&id)
+            .map_err(|x| crate::error_chain(&x))?;
+        let mut memory = restart_memory(&record);
+        change(&mut memory, SystemTime::now());
+        record.extra.insert(
+            "stack.restarts".into(),
+            serde_json::to_value(&memory).unwrap_or_default(),
+        );
+        d.containers
+            .runtime
+            .write_record(&record)
+            .map_err(|x| crate::error_chain(&x))
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|x| format!("a blocking step failed: {x}"))?
+}
+
+fn create_network(
+    d: &Daemon,
+    stack: &str,
+    template: &NetworkTemplate,
+    hash: &str,
+) -> Result<(), String> {
+    let spec = &template.spec;
+    let mut labels = spec.labels.clone();
+    labels.insert(LABEL_STACK.into(), stack.to_string());
+    labels.insert(LABEL_NETWORK_HASH.into(), hash.to_string());
+    let v4 = |net: Option<crate::spec::model::IpNet>| -> Result<Option<ipnet::Ipv4Net>, String> {
+        match net {
+            None => Ok(None),
+            Some(crate::spec::model::IpNet {
+                addr: std::net::IpAddr::V4(addr),
+                prefix,
+            }) => ipnet::Ipv4Net::new(addr, prefix)
+                .map(|n| Some(n.trunc()))
+                .map_err(|e| e.to_string()),
+            Some(other) => Err(format!(
+                "{}/{}: IPv6 subnets are not supported on stack networks yet",
+                other.addr, other.prefix
+            )),
+        }
+    };
+    let gateway = match spec.gateway {
+        None => None,
+        Some(std::net::IpAddr::V4(g)) => Some(g),
+        Some(other) => return Err(format!("{other}: an IPv6 gateway needs an IPv6 subnet")),
+    };
+    let mut options = BTreeMap::new();
+    if let Some(bridge) = &spec.bridge {
+        options.insert("com.docker.network.bridge.name".to_string(), bridge.clone());
+    }
+    let request = crate::net::CreateRequest {
+        name: template.name.clone(),
+        subnet: v4(spec.subnet)?,
+        gateway,
+        ip_range: v4(spec.ip_range)?,
+        internal: spec.internal,
+        options,
+        labels,
+        ..crate::net::CreateRequest::default()
+    };
+    d.containers
+        .create_network(&request)
+        .map(|_| ())
+        .map_err(|x| crate::error_chain(&x))
+}
+
+/// Where a stack's containers are kept in the record: a helper for tests
+/// and `stack ps`.
+pub fn stack_of(record: &ContainerRecord) -> Option<(&str, &str, u32)> {
+    let stack = record.labels.get(LABEL_STACK)?;
+    let service = record.labels.get(LABEL_SERVICE)?;
+    let replica = record.labels.get(LABEL_REPLICA)?.parse().ok()?;
+    Some((stack, service, replica))
+}
+
+/// The file a registered stack is kept in.
+pub fn registration_path(root: &std::path::Path, name: &str) -> PathBuf {
+    root.join("stacks").join(format!("{name}.json"))
+}
+
+/// Where a stack comes from: its files and what interpolates them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackSource {
+    /// The stack's name.
+    pub name: String,
+    /// The project directory (`.env` and relative paths).
+    pub project_dir: PathBuf,
+    /// The stack files, merged in order (empty: discovered in the
+    /// project directory).
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// `--env-file`s for interpolation.
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+    /// The environment interpolation reads (the client's).
+    #[serde(default)]
+    pub environment: Vec<(String, String)>,
+}
+
+impl StackSource {
+    /// Loads and resolves the stack; a file that does not load gives the
+    /// rendered problems (file, line and column).
+    pub fn load(&self) -> Result<(Resolved, Vec<PathBuf>), String> {
+        let loaded = crate::spec::load::load(&crate::spec::load::LoadOptions {
+            files: self.files.clone(),
+            project_dir: self.project_dir.clone(),
+            env_files: self.env_files.clone(),
+            environment: Some(self.environment.clone()),
+        })
+        .map_err(|e| crate::spec::diag::render(&e, false))?;
+        let resolved =
+            desired::resolve(&loaded.spec, &self.name).map_err(|e| crate::error_chain(&e))?;
+        let mut watched = loaded.files.clone();
+        watched.extend(self.env_files.iter().cloned());
+        watched.push(self.project_dir.join(".env"));
+        for service in loaded.spec.services.values() {
+            watched.extend(service.env_file.iter().map(|f| f.value.clone()));
+            for mount in &service.volumes {
+                if mount.kind == crate::spec::mount::MountKind::Bind
+                    && let Some(source) = &mount.source
+                    && std::path::Path::new(source).is_file()
+                {
+                    watched.push(PathBuf::from(source));
+                }
+            }
+        }
+        watched.sort();
+        watched.dedup();
+        Ok((resolved, watched))
+    }
+}
+
+/// What `stack ls` and `stack status` show of a stack.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackStatus {
+    /// The stack's name.
+    pub name: String,
+    /// Where it comes from.
+    pub project_dir: PathBuf,
+    /// How many versions of the file were applied.
+    pub generation: u64,
+    /// When the last apply ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_apply: Option<String>,
+    /// Why the file (or the last apply) failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// What the last apply did.
+    #[serde(default)]
+    pub report: Report,
+    /// When a backoff ends next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_wake: Option<String>,
+    /// Whether the stack is converged (the last plan was empty).
+    #[serde(default)]
+    pub converged: bool,
+}
+
+/// The daemon's stacks: each registered one has a loop that keeps it
+/// converged.
+#[derive(Debug, Default)]
+pub struct Registry {
+    stacks: std::sync::Mutex<BTreeMap<String, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    source: Arc<std::sync::Mutex<StackSource>>,
+    status: Arc<std::sync::Mutex<StackStatus>>,
+    kick: Arc<tokio::sync::Notify>,
+    applied: tokio::sync::watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How often a stack is looked at without any event (someone removed a
+/// container or a network by hand).
+const RESYNC: Duration = Duration::from_secs(10);
+/// Quiet time after a file change before it is applied.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Rounds of plan and execute per wake-up: steps that change what the
+/// plan sees (a pull, a network recreated) need a second look.
+const ROUNDS: usize = 4;
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.stacks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers (or replaces) stack `source`, keeps it in the root so a
+    /// daemon restart resumes it, starts its loop and waits for its first
+    /// apply. A file that does not load is refused and nothing changes.
+    pub async fn up(d: &Arc<Daemon>, source: StackSource) -> Result<StackStatus, String> {
+        source.load()?;
+        let path = registration_path(&d.root, &source.name);
+        let json = serde_json::to_vec_pretty(&source).map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        crate::image::store::write_atomic(&path, &json)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // One loop per stack: a running one takes the new source and
+        // applies it.
+        let running = {
+            let stacks = d.stacks.lock();
+            stacks.get(&source.name).map(|entry| {
+                *entry
+                    .source
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = source.clone();
+            })
+        };
+        if running.is_some() {
+            return d
+                .stacks
+                .kick(&source.name)
+                .await
+                .ok_or_else(|| format!("stack {} went away", source.name));
+        }
+        let mut applied = d.stacks.start(d, source.clone());
+        let _ = applied.changed().await;
+        d.stacks
+            .status(&source.name)
+            .ok_or_else(|| format!("stack {} went away", source.name))
+    }
+
+    /// Starts the loop of a stack.
+    fn start(&self, d: &Arc<Daemon>, source: StackSource) -> tokio::sync::watch::Receiver<u64> {
+        let status = Arc::new(std::sync::Mutex::new(StackStatus {
+            name: source.name.clone(),
+            project_dir: source.project_dir.clone(),
+            ..StackStatus::default()
+        }));
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let shared = Arc::new(std::sync::Mutex::new(source.clone()));
+        let task = tokio::spawn(run_loop(
+            d.clone(),
+            shared.clone(),
+            status.clone(),
+            kick.clone(),
+            tx,
+        ));
+        let entry = Entry {
+            source: shared,
+            status,
+            kick,
+            applied: rx.clone(),
+            task,
+        };
+        self.lock().insert(source.name.clone(), entry);
+        rx
+    }
+
+    /// Resumes the stacks kept in the root (at daemon start).
+    pub fn restore(&self, d: &Arc<Daemon>) {
+        let dir = d.root.join("stacks");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<StackSource>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(source) => {
+                    tracing::info!(stack = %source.name, "resuming stack");
+                    self.start(d, source);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable stack registration")
+                }
+            }
+        }
+    }
+
+    /// Applies a registered stack now and waits for it.
+    pub async fn kick(&self, name: &str) -> Option<StackStatus> {
+        let (kick, mut applied) = {
+            let stacks = self.lock();
+            let entry = stacks.get(name)?;
+            (entry.kick.clone(), entry.applied.clone())
+        };
+        applied.mark_unchanged();
+        kick.notify_one();
+        let _ = applied.changed().await;
+        self.status(name)
+    }
+
+    /// The status of stack `name`.
+    pub fn status(&self, name: &str) -> Option<StackStatus> {
+        let stacks = self.lock();
+        let entry = stacks.get(name)?;
+        let status = entry
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Some(status)
+    }
+
+    /// Every registered stack's status, by name.
+    pub fn list(&self) -> Vec<StackStatus> {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        names.iter().filter_map(|n| self.status(n)).collect()
+    }
+
+    /// The source of stack `name`.
+    pub fn source(&self, name: &str) -> Option<StackSource> {
+        self.lock().get(name).map(|e| {
+            e.source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    /// Takes stack `name` down: its loop stops, its registration goes, its
+    /// containers and networks are removed (and volumes with `volumes`).
+    /// Works from the labels alone, so a stack whose file is gone or
+    /// broken still comes down.
+    pub async fn down(d: &Arc<Daemon>, name: &str, volumes: bool) -> Result<Report, String> {
+        let source = d.stacks.source(name);
+        let entry = d.stacks.lock().remove(name);
+        if let Some(mut entry) = entry {
+            // Its loop ends before anything is taken down.
+            entry.task.abort();
+            let _ = (&mut entry.task).await;
+        }
+        let path = registration_path(&d.root, name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+        }
+        let resolved = match source.as_ref().map(StackSource::load) {
+            Some(Ok((resolved, _))) => resolved,
+            _ => Resolved {
+                desired: crate::reconcile::plan::Desired {
+                    stack: name.to_string(),
+                    ..Default::default()
+                },
+                ..Resolved::default()
+            },
+        };
+        let resolved = Arc::new(resolved);
+        let observed = {
+            let d = d.clone();
+            let resolved = resolved.clone();
+            tokio::task::spawn_blocking(move || observe(&d, &resolved))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        let plan = crate::reconcile::plan::plan_down(&resolved.desired, &observed, volumes);
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        Ok(execute(d, &resolved, &plan, &never).await)
+    }
+
+    /// What the next apply of `source` would do, and why.
+    pub async fn plan(d: &Arc<Daemon>, source: &StackSource) -> Result<Vec<String>, String> {
+        let (resolved, _) = source.load()?;
+        let resolved = Arc::new(resolved);
+        let d = d.clone();
+        let observed = {
+            let resolved = resolved.clone();
+            tokio::task::spawn_blocking(move || observe(&d, &resolved))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        let plan = crate::reconcile::plan::plan(&resolved.desired, &observed, SystemTime::now());
+        Ok(plan.steps.iter().map(|s| s.why.clone()).collect())
+    }
+}
+
+/// Keeps one stack converged: on every file change, container event of
+/// the stack, backoff timer, kick or resync, it loads the file (keeping
+/// the last good version when the new one is invalid), observes, plans and
+/// executes, until the plan is empty or a step fails.
+async fn run_loop(
+    d: Arc<Daemon>,
+    shared: Arc<std::sync::Mutex<StackSource>>,
+    status: Arc<std::sync::Mutex<StackStatus>>,
+    kick: Arc<tokio::sync::Notify>,
+    applied: tokio::sync::watch::Sender<u64>,
+) {
+    let source = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let (files_tx, mut files_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher: Option<
+        notify_debouncer_full::Debouncer<
+            notify::RecommendedWatcher,
+            notify_debouncer_full::RecommendedCache,
+        >,
+    > = None;
+    let mut watched: Vec<PathBuf> = Vec::new();
+    let filter = super::events::EventFilter::parse(&[
+        "type=container".to_string(),
+        format!("label={LABEL_STACK}={}", source.name),
+    ])
+    .ok();
+    let mut events = filter.and_then(|f| d.events.subscribe(f, None, None).ok());
+    let mut current: Option<Arc<Resolved>> = None;
+    let mut last_files: Option<Fields> = None;
+    let mut round: u64 = 0;
+    loop {
+        round += 1;
+        let set = |f: &dyn Fn(&mut StackStatus)| {
+            let mut s = status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut s);
+        };
+        let source = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match source.load() {
+            Ok((resolved, files)) => {
+                let fingerprint: Fields = resolved
+                    .desired
+                    .services
+                    .iter()
+                    .map(|(k, v)| (k.clone(), format!("{:?}{:?}", v.config, v.live)))
+                    .collect();
+                if last_files.as_ref() != Some(&fingerprint) {
+                    set(&|s| s.generation += 1);
+                    last_files = Some(fingerprint);
+                }
+                set(&|s| s.last_error = None);
+                current = Some(Arc::new(resolved));
+                if files != watched {
+                    watched = files;
+                    watcher = watch(&watched, files_tx.clone());
+                }
+            }
+            Err(problem) => {
+                tracing::warn!(stack = %source.name, "stack file not applied:\n{problem}");
+                set(&|s| s.last_error = Some(problem.clone()));
+                if watcher.is_none() {
+                    watched = vec![source.project_dir.clone()];
+                    watcher = watch(&watched, files_tx.clone());
+                }
+            }
+        }
+        let mut wake = None;
+        // Set when a kick or a save came during an execution: the next
+        // round starts at once.
+        let mut again = false;
+        if let Some(resolved) = &current {
+            let mut last = Report::default();
+            let mut converged = false;
+            for _ in 0..ROUNDS {
+                let observed = {
+                    let d = d.clone();
+                    let resolved = resolved.clone();
+                    match tokio::task::spawn_blocking(move || observe(&d, &resolved)).await {
+                        Ok(Ok(o)) => o,
+                        Ok(Err(e)) => {
+                            set(&|s| s.last_error = Some(e.to_string()));
+                            break;
+                        }
+                        Err(e) => {
+                            set(&|s| s.last_error = Some(e.to_string()));
+                            break;
+                        }
+                    }
+                };
+                let plan =
+                    crate::reconcile::plan::plan(&resolved.desired, &observed, SystemTime::now());
+                wake = plan.wake_at;
+                if plan.is_empty() {
+                    converged = true;
+                    break;
+                }
+                // A kick or a saved file calls off the waits of this
+                // execution, so the new version applies at once.
+                let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+                let run = execute(&d, resolved, &plan, &cancel_rx);
+                tokio::pin!(run);
+                last = loop {
+                    tokio::select! {
+                        report = &mut run => break report,
+                        _ = kick.notified(), if !again => {
+                            let _ = cancel_tx.send(true);
+                            again = true;
+                        }
+                        Some(()) = files_rx.recv(), if !again => {
+                            let _ = cancel_tx.send(true);
+                            again = true;
+                        }
+                    }
+                };
+                if again {
+                    break;
+                }
+                if !last.ok() {
+                    break;
+                }
+            }
+            let now = crate::runtime::now_rfc3339();
+            let failed = (!last.ok()).then(|| last.failed.join("\n"));
+            set(&|s| {
+                s.last_apply = Some(now.clone());
+                s.report = last.clone();
+                s.converged = converged;
+                s.next_wake = wake.map(|w| {
+                    crate::image::images::rfc3339(
+                        w.duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    )
+                });
+                if let Some(f) = &failed
+                    && s.last_error.is_none()
+                {
+                    s.last_error = Some(f.clone());
+                }
+            });
+        }
+        if again {
+            // The waiter of the kick is told by the round that follows.
+            continue;
+        }
+        let _ = applied.send(round);
+        let sleep = wake
+            .and_then(|w| w.duration_since(SystemTime::now()).ok())
+            .unwrap_or(RESYNC)
+            .min(RESYNC);
+        tokio::select! {
+            _ = kick.notified() => {}
+            Some(()) = files_rx.recv() => {
+                // Let a burst of saves settle.
+                tokio::time::sleep(DEBOUNCE).await;
+                while files_rx.try_recv().is_ok() {}
+            }
+            Some(_) = async {
+                match events.as_mut() {
+                    Some(e) => e.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // A burst of container events is one look.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Watches the directories of `files` (editors and git replace files by
+/// renaming, so the directory is what to watch) and sends on `tx` when
+/// one of `files` changes.
+fn watch(
+    files: &[PathBuf],
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<
+    notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+> {
+    let wanted: std::collections::BTreeSet<PathBuf> = files.iter().cloned().collect();
+    let dirs: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| {
+            if f.is_dir() {
+                Some(f.clone())
+            } else {
+                f.parent().map(std::path::Path::to_path_buf)
+            }
+        })
+        .collect();
+    let any_dir = files.iter().any(|f| f.is_dir());
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        Duration::from_millis(50),
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            let Ok(events) = result else {
+                return;
+            };
+            let relevant = events
+                .iter()
+                .any(|e| any_dir || e.paths.iter().any(|p| wanted.contains(p)));
+            if relevant {
+                let _ = tx.send(());
+            }
+        },
+    )
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the stack files"))
+    .ok()?;
+    for dir in &dirs {
+        if let Err(e) = debouncer.watch(dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch");
+        }
+    }
+    Some(debouncer)
+}
