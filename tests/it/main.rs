@@ -26,6 +26,7 @@ mod robustness;
 mod runtime;
 mod seccomp;
 mod spec;
+mod stacks;
 mod supervise;
 mod system;
 mod tls;
