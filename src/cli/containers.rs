@@ -545,21 +545,14 @@ fn request(args: &CreateArgs) -> miette::Result<RunRequest> {
 fn port_bindings(
     publish: &[String],
 ) -> miette::Result<BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>>> {
-    let mut out: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> = BTreeMap::new();
-    for raw in publish {
-        let spec: crate::spec::port::PortSpec = raw
-            .parse()
-            .map_err(|e| miette!("invalid -p {raw:?}: {e}"))?;
-        for b in spec.bindings() {
-            out.entry(format!("{}/{}", b.container_port, b.protocol))
-                .or_default()
-                .push(crate::reconcile::verbs::PortBinding {
-                    host_ip: b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    host_port: b.host_port.map(|r| r.to_string()).unwrap_or_default(),
-                });
-        }
-    }
-    Ok(out)
+    let specs = publish
+        .iter()
+        .map(|raw| {
+            raw.parse::<crate::spec::port::PortSpec>()
+                .map_err(|e| miette!("invalid -p {raw:?}: {e}"))
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    Ok(crate::reconcile::ports::bindings_of(&specs))
 }
 
 /// The `--health-*` flags as a request (docker/cli `parse`).

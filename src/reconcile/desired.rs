@@ -269,6 +269,7 @@ fn service_template(
         dns_search: s.dns_search.clone(),
         extra_hosts: s.extra_hosts.clone(),
         expose: s.expose.iter().map(|e| e.to_string()).collect(),
+        port_bindings: super::ports::bindings_of(s.ports.iter().map(|p| &p.value)),
         ..RunRequest::default()
     };
     for opt in &s.security_opt {
@@ -656,6 +657,40 @@ mod tests {
         // And a plan from nothing makes both.
         let p = plan(&b.desired, &Observed::default(), SystemTime::UNIX_EPOCH);
         assert!(!p.is_empty());
+    }
+
+    #[test]
+    fn every_example_stack_resolves_and_publishes_its_ports() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stacks");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let dir = entry.unwrap().path();
+            let loaded = crate::spec::load::load(&crate::spec::load::LoadOptions {
+                project_dir: dir.clone(),
+                environment: Some(vec![]),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+            resolve(&loaded.spec, "example").unwrap();
+            seen += 1;
+        }
+        assert!(seen >= 5, "only {seen} examples");
+        let site = examples.join("static-site");
+        let loaded = crate::spec::load::load(&crate::spec::load::LoadOptions {
+            project_dir: site,
+            environment: Some(vec![]),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = resolve(&loaded.spec, "site").unwrap();
+        let bindings = &r.templates["web"].request.port_bindings["8080/tcp"];
+        assert_eq!(bindings[0].host_ip, "127.0.0.1");
+        assert_eq!(bindings[0].host_port, "8080");
+        assert!(
+            r.desired.services["web"]
+                .config
+                .contains_key("PortBindings")
+        );
     }
 
     #[test]

@@ -42,6 +42,26 @@ pub enum PortsError {
     Expose(String),
 }
 
+/// Docker's `HostConfig.PortBindings` for published ports (`-p` values,
+/// a stack service's `port`s): per `PORT/PROTO`, the host addresses and
+/// ports it is published on.
+pub fn bindings_of<'a>(
+    specs: impl IntoIterator<Item = &'a crate::spec::port::PortSpec>,
+) -> BTreeMap<String, Vec<super::verbs::PortBinding>> {
+    let mut out: BTreeMap<String, Vec<super::verbs::PortBinding>> = BTreeMap::new();
+    for spec in specs {
+        for b in spec.bindings() {
+            out.entry(format!("{}/{}", b.container_port, b.protocol))
+                .or_default()
+                .push(super::verbs::PortBinding {
+                    host_ip: b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    host_port: b.host_port.map(|r| r.to_string()).unwrap_or_default(),
+                });
+        }
+    }
+    out
+}
+
 /// `80/tcp` (or `80`, for tcp) as a port and protocol.
 pub fn parse_port_key(key: &str) -> Result<(u16, Proto), PortsError> {
     let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
