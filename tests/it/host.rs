@@ -365,19 +365,6 @@ impl Drop for Host {
         }
         // The commands autostarted a daemon on this root: stop it.
         crate::stop_daemon(&self.root());
-        // A stopped daemon leaves its firewall rules in the kernel (live
-        // restore); the test's root is going away, so they go too.
-        let table = stack::daemon::firewall::table_name(&self.root());
-        if let Ok(firewall) = stack::net::firewall::Firewall::new(&table) {
-            let _ = firewall.remove();
-        }
-        // The root's default bridge outlives its daemon (as docker0 does);
-        // a test root is gone after the test, so its bridge goes too, or
-        // the subnets for default bridges run out.
-        let bridge = stack::net::default_bridge_name(&self.root());
-        let _ = crate::output_within(
-            Command::new("ip").args(["link", "del", &bridge]),
-            Duration::from_secs(10),
-        );
+        crate::forget_host_state(&self.root());
     }
 }

@@ -100,4 +100,21 @@ pub fn stop_daemon(root: &std::path::Path) {
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    forget_host_state(root);
+}
+
+/// What a daemon of `root` leaves on the host after it stops (as docker0
+/// and Docker's rules outlive dockerd): its default bridge and its firewall
+/// table. A test root goes away with its test, so they go too, or the
+/// subnets for default bridges run out over a few runs.
+pub fn forget_host_state(root: &std::path::Path) {
+    let bridge = stack::net::default_bridge_name(root);
+    let _ = output_within(
+        std::process::Command::new("ip").args(["link", "del", &bridge]),
+        std::time::Duration::from_secs(10),
+    );
+    let table = stack::daemon::firewall::table_name(root);
+    if let Ok(firewall) = stack::net::firewall::Firewall::new(&table) {
+        let _ = firewall.remove();
+    }
 }
