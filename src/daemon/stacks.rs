@@ -428,23 +428,16 @@ async fn run_step(
                     .containers
                     .create(&req)
                     .map_err(|x| crate::error_chain(&x))?;
-                let mut record = d
-                    .containers
-                    .runtime
-                    .record(&id)
-                    .map_err(|x| crate::error_chain(&x))?;
-                record.extra.insert(
-                    "stack.fields".into(),
-                    serde_json::to_value(&config).unwrap_or_default(),
-                );
-                record.extra.insert(
-                    "stack.live".into(),
-                    serde_json::to_value(&live).unwrap_or_default(),
-                );
-                d.containers
-                    .runtime
-                    .write_record(&record)
-                    .map_err(|x| crate::error_chain(&x))?;
+                change_record(d, &id, |record| {
+                    record.extra.insert(
+                        "stack.fields".into(),
+                        serde_json::to_value(&config).unwrap_or_default(),
+                    );
+                    record.extra.insert(
+                        "stack.live".into(),
+                        serde_json::to_value(&live).unwrap_or_default(),
+                    );
+                })?;
                 for a in &attach {
                     let endpoint = crate::net::EndpointRequest {
                         ip: a.ip,
@@ -523,19 +516,12 @@ async fn run_step(
                 d.containers
                     .update(&id, &request)
                     .map_err(|x| crate::error_chain(&x))?;
-                let mut record = d
-                    .containers
-                    .runtime
-                    .record(&id)
-                    .map_err(|x| crate::error_chain(&x))?;
-                record.extra.insert(
-                    "stack.live".into(),
-                    serde_json::to_value(&live).unwrap_or_default(),
-                );
-                d.containers
-                    .runtime
-                    .write_record(&record)
-                    .map_err(|x| crate::error_chain(&x))
+                change_record(d, &id, |record| {
+                    record.extra.insert(
+                        "stack.live".into(),
+                        serde_json::to_value(&live).unwrap_or_default(),
+                    );
+                })
             })
             .await?;
             Ok(None)
@@ -674,23 +660,30 @@ async fn remember(
 ) -> Result<(), String> {
     let id = id.to_string();
     blocking(d, move |d| {
-        let mut record = d
-            .containers
-            .runtime
-            .record(&id)
-            .map_err(|x| crate::error_chain(&x))?;
-        let mut memory = restart_memory(&record);
-        change(&mut memory, SystemTime::now());
-        record.extra.insert(
-            "stack.restarts".into(),
-            serde_json::to_value(&memory).unwrap_or_default(),
-        );
-        d.containers
-            .runtime
-            .write_record(&record)
-            .map_err(|x| crate::error_chain(&x))
+        change_record(d, &id, |record| {
+            let mut memory = restart_memory(record);
+            change(&mut memory, SystemTime::now());
+            record.extra.insert(
+                "stack.restarts".into(),
+                serde_json::to_value(&memory).unwrap_or_default(),
+            );
+        })
     })
     .await
+}
+
+/// Reads container `id`'s record, changes it and writes it back.
+fn change_record(
+    d: &Daemon,
+    id: &str,
+    change: impl FnOnce(&mut ContainerRecord),
+) -> Result<(), String> {
+    let runtime = &d.containers.runtime;
+    let mut record = runtime.record(id).map_err(|x| crate::error_chain(&x))?;
+    change(&mut record);
+    runtime
+        .write_record(&record)
+        .map_err(|x| crate::error_chain(&x))
 }
 
 async fn blocking<T: Send + 'static>(

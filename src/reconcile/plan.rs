@@ -407,10 +407,10 @@ impl Action {
             Action::Start { target, .. }
             | Action::Rename { target, .. }
             | Action::AwaitReady { target, .. } => Some(target.clone()),
-            Action::Stop { id } | Action::Remove { id } | Action::Update { id, .. } => {
-                Some(Target::Existing(id.clone()))
-            }
-            Action::GiveUp { id } => Some(Target::Existing(id.clone())),
+            Action::Stop { id }
+            | Action::Remove { id }
+            | Action::Update { id, .. }
+            | Action::GiveUp { id } => Some(Target::Existing(id.clone())),
             Action::EnsureImage { .. }
             | Action::CreateNetwork { .. }
             | Action::RemoveNetwork { .. }
