@@ -545,26 +545,10 @@ impl DnsServer {
     /// Stops the listener on `addr` and waits (a few seconds at most) until
     /// its sockets are closed; false if there was none.
     pub async fn remove_listener(&self, addr: SocketAddr) -> bool {
-        let server = self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
-        self.shared
-            .listening
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
-        let Some(mut server) = server else {
+        let Some(server) = self.take_listener(addr) else {
             return false;
         };
-        if tokio::time::timeout(SHUTDOWN_WAIT, server.shutdown_gracefully())
-            .await
-            .is_err()
-        {
-            tracing::warn!(%addr, "dns listener did not stop in time; its tasks are aborted");
-        }
-        tracing::info!(%addr, "dns listener stopped");
+        shut_down(addr, server).await;
         true
     }
 
@@ -573,29 +557,24 @@ impl DnsServer {
     /// background: [`DnsServer::remove_listener`] for callers that cannot
     /// wait (synchronous code). False if there was none.
     pub fn stop_listener(&self, addr: SocketAddr) -> bool {
-        let server = self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
+        let Some(server) = self.take_listener(addr) else {
+            return false;
+        };
+        self.rt.spawn(shut_down(addr, server));
+        true
+    }
+
+    /// Forgets the listener on `addr`; its server, to be shut down.
+    fn take_listener(&self, addr: SocketAddr) -> Option<Server<NetworkHandler>> {
         self.shared
             .listening
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
-        let Some(mut server) = server else {
-            return false;
-        };
-        self.rt.spawn(async move {
-            if tokio::time::timeout(SHUTDOWN_WAIT, server.shutdown_gracefully())
-                .await
-                .is_err()
-            {
-                tracing::warn!(%addr, "dns listener did not stop in time; its tasks are aborted");
-            }
-            tracing::info!(%addr, "dns listener stopped");
-        });
-        true
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr)
     }
 
     /// The addresses listened on.
@@ -625,6 +604,17 @@ impl DnsServer {
     pub fn set_records(&self, network: &str, records: &[DnsRecord]) {
         self.shared.table.set_records(network, records);
     }
+}
+
+/// Shuts a listener's server down, waiting [`SHUTDOWN_WAIT`] at most.
+async fn shut_down(addr: SocketAddr, mut server: Server<NetworkHandler>) {
+    if tokio::time::timeout(SHUTDOWN_WAIT, server.shutdown_gracefully())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%addr, "dns listener did not stop in time; its tasks are aborted");
+    }
+    tracing::info!(%addr, "dns listener stopped");
 }
 
 /// Answers for one network: the one its listener was opened for.

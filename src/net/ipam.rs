@@ -89,33 +89,24 @@ impl Pool {
     pub fn allocate(&self, taken: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
         let first = u32::from(self.range.network());
         let last = u32::from(self.range.broadcast());
-        (first..=last)
-            .map(Ipv4Addr::from)
-            .find(|ip| self.subnet.contains(ip) && !self.is_reserved(*ip) && !taken.contains(ip))
-            .ok_or(IpamError::Exhausted {
-                range: self.range.into(),
-            })
+        lowest_free(
+            (first..=last).map(Ipv4Addr::from),
+            |ip| self.subnet.contains(ip) && !self.is_reserved(*ip),
+            taken,
+            self.range.into(),
+        )
     }
 
     /// Checks a static address (`--ip`): in the subnet (not necessarily in
     /// the range, as in Docker), not reserved, not taken.
     pub fn check_static(&self, ip: Ipv4Addr, taken: &BTreeSet<Ipv4Addr>) -> Result<(), IpamError> {
-        if !self.subnet.contains(&ip) {
-            return Err(IpamError::OutsideSubnet {
-                ip: ip.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if self.is_reserved(ip) {
-            return Err(IpamError::Reserved {
-                ip: ip.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if taken.contains(&ip) {
-            return Err(IpamError::InUse { ip: ip.into() });
-        }
-        Ok(())
+        check_free(
+            ip,
+            self.subnet.into(),
+            self.subnet.contains(&ip),
+            self.is_reserved(ip),
+            taken,
+        )
     }
 }
 
@@ -154,34 +145,65 @@ impl Pool6 {
     pub fn allocate(&self, taken: &BTreeSet<Ipv6Addr>) -> Result<Ipv6Addr, IpamError> {
         let first = u128::from(self.range.network());
         let last = u128::from(self.range.broadcast());
-        (first..=last)
-            .map(Ipv6Addr::from)
-            .find(|ip| self.subnet.contains(ip) && !self.is_reserved(*ip) && !taken.contains(ip))
-            .ok_or(IpamError::Exhausted {
-                range: self.range.into(),
-            })
+        lowest_free(
+            (first..=last).map(Ipv6Addr::from),
+            |ip| self.subnet.contains(ip) && !self.is_reserved(*ip),
+            taken,
+            self.range.into(),
+        )
     }
 
     /// Checks a static address (`--ip6`): in the subnet, not reserved, not
     /// taken.
     pub fn check_static(&self, ip: Ipv6Addr, taken: &BTreeSet<Ipv6Addr>) -> Result<(), IpamError> {
-        if !self.subnet.contains(&ip) {
-            return Err(IpamError::OutsideSubnet {
-                ip: ip.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if self.is_reserved(ip) {
-            return Err(IpamError::Reserved {
-                ip: ip.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if taken.contains(&ip) {
-            return Err(IpamError::InUse { ip: ip.into() });
-        }
-        Ok(())
+        check_free(
+            ip,
+            self.subnet.into(),
+            self.subnet.contains(&ip),
+            self.is_reserved(ip),
+            taken,
+        )
     }
+}
+
+/// The first of `candidates` (in order) that is `usable` and not `taken`;
+/// `range` names what ran out when none is.
+fn lowest_free<A: Ord>(
+    mut candidates: impl Iterator<Item = A>,
+    usable: impl Fn(&A) -> bool,
+    taken: &BTreeSet<A>,
+    range: IpNet,
+) -> Result<A, IpamError> {
+    candidates
+        .find(|ip| usable(ip) && !taken.contains(ip))
+        .ok_or(IpamError::Exhausted { range })
+}
+
+/// The checks of a static address, in the order their errors win: in
+/// `subnet`, not reserved, not taken.
+fn check_free<A: Ord + Copy + Into<IpAddr>>(
+    ip: A,
+    subnet: IpNet,
+    in_subnet: bool,
+    reserved: bool,
+    taken: &BTreeSet<A>,
+) -> Result<(), IpamError> {
+    if !in_subnet {
+        return Err(IpamError::OutsideSubnet {
+            ip: ip.into(),
+            subnet,
+        });
+    }
+    if reserved {
+        return Err(IpamError::Reserved {
+            ip: ip.into(),
+            subnet,
+        });
+    }
+    if taken.contains(&ip) {
+        return Err(IpamError::InUse { ip: ip.into() });
+    }
+    Ok(())
 }
 
 /// The first address after the subnet-router anycast address of `subnet`:

@@ -331,6 +331,26 @@ fn is_valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// An address error on network `n`; an address in use names its holder.
+fn ipam_error(n: &NetworkRecord, e: ipam::IpamError) -> NetError {
+    match e {
+        ipam::IpamError::InUse { ip } => NetError::AddressInUse {
+            ip,
+            network: n.name.clone(),
+            holder: n
+                .endpoints
+                .values()
+                .find(|e| IpAddr::V4(e.ip) == ip || e.ip6.map(IpAddr::V6) == Some(ip))
+                .map(|e| e.container_name.clone())
+                .unwrap_or_default(),
+        },
+        source => NetError::Ipam {
+            network: n.name.clone(),
+            source,
+        },
+    }
+}
+
 impl Networks {
     /// Opens the store, makes sure the built-in networks exist and the
     /// default bridge is up with its subnet. `now` is the creation time
@@ -354,24 +374,7 @@ impl Networks {
                         id: network::new_id(),
                         created: now.into(),
                         driver: driver.into(),
-                        subnet: None,
-                        gateway: None,
-                        ip_range: None,
-                        internal: false,
-                        options: BTreeMap::new(),
-                        labels: BTreeMap::new(),
-                        bridge: None,
-                        mtu: None,
-                        external_bridge: false,
-                        auto_subnet: false,
-                        endpoints: BTreeMap::new(),
-                        enable_ipv6: false,
-                        subnet6: None,
-                        gateway6: None,
-                        ip_range6: None,
-                        parent: None,
-                        created_parent: false,
-                        no_gateway_address: false,
+                        ..NetworkRecord::default()
                     })?;
                 }
             }
@@ -913,34 +916,11 @@ impl Networks {
                 if n.auto_subnet {
                     return Err(NetError::StaticIpNeedsSubnet);
                 }
-                match pool.check_static(ip, &taken) {
-                    Ok(()) => ip,
-                    Err(ipam::IpamError::InUse { ip }) => {
-                        let holder = n
-                            .endpoints
-                            .values()
-                            .find(|e| IpAddr::V4(e.ip) == ip)
-                            .map(|e| e.container_name.clone())
-                            .unwrap_or_default();
-                        return Err(NetError::AddressInUse {
-                            ip,
-                            network: n.name.clone(),
-                            holder,
-                        });
-                    }
-                    Err(source) => {
-                        return Err(NetError::Ipam {
-                            network: n.name.clone(),
-                            source,
-                        });
-                    }
-                }
+                pool.check_static(ip, &taken).map(|()| ip)
             }
-            None => pool.allocate(&taken).map_err(|source| NetError::Ipam {
-                network: n.name.clone(),
-                source,
-            })?,
-        };
+            None => pool.allocate(&taken),
+        }
+        .map_err(|e| ipam_error(&n, e))?;
         let ip6 = match (n.pool6(), req.ip6) {
             (None, Some(_)) => {
                 return Err(NetError::InvalidRequest(format!(
@@ -955,28 +935,7 @@ impl Networks {
                     Some(ip) => pool6.check_static(ip, &taken6).map(|()| ip),
                     None => pool6.allocate(&taken6),
                 };
-                match got {
-                    Ok(ip) => Some(ip),
-                    Err(ipam::IpamError::InUse { ip }) => {
-                        let holder = n
-                            .endpoints
-                            .values()
-                            .find(|e| e.ip6.map(IpAddr::V6) == Some(ip))
-                            .map(|e| e.container_name.clone())
-                            .unwrap_or_default();
-                        return Err(NetError::AddressInUse {
-                            ip,
-                            network: n.name.clone(),
-                            holder,
-                        });
-                    }
-                    Err(source) => {
-                        return Err(NetError::Ipam {
-                            network: n.name.clone(),
-                            source,
-                        });
-                    }
-                }
+                Some(got.map_err(|e| ipam_error(&n, e))?)
             }
         };
         let used: BTreeSet<String> = self

@@ -20,7 +20,9 @@ use std::path::Path;
 use futures::{StreamExt, TryStreamExt};
 use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, MacVlanMode,
 };
@@ -531,9 +533,12 @@ fn kind_name(kind: &InfoKind) -> String {
     }
 }
 
-/// Every IPv4 address of the namespace `h` is in.
-pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
-    let msgs: Vec<_> = h
+/// The address messages of one family in the namespace `h` is in.
+async fn address_messages(
+    h: &Handle,
+    family: AddressFamily,
+) -> Result<Vec<AddressMessage>, NetError> {
+    let msgs: Vec<AddressMessage> = h
         .address()
         .get()
         .execute()
@@ -542,7 +547,15 @@ pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
         .map_err(failed("list addresses"))?;
     Ok(msgs
         .into_iter()
-        .filter(|m| m.header.family == AddressFamily::Inet)
+        .filter(|m| m.header.family == family)
+        .collect())
+}
+
+/// Every IPv4 address of the namespace `h` is in.
+pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
+    Ok(address_messages(h, AddressFamily::Inet)
+        .await?
+        .into_iter()
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Local(IpAddr::V4(ip))
@@ -562,16 +575,9 @@ pub async fn addresses(h: &Handle) -> Result<Vec<Address>, NetError> {
 
 /// Every IPv6 address of the namespace `h` is in.
 pub async fn addresses6(h: &Handle) -> Result<Vec<Address6>, NetError> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(failed("list addresses"))?;
-    Ok(msgs
+    Ok(address_messages(h, AddressFamily::Inet6)
+        .await?
         .into_iter()
-        .filter(|m| m.header.family == AddressFamily::Inet6)
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Address(IpAddr::V6(ip)) => Ipv6Net::new(*ip, m.header.prefix_len)

@@ -66,7 +66,7 @@ pub struct Endpoint {
 }
 
 /// A network, as kept on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
     /// Its name.
     pub name: String,
@@ -439,22 +439,8 @@ mod tests {
             driver: "bridge".into(),
             subnet: Some("10.5.0.0/24".parse().unwrap()),
             gateway: Some(Ipv4Addr::new(10, 5, 0, 1)),
-            ip_range: None,
-            internal: false,
-            options: BTreeMap::new(),
-            labels: BTreeMap::new(),
             bridge: Some("br-x".into()),
-            mtu: None,
-            external_bridge: false,
-            auto_subnet: false,
-            endpoints: BTreeMap::new(),
-            enable_ipv6: false,
-            subnet6: None,
-            gateway6: None,
-            ip_range6: None,
-            parent: None,
-            created_parent: false,
-            no_gateway_address: false,
+            ..NetworkRecord::default()
         }
     }
 
