@@ -295,12 +295,10 @@ impl DaemonDns {
         let name = record
             .as_ref()
             .map_or(endpoint.container_name.as_str(), |r| r.name.as_str());
-        self.server.register(
-            &network.name,
-            id,
-            &dns_names(name, id, endpoint),
-            &endpoint_addrs(endpoint),
-        );
+        let names = dns_names(name, id, endpoint);
+        tracing::debug!(network = %network.name, container = id, ?names, "dns names registered");
+        self.server
+            .register(&network.name, id, &names, &endpoint_addrs(endpoint));
         let (Some(containers), Some(record)) = (containers, record) else {
             return;
         };
@@ -368,6 +366,7 @@ impl DaemonDns {
 
     /// Removes what container `id` registered on `network`.
     pub fn unregister(&self, network: &NetworkRecord, id: &str, _endpoint: &Endpoint) {
+        tracing::debug!(network = %network.name, container = id, "dns names unregistered");
         self.server.unregister(&network.name, id);
         let extras = self
             .extras

@@ -197,7 +197,10 @@ pub async fn ensure_bridge(
     gateway: Option<Ipv4Net>,
 ) -> Result<u32, NetError> {
     if link_index(h, name).await?.is_none() {
-        let msg = LinkBridge::new(name).mtu(mtu).build();
+        let msg = LinkBridge::new(name)
+            .mtu(mtu)
+            .address(bridge_mac(name, gateway).to_vec())
+            .build();
         match h.link().add(msg).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == EEXIST => {}
@@ -212,6 +215,25 @@ pub async fn ensure_bridge(
     }
     set_up(h, index).await?;
     Ok(index)
+}
+
+/// The MAC address a bridge of ours is made with. A bridge without one
+/// set takes the lowest MAC address of its ports, so it changes when a
+/// container joins or leaves, and containers keep sending to the old one
+/// (their neighbour entry stays reachable for up to 45 s) and lose their
+/// gateway, DNS server included, meanwhile. Set once, it never follows its
+/// ports (as Docker sets its bridges'). The gateway's address in Docker's
+/// `02:42:` form, which no container on the subnet has; a bridge without
+/// a gateway address of ours: one from its name.
+pub fn bridge_mac(name: &str, gateway: Option<Ipv4Net>) -> [u8; 6] {
+    match gateway {
+        Some(gw) => super::ipam::mac_of(gw.addr()),
+        None => {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(name.as_bytes());
+            [0x02, 0x42, digest[0], digest[1], digest[2], digest[3]]
+        }
+    }
 }
 
 /// Adds `addr` to link `index`; an address it already has is fine.

@@ -132,7 +132,11 @@ impl Host {
                     fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "the daemon did not answer");
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer: {}",
+                self.daemon_log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         // Not another daemon's socket (one autostarted on this root).
@@ -143,6 +147,11 @@ impl Host {
             );
         }
         self.daemon = Some(child);
+    }
+
+    /// What the daemon the test started printed so far.
+    pub(crate) fn daemon_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// The pid of the daemon the test started.

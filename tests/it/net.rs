@@ -175,6 +175,23 @@ fn network_field(host: &Host, name: &str, field: &str) -> serde_json::Value {
 fn two_containers_on_a_user_network_reach_each_other_and_the_host_reaches_them() {
     let h = NetHost::new();
     let prefix = h.network("front");
+    // The bridge has the gateway's MAC address from its creation on, and
+    // keeps it as ports come (an unset one would follow the lowest port
+    // MAC, and containers would lose their gateway while their neighbour
+    // entry for the old one lasts).
+    let mac = || {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/address",
+            bridge_of(&h.host, "front")
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let gateway_mac = stack::net::ipam::format_mac(&stack::net::ipam::mac_of(
+        format!("{prefix}.1").parse().unwrap(),
+    ));
+    assert_eq!(mac(), gateway_mac);
     h.serve("web", &["--network", "front"], "80", "hello-front");
     let ip = h.ip("web", "front");
     assert!(ip.to_string().starts_with(&prefix), "{ip} in {prefix}.0/24");
@@ -191,6 +208,7 @@ fn two_containers_on_a_user_network_reach_each_other_and_the_host_reaches_them()
         ],
     );
     assert_eq!((code, out.trim()), (0, "hello-front"), "{err}");
+    assert_eq!(mac(), gateway_mac, "the bridge kept its MAC address");
     // The default bridge too, and the container's own /etc/hosts line.
     h.serve("web2", &[], "80", "hello-bridge");
     let ip2 = h.ip("web2", "bridge");

@@ -162,10 +162,17 @@ impl DnsHost {
             if got == want {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} from {container}: {got:?}, expected {want:?}"
-            );
+            if Instant::now() >= deadline {
+                let out = self
+                    .host
+                    .stack(&["exec", container, "busybox", "nslookup", name]);
+                panic!(
+                    "{name} from {container}: {got:?}, expected {want:?}\n{}{}\ndaemon log:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    self.host.daemon_log(),
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
