@@ -910,7 +910,8 @@ fn each(
                         report(f(&m.id).map_err(|e| e.to_string()), &m.name);
                     }
                 }
-                Err(_) => report(Err(e.to_string()), name),
+                // "No such container: NAME" when it is no service either.
+                Err(why) => report(Err(why.to_string()), name),
             },
             result => report(result.map_err(|e| e.to_string()), name),
         }

@@ -16,6 +16,17 @@ use crate::stacks::{containers, eventually};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Takes stack `.1` down when dropped, before its host is: a failed test
+/// must not leave the stack's loop recreating its network while the host
+/// removes what is left (its bridge would outlive the test).
+struct Down<'a>(&'a Host, &'a str);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stack(&["down", "--stack", self.1]);
+    }
+}
+
 const SHOP: &str = r#"
 name "shop"
 service "web" {
@@ -107,6 +118,7 @@ fn service_names_stand_for_their_containers_in_a_project_directory() {
         "echo the plain cache; exec sleep 1000",
     ]);
     let plain = plain.trim().to_string();
+    let _down = Down(&host, "shop");
     host.ok(&["up", "-d"]);
     let ids = containers(&host);
     for name in ["shop-web-1", "shop-web-2", "shop-cache-1"] {
@@ -261,6 +273,7 @@ fn scale_changes_replicas_through_the_plan_and_survives_a_daemon_restart() {
     let host = Host::new();
     let file = host.work().join("stack.kdl");
     fs::write(&file, SCALED).unwrap();
+    let _down = Down(&host, "scaled");
     host.ok(&["up", "-d"]);
     let first = containers(&host)["scaled-web-1"].0.clone();
 
