@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +17,43 @@ use crate::stacks::{containers, eventually};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Takes stack `.1` down when dropped, before its host is: a failed test
-/// must not leave the stack's loop recreating its network while the host
-/// removes what is left (its bridge would outlive the test).
-struct Down<'a>(&'a Host, &'a str);
+/// Subnets of this test's own (the host's default address pools may all
+/// be taken by other runs): its daemon's default bridge, and its stack's
+/// network.
+fn subnets() -> (String, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let third = (std::process::id() % 125 * 2 + n) % 250;
+    (
+        format!("10.171.{third}.1/24"),
+        format!("10.172.{third}.0/24"),
+    )
+}
 
-impl Drop for Down<'_> {
+/// A host whose daemon has a default bridge of its own, and the text of
+/// `stack` with the stack's default network on a subnet of its own.
+fn host_for(stack: &str) -> (Host, String) {
+    let (bip, subnet) = subnets();
+    let host = Host::with_daemon(&["--bip", &bip]);
+    let stack = format!("{stack}network \"default\" subnet=\"{subnet}\"\n");
+    (host, stack)
+}
+
+/// Takes stack `.1` of the state root `.0` down when dropped, before its
+/// host is: a failed test must not leave the stack's loop recreating its
+/// network while the host removes what is left (its bridge would outlive
+/// the test).
+struct Down(std::path::PathBuf, &'static str);
+
+impl Drop for Down {
     fn drop(&mut self) {
-        let _ = self.0.stack(&["down", "--stack", self.1]);
+        let mut down = std::process::Command::new(env!("CARGO_BIN_EXE_stack"));
+        down.arg("--root")
+            .arg(&self.0)
+            .args(["--no-autostart", "down", "--stack", self.1])
+            .env_remove("STACK_ROOT")
+            .stdin(Stdio::null());
+        let _ = crate::output_within(&mut down, Duration::from_secs(120));
     }
 }
 
@@ -104,8 +134,8 @@ fn follow_until(host: &Host, args: &[&str], mut during: impl FnMut(), done: impl
 #[test]
 fn service_names_stand_for_their_containers_in_a_project_directory() {
     crate::host::require_root();
-    let host = Host::new();
-    fs::write(host.work().join("stack.kdl"), SHOP).unwrap();
+    let (host, shop) = host_for(SHOP);
+    fs::write(host.work().join("stack.kdl"), &shop).unwrap();
     // A plain container named like a service: its name wins.
     let plain = host.ok(&[
         "run",
@@ -118,7 +148,7 @@ fn service_names_stand_for_their_containers_in_a_project_directory() {
         "echo the plain cache; exec sleep 1000",
     ]);
     let plain = plain.trim().to_string();
-    let _down = Down(&host, "shop");
+    let _down = Down(host.root(), "shop");
     host.ok(&["up", "-d"]);
     let ids = containers(&host);
     for name in ["shop-web-1", "shop-web-2", "shop-cache-1"] {
@@ -270,10 +300,10 @@ service "web" {
 #[test]
 fn scale_changes_replicas_through_the_plan_and_survives_a_daemon_restart() {
     crate::host::require_root();
-    let host = Host::new();
+    let (mut host, scaled) = host_for(SCALED);
     let file = host.work().join("stack.kdl");
-    fs::write(&file, SCALED).unwrap();
-    let _down = Down(&host, "scaled");
+    fs::write(&file, &scaled).unwrap();
+    let _down = Down(host.root(), "scaled");
     host.ok(&["up", "-d"]);
     let first = containers(&host)["scaled-web-1"].0.clone();
 
@@ -312,13 +342,9 @@ fn scale_changes_replicas_through_the_plan_and_survives_a_daemon_restart() {
     assert_eq!(kept["scale"]["web"]["replicas"], 2, "{kept}");
     let before = containers(&host);
     crate::stop_daemon(&host.root());
-    // The next command starts a daemon (slow on a loaded host: a command
-    // may give up waiting for it, the next one finds it), which resumes
-    // the stack after it answers; its first apply is done once an apply
-    // asked for answers.
-    eventually(Duration::from_secs(90), "the daemon is back", || {
-        host.stack(&["version"]).status.success()
-    });
+    // A new daemon resumes the stack after it answers; its first apply is
+    // done once an apply asked for answers.
+    host.start_daemon();
     eventually(LIMIT, "the stack resumed", || {
         host.http("GET", "/stacks/scaled", "application/json", b"")
             .status
@@ -341,7 +367,7 @@ fn scale_changes_replicas_through_the_plan_and_survives_a_daemon_restart() {
     // The file's own count changing is the newer word: the override goes.
     fs::write(
         &file,
-        SCALED.replace("\"1000\"\n", "\"1000\"\n    replicas 3\n"),
+        scaled.replace("\"1000\"\n", "\"1000\"\n    replicas 3\n"),
     )
     .unwrap();
     eventually(LIMIT, "the file's 3 replicas", || {
