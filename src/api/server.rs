@@ -655,6 +655,13 @@ async fn splice(upgraded: hyper::upgrade::Upgraded, local: StdUnixStream) {
     let _ = tokio::io::copy_bidirectional(&mut client, &mut local).await;
 }
 
+/// A stack's container stopped by the user stays stopped until started
+/// again (the stack loop would restart it otherwise).
+fn hold_stack_container(d: &Daemon, id: &str, held: bool) -> ApiResult<()> {
+    crate::daemon::stacks::hold(d, id, held)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
 async fn start(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -662,6 +669,7 @@ async fn start(
 ) -> ApiResult<Response> {
     let attach = wants_upgrade(&req);
     let (id, _) = resolve_record(&d, name).await?;
+    hold_stack_container(&d, &id, false)?;
     let ours = if attach {
         let (ours, theirs) = StdUnixStream::pair().map_err(|e| ApiError::internal(&e))?;
         d.supervisor.start(&id, Some(OwnedFd::from(theirs))).await?;
@@ -746,6 +754,7 @@ async fn stop(
     let (id, record) = resolve_record(&d, name).await?;
     let signal = signal_param(&q, &record.stop_signal)?;
     let timeout = stop_timeout(&q, record.stop_timeout)?;
+    hold_stack_container(&d, &id, true)?;
     let st = d.containers.runtime.state(&id)?;
     if !matches!(st.status, Status::Running | Status::Paused) {
         // Still a stop by the user: a planned restart is called off.
@@ -764,6 +773,7 @@ async fn restart(
     let (id, record) = resolve_record(&d, name).await?;
     let signal = signal_param(&q, &record.stop_signal)?;
     let timeout = stop_timeout(&q, record.stop_timeout)?;
+    hold_stack_container(&d, &id, false)?;
     d.supervisor.restart(&id, signal, timeout).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,6 +1,6 @@
 //! The stack routes (ours; Docker has none): register and apply a stack
 //! (`POST /stacks`), list them, show one, plan one without applying it,
-//! apply one again, and take one down.
+//! apply one again, scale its services, and take one down.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 
 use super::server::{ApiError, ApiResult, json_body, json_response};
 use crate::daemon::Daemon;
-use crate::daemon::stacks::{Registry, StackSource};
+use crate::daemon::stacks::{Registry, ScaleError, StackSource};
 
 /// The stack routes.
 pub fn routes() -> Router<Arc<Daemon>> {
@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/stacks/plan", post(plan))
         .route("/stacks/{name}", get(status).delete(down))
         .route("/stacks/{name}/apply", post(apply))
+        .route("/stacks/{name}/scale", post(scale))
 }
 
 /// A stack name as Compose accepts a project name.
@@ -89,6 +90,31 @@ async fn apply(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiRes
         d.stacks.kick(&name).await.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("no such stack: {name}"))
         })?;
+    Ok(json_response(&status).into_response())
+}
+
+/// `POST /stacks/{name}/scale` with `{"web": 3}`: the replica counts to
+/// run from now on; answers the stack's status after the apply.
+async fn scale(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let wanted: BTreeMap<String, u32> = json_body(req).await?;
+    if wanted.is_empty() {
+        return Err(ApiError::bad_request(
+            "no service to scale: send {\"SERVICE\": REPLICAS, …}",
+        ));
+    }
+    let status = Registry::scale(&d, &name, &wanted).await.map_err(|e| {
+        let code = match e {
+            ScaleError::NoStack(_) | ScaleError::NoService { .. } => StatusCode::NOT_FOUND,
+            ScaleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ScaleError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(code, e.to_string())
+    })?;
     Ok(json_response(&status).into_response())
 }
 

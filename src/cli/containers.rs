@@ -14,6 +14,7 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 
 use super::daemon::{api_error, client};
 use super::output::{human_duration, human_size, parse_rfc3339, table};
+use super::services::{Member, Services, is_no_such_container};
 use crate::api::client::{Client, ClientError, segment};
 use crate::api::{Created, Listed, Usage, Waited};
 use crate::reconcile::container::{NetMode, Resources, RunRequest, SeccompChoice};
@@ -874,29 +875,49 @@ pub fn start(root: &Path, args: &StartArgs) -> miette::Result<i32> {
             AttachEnd::Lost => wait_for(&c, &id, "not-running"),
         };
     }
-    each(&args.containers, |name| {
+    each(&c, &args.containers, |name| {
         c.post(&format!("/containers/{}/start", segment(name))).ok()
     })
 }
 
 /// Runs `f` for every name, printing each name done and each error; fails if
-/// any failed (like Docker's multi-container verbs).
+/// any failed (like Docker's multi-container verbs). A name that is no
+/// container but a service of the stack here stands for each of the
+/// service's containers (see `services`).
 fn each(
+    c: &Client,
     names: &[String],
     mut f: impl FnMut(&str) -> Result<(), ClientError>,
 ) -> miette::Result<i32> {
+    let services = Services::new(c);
     let mut failed = 0;
-    for name in names {
-        match f(name) {
-            Ok(()) => println!("{name}"),
+    let mut tried = 0;
+    let mut report = |result: Result<(), String>, shown: &str| {
+        tried += 1;
+        match result {
+            Ok(()) => println!("{shown}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
                 failed += 1;
             }
         }
+    };
+    for name in names {
+        match f(name) {
+            Err(e) if is_no_such_container(&e) => match services.containers(name, None) {
+                Ok(members) => {
+                    for m in members {
+                        report(f(&m.id).map_err(|e| e.to_string()), &m.name);
+                    }
+                }
+                // "No such container: NAME" when it is no service either.
+                Err(why) => report(Err(why.to_string()), name),
+            },
+            result => report(result.map_err(|e| e.to_string()), name),
+        }
     }
     if failed > 0 {
-        return Err(miette!("{failed} of {} containers failed", names.len()));
+        return Err(miette!("{failed} of {tried} containers failed"));
     }
     Ok(0)
 }
@@ -925,7 +946,7 @@ fn stop_or_restart(root: &Path, args: &StopArgs, verb: &str) -> miette::Result<i
         signal_number(sig)?;
     }
     let c = client(root)?;
-    each(&args.containers, |name| {
+    each(&c, &args.containers, |name| {
         c.post(&format!("/containers/{}/{verb}", segment(name)))
             .query_opt("t", args.time)
             .query_opt("signal", args.signal.as_deref())
@@ -953,7 +974,7 @@ pub struct KillArgs {
 pub fn kill(root: &Path, args: &KillArgs) -> miette::Result<i32> {
     signal_number(&args.signal)?;
     let c = client(root)?;
-    each(&args.containers, |name| {
+    each(&c, &args.containers, |name| {
         c.post(&format!("/containers/{}/kill", segment(name)))
             .query("signal", &args.signal)
             .ok()
@@ -977,7 +998,7 @@ pub struct RmArgs {
 /// `stack rm`.
 pub fn rm(root: &Path, args: &RmArgs) -> miette::Result<i32> {
     let c = client(root)?;
-    each(&args.containers, |name| {
+    each(&c, &args.containers, |name| {
         c.delete(&format!("/containers/{}", segment(name)))
             .flag("force", args.force)
             .flag("v", args.volumes)
@@ -989,7 +1010,7 @@ pub fn rm(root: &Path, args: &RmArgs) -> miette::Result<i32> {
 pub fn pause(root: &Path, args: &NamesArgs, pause: bool) -> miette::Result<i32> {
     let c = client(root)?;
     let verb = if pause { "pause" } else { "unpause" };
-    each(&args.containers, |name| {
+    each(&c, &args.containers, |name| {
         c.post(&format!("/containers/{}/{verb}", segment(name)))
             .ok()
     })
@@ -1075,11 +1096,16 @@ pub struct LogsArgs {
     /// Only lines before (same forms as --since)
     #[arg(long = "until")]
     until: Option<String>,
-    /// The container
+    /// With a service: only this replica's output
+    #[arg(long = "index", value_name = "N")]
+    index: Option<u32>,
+    /// The container (or a service of the stack here)
     container: String,
 }
 
-/// `stack logs`.
+/// `stack logs`: a container's output; a service's is every replica's,
+/// each line prefixed with `web-1 | ` when there are several (followed
+/// together with `-f`).
 pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
     let now = std::time::SystemTime::now();
     for t in [&args.since, &args.until].into_iter().flatten() {
@@ -1089,41 +1115,170 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
         return Err(miette!("invalid --tail {:?}", args.tail));
     }
     let c = client(root)?;
-    let body = c
-        .get(&format!("/containers/{}/logs", segment(&args.container)))
-        .query("tail", &args.tail)
-        .query_opt("since", args.since.as_deref())
-        .query_opt("until", args.until.as_deref())
-        .flag("timestamps", args.timestamps)
-        .flag("follow", args.follow)
-        .stream()
-        .map_err(api_error)?;
+    let open = |target: &str| {
+        c.get(&format!("/containers/{}/logs", segment(target)))
+            .query("tail", &args.tail)
+            .query_opt("since", args.since.as_deref())
+            .query_opt("until", args.until.as_deref())
+            .flag("timestamps", args.timestamps)
+            .flag("follow", args.follow)
+            .stream()
+    };
+    let members = match open(&args.container) {
+        Ok(body) => return copy_log(body, None, args.follow),
+        Err(e) if is_no_such_container(&e) => {
+            Services::new(&c).containers(&args.container, args.index)?
+        }
+        Err(e) => return Err(api_error(e)),
+    };
+    if let [one] = members.as_slice() {
+        return copy_log(open(&one.id).map_err(api_error)?, None, args.follow);
+    }
+    let width = members
+        .iter()
+        .map(|m| m.short_name().len())
+        .max()
+        .unwrap_or(0);
+    let prefix = |m: &Member| format!("{:<width$} | ", m.short_name());
+    if !args.follow {
+        for m in &members {
+            copy_log(open(&m.id).map_err(api_error)?, Some(prefix(m)), false)?;
+        }
+        return Ok(0);
+    }
+    // Every replica's stream at once; lines go out whole, as they come.
+    let mut streams = Vec::new();
+    for m in &members {
+        streams.push((prefix(m), open(&m.id).map_err(api_error)?));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .into_iter()
+            .map(|(prefix, body)| scope.spawn(move || copy_log(body, Some(prefix), true)))
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| miette!("a log stream reader failed"))??;
+        }
+        Ok(0)
+    })
+}
+
+/// Copies one container's log stream to stdout and stderr, each line
+/// after `prefix` when there is one.
+fn copy_log(
+    body: crate::api::client::BodyReader,
+    prefix: Option<String>,
+    follow: bool,
+) -> miette::Result<i32> {
     let mut reader = io::BufReader::with_capacity(256 << 10, body);
-    let stdout = io::stdout();
     let stderr = io::stderr();
-    let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    loop {
-        match attach::read_frame(&mut reader) {
-            Ok(Some((Kind::Stdout, data))) => {
-                out.write_all(&data).into_diagnostic()?;
-                if args.follow {
+    let Some(prefix) = prefix else {
+        let stdout = io::stdout();
+        let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+        loop {
+            match attach::read_frame(&mut reader) {
+                Ok(Some((Kind::Stdout, data))) => {
+                    out.write_all(&data).into_diagnostic()?;
+                    if follow {
+                        out.flush().into_diagnostic()?;
+                    }
+                }
+                Ok(Some((Kind::Stderr, data))) => {
                     out.flush().into_diagnostic()?;
+                    stderr.lock().write_all(&data).into_diagnostic()?;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    out.flush().into_diagnostic()?;
+                    return Err(miette!("the log stream broke off: {e}"));
                 }
             }
-            Ok(Some((Kind::Stderr, data))) => {
-                out.flush().into_diagnostic()?;
-                stderr.lock().write_all(&data).into_diagnostic()?;
+        }
+        out.flush().into_diagnostic()?;
+        return Ok(0);
+    };
+    // Streams of several containers share the terminal: whole lines only,
+    // each written at once.
+    let mut lines = PrefixedLines::new(prefix);
+    let result = loop {
+        match attach::read_frame(&mut reader) {
+            Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => {
+                let err = kind == Kind::Stderr;
+                let text = lines.feed(err, &data);
+                write_lines(err, &text)?;
             }
             Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => {
-                out.flush().into_diagnostic()?;
-                return Err(miette!("the log stream broke off: {e}"));
-            }
+            Ok(None) => break Ok(0),
+            Err(e) => break Err(miette!("the log stream broke off: {e}")),
+        }
+    };
+    for err in [false, true] {
+        write_lines(err, &lines.finish(err))?;
+    }
+    result
+}
+
+fn write_lines(err: bool, text: &[u8]) -> miette::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    if err {
+        io::stderr().lock().write_all(text).into_diagnostic()
+    } else {
+        let mut out = io::stdout().lock();
+        out.write_all(text).into_diagnostic()?;
+        out.flush().into_diagnostic()
+    }
+}
+
+/// Cuts a container's output into lines that start with its prefix
+/// (`web-1 | `), stdout and stderr apart; a line is given out once it is
+/// whole.
+#[derive(Debug)]
+struct PrefixedLines {
+    prefix: String,
+    /// The unfinished line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
+}
+
+impl PrefixedLines {
+    fn new(prefix: String) -> PrefixedLines {
+        PrefixedLines {
+            prefix,
+            partial: [Vec::new(), Vec::new()],
         }
     }
-    out.flush().into_diagnostic()?;
-    Ok(0)
+
+    /// The whole lines `data` completes on stdout (or stderr), prefixed.
+    fn feed(&mut self, err: bool, data: &[u8]) -> Vec<u8> {
+        let partial = &mut self.partial[usize::from(err)];
+        partial.extend_from_slice(data);
+        let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = partial.split_off(end + 1);
+        let whole = std::mem::replace(partial, rest);
+        let mut out = Vec::with_capacity(whole.len() + self.prefix.len() * 2);
+        for line in whole.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(line);
+        }
+        out
+    }
+
+    /// The unfinished line, ended, when the stream ends.
+    fn finish(&mut self, err: bool) -> Vec<u8> {
+        let partial = std::mem::take(&mut self.partial[usize::from(err)]);
+        if partial.is_empty() {
+            return partial;
+        }
+        let mut out = self.prefix.as_bytes().to_vec();
+        out.extend_from_slice(&partial);
+        out.push(b'\n');
+        out
+    }
 }
 
 /// `stack exec`.
@@ -1150,7 +1305,10 @@ pub struct ExecArgs {
     /// Every capability, no seccomp filter
     #[arg(long = "privileged")]
     privileged: bool,
-    /// The container
+    /// With a service: the replica to run in (default: the first)
+    #[arg(long = "index", value_name = "N")]
+    index: Option<u32>,
+    /// The container (or a service of the stack here)
     container: String,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -1168,18 +1326,34 @@ pub fn exec(root: &Path, args: &ExecArgs) -> miette::Result<i32> {
         privileged: args.privileged,
     };
     let c = client(root)?;
-    let call = c
-        .post(&format!("/containers/{}/exec", segment(&args.container)))
-        .json(&serde_json::json!({
-            "config": config,
-            "interactive": args.interactive,
-            "detach": args.detach,
-        }));
-    if args.detach {
-        call.ok().map_err(api_error)?;
+    let body = serde_json::json!({
+        "config": config,
+        "interactive": args.interactive,
+        "detach": args.detach,
+    });
+    let run = |target: &str| {
+        let call = c
+            .post(&format!("/containers/{}/exec", segment(target)))
+            .json(&body);
+        if args.detach {
+            call.ok().map(|()| None)
+        } else {
+            call.upgrade().map(Some)
+        }
+    };
+    let started = match run(&args.container) {
+        Err(e) if is_no_such_container(&e) => {
+            let members = Services::new(&c).containers(&args.container, args.index)?;
+            let first = members
+                .first()
+                .ok_or_else(|| miette!("No such container: {}", args.container))?;
+            run(&first.id)
+        }
+        other => other,
+    };
+    let Some(stream) = started.map_err(api_error)? else {
         return Ok(0);
-    }
-    let stream = call.upgrade().map_err(api_error)?;
+    };
     match relay(stream, args.interactive, args.tty).into_diagnostic()? {
         AttachEnd::Exited(code) => Ok(code),
         AttachEnd::Detached => Ok(0),
@@ -1359,5 +1533,24 @@ pub fn attach(root: &Path, args: &AttachArgs) -> miette::Result<i32> {
         AttachEnd::Exited(code) => Ok(code),
         AttachEnd::Detached => Ok(0),
         AttachEnd::Lost => wait_for(&c, &id, "not-running"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_of_several_containers_go_out_whole_and_prefixed() {
+        let mut lines = PrefixedLines::new("web-1 | ".into());
+        assert_eq!(lines.feed(false, b"one\ntw"), b"web-1 | one\n");
+        assert_eq!(lines.feed(true, b"oops\n"), b"web-1 | oops\n");
+        assert_eq!(lines.feed(false, b"o"), b"");
+        assert_eq!(
+            lines.feed(false, b"\nthree\nfour\nfi"),
+            b"web-1 | two\nweb-1 | three\nweb-1 | four\n"
+        );
+        assert_eq!(lines.finish(false), b"web-1 | fi\n");
+        assert_eq!(lines.finish(true), b"");
     }
 }

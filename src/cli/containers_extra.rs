@@ -18,6 +18,7 @@ use super::containers::LimitArgs;
 use super::daemon::{api_error, client};
 use super::filter::{Filters, PsEntry, PsQuery};
 use super::output::{human_duration, human_size};
+use super::services::{Services, is_no_such_container};
 use super::template::{self, Template};
 use crate::api::Listed;
 use crate::api::client::{Client, segment};
@@ -62,6 +63,143 @@ pub struct PsArgs {
     /// Output: table, json, or a Go template ('table {{.ID}}\t{{.Names}}')
     #[arg(long = "format", value_name = "FORMAT")]
     format: Option<String>,
+    /// Every container of stack NAME (of the stack here when NAME is left
+    /// out) in Compose's columns: NAME, SERVICE, STATUS (with health,
+    /// restarts and the next try of a backoff), PORTS
+    #[arg(
+        long = "stack",
+        value_name = "NAME",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    stack: Option<String>,
+}
+
+/// The default columns of `ps --stack`, as `docker compose ps` has them.
+const STACK_PS_TABLE: &str = "table {{.Name}}\t{{.Service}}\t{{.Status}}\t{{.Ports}}";
+
+/// Column titles of `ps --stack` fields.
+fn stack_ps_titles() -> Value {
+    json!({
+        "ID": "CONTAINER ID", "Name": "NAME", "Service": "SERVICE", "Replica": "REPLICA",
+        "Image": "IMAGE", "State": "STATE", "Status": "STATUS", "Restarts": "RESTARTS",
+        "NextTry": "NEXT TRY", "Ports": "PORTS",
+    })
+}
+
+/// `ps --stack`'s STATUS: Docker's, then the restarts the stack loop made
+/// and, in a backoff, when it tries next (`Exited (1) 2 seconds ago, 3
+/// restarts, next try in 4 seconds`).
+fn stack_status(
+    status: &str,
+    restarts: usize,
+    given_up: bool,
+    held: bool,
+    next_try: Option<Duration>,
+) -> String {
+    let mut parts = vec![status.to_string()];
+    match restarts {
+        0 => {}
+        1 => parts.push("1 restart".into()),
+        n => parts.push(format!("{n} restarts")),
+    }
+    if held {
+        parts.push("stopped by the user".into());
+    }
+    if given_up {
+        parts.push("given up".into());
+    } else if let Some(wait) = next_try {
+        parts.push(if wait.is_zero() {
+            "next try now".into()
+        } else {
+            format!("next try in {}", human_duration(wait).to_lowercase())
+        });
+    }
+    parts.join(", ")
+}
+
+/// `stack ps --stack [NAME]`: the stack's containers by service and
+/// replica, running or not.
+fn ps_stack(c: &Client, args: &PsArgs, name: &str) -> miette::Result<i32> {
+    let stack = if name.is_empty() {
+        let cwd = std::env::current_dir().into_diagnostic()?;
+        super::services::project_in(&cwd)
+            .map(|p| p.stack)
+            .ok_or_else(|| {
+                miette!(
+                    "no stack file that loads in {}: name the stack (--stack NAME)",
+                    cwd.display()
+                )
+            })?
+    } else {
+        name.to_string()
+    };
+    let listed: Vec<Listed> = c
+        .get("/containers/json")
+        .flag("all", true)
+        .send_json()
+        .map_err(api_error)?;
+    // The daemon's loop knows the backoffs (a stack it does not keep has
+    // none).
+    let next_tries: BTreeMap<String, String> = c
+        .get(&format!("/stacks/{}", segment(&stack)))
+        .send_json::<crate::daemon::stacks::StackStatus>()
+        .map(|s| s.next_tries)
+        .unwrap_or_default();
+    let members = super::services::members(&stack, &listed);
+    let now = SystemTime::now();
+    let trunc = !args.no_trunc;
+    let mut rows = Vec::new();
+    for m in &members {
+        let Some(l) = listed.iter().find(|l| l.record.id == m.id) else {
+            continue;
+        };
+        let memory = crate::daemon::stacks::restart_memory(&l.record);
+        let restarts = memory.starts.len().saturating_sub(1);
+        let next_try = next_tries
+            .get(&m.name)
+            .and_then(|t| super::output::parse_rfc3339(t))
+            .map(|due| due.duration_since(now).unwrap_or(Duration::ZERO));
+        let status = stack_status(
+            &super::containers::status_text(&l.state, l.health),
+            restarts,
+            memory.given_up,
+            memory.held,
+            next_try,
+        );
+        let health = l.health.map_or("none", HealthStatus::as_str);
+        let summary = summary_of(&l.record, &l.state, &l.command, health, None, None, None);
+        rows.push(json!({
+            "ID": if trunc { m.id.chars().take(12).collect() } else { m.id.clone() },
+            "Name": m.name,
+            "Service": m.service,
+            "Replica": m.replica,
+            "Image": l.record.image,
+            "State": l.state.status.to_string(),
+            "Status": status,
+            "Restarts": restarts,
+            "NextTry": next_tries.get(&m.name).cloned().unwrap_or_default(),
+            "Ports": crate::reconcile::ports::ps_column(&summary.ports),
+        }));
+    }
+    let mut out = io::stdout().lock();
+    if args.quiet {
+        for row in &rows {
+            writeln!(out, "{}", row["ID"].as_str().unwrap_or_default()).into_diagnostic()?;
+        }
+        return Ok(0);
+    }
+    let format = effective_format(args.format.as_deref(), STACK_PS_TABLE);
+    let text = template::format_rows(
+        &format,
+        STACK_PS_TABLE,
+        &rows,
+        &stack_ps_titles(),
+        &template::no_methods,
+    )
+    .map_err(|e| miette!("{e}"))?;
+    out.write_all(text.as_bytes()).into_diagnostic()?;
+    Ok(0)
 }
 
 /// Docker's `ps` default columns.
@@ -229,6 +367,9 @@ fn effective_format(format: Option<&str>, default_table: &str) -> String {
 /// `stack ps`.
 pub fn ps(root: &Path, args: &PsArgs) -> miette::Result<i32> {
     let c = client(root)?;
+    if let Some(stack) = &args.stack {
+        return ps_stack(&c, args, stack);
+    }
     let listed: Vec<Listed> = c
         .get("/containers/json")
         .flag("all", true)
@@ -351,13 +492,23 @@ pub struct InspectArgs {
 /// with `--format`.
 pub fn inspect(root: &Path, args: &InspectArgs) -> miette::Result<i32> {
     let c = client(root)?;
+    let services = Services::new(&c);
+    let get = |name: &str| {
+        c.get(&format!("/containers/{}/json", segment(name)))
+            .send_json::<Value>()
+    };
     let mut docs = Vec::new();
     for name in &args.containers {
-        let doc: Value = c
-            .get(&format!("/containers/{}/json", segment(name)))
-            .send_json()
-            .map_err(api_error)?;
-        docs.push(doc);
+        match get(name) {
+            Ok(doc) => docs.push(doc),
+            // A service here: each of its containers.
+            Err(e) if is_no_such_container(&e) => {
+                for m in services.containers(name, None)? {
+                    docs.push(get(&m.id).map_err(api_error)?);
+                }
+            }
+            Err(e) => return Err(api_error(e)),
+        }
     }
     let mut out = io::stdout().lock();
     match args.format.as_deref() {
@@ -397,14 +548,35 @@ pub struct TopArgs {
     ps_options: Vec<String>,
 }
 
-/// `stack top`: the container's processes, as docker/cli prints them.
+/// `stack top`: the container's processes, as docker/cli prints them; a
+/// service's are each replica's, under its container's name (as Compose
+/// prints them).
 pub fn top(root: &Path, args: &TopArgs) -> miette::Result<i32> {
     let c = client(root)?;
-    let result: TopResult = c
-        .get(&format!("/containers/{}/top", segment(&args.container)))
-        .query("ps_args", args.ps_options.join(" "))
-        .send_json()
-        .map_err(api_error)?;
+    let get = |name: &str| {
+        c.get(&format!("/containers/{}/top", segment(name)))
+            .query("ps_args", args.ps_options.join(" "))
+            .send_json::<TopResult>()
+    };
+    match get(&args.container) {
+        Ok(result) => print_top(&result),
+        Err(e) if is_no_such_container(&e) => {
+            let members = Services::new(&c).containers(&args.container, None)?;
+            for (i, m) in members.iter().enumerate() {
+                let result = get(&m.id).map_err(api_error)?;
+                let gap = if i == 0 { "" } else { "\n" };
+                io::stdout()
+                    .write_all(format!("{gap}{}\n", m.name).as_bytes())
+                    .into_diagnostic()?;
+                print_top(&result)?;
+            }
+            Ok(0)
+        }
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+fn print_top(result: &TopResult) -> miette::Result<i32> {
     let mut text = result.titles.join("\t");
     text.push('\n');
     for p in &result.processes {
@@ -763,7 +935,10 @@ pub fn update(root: &Path, args: &UpdateArgs) -> miette::Result<i32> {
 /// `stack port`.
 #[derive(Debug, Args)]
 pub struct PortArgs {
-    /// The container
+    /// With a service: the replica (default: the first)
+    #[arg(long = "index", value_name = "N")]
+    index: Option<u32>,
+    /// The container (or a service of the stack here)
     container: String,
     /// Only this port: PORT[/PROTO]
     private_port: Option<String>,
@@ -773,10 +948,21 @@ pub struct PortArgs {
 /// daemon's `NetworkSettings.Ports` (as docker/cli does).
 pub fn port(root: &Path, args: &PortArgs) -> miette::Result<i32> {
     let c = client(root)?;
-    let inspected: Value = c
-        .get(&format!("/containers/{}/json", segment(&args.container)))
-        .send_json()
-        .map_err(api_error)?;
+    let get = |name: &str| {
+        c.get(&format!("/containers/{}/json", segment(name)))
+            .send_json::<Value>()
+    };
+    let inspected = match get(&args.container) {
+        Err(e) if is_no_such_container(&e) => {
+            let members = Services::new(&c).containers(&args.container, args.index)?;
+            let first = members
+                .first()
+                .ok_or_else(|| miette!("No such container: {}", args.container))?;
+            get(&first.id)
+        }
+        other => other,
+    }
+    .map_err(api_error)?;
     let ports: BTreeMap<String, Vec<crate::reconcile::verbs::PortBinding>> =
         inspected["NetworkSettings"]["Ports"]
             .as_object()
@@ -874,4 +1060,45 @@ pub fn prune(root: &Path, args: &PruneArgs) -> miette::Result<i32> {
     )
     .into_diagnostic()?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_status_adds_restarts_and_the_next_try() {
+        assert_eq!(
+            stack_status("Up 3 seconds (healthy)", 0, false, false, None),
+            "Up 3 seconds (healthy)"
+        );
+        assert_eq!(
+            stack_status(
+                "Exited (3) 1 second ago",
+                2,
+                false,
+                false,
+                Some(Duration::from_secs(4))
+            ),
+            "Exited (3) 1 second ago, 2 restarts, next try in 4 seconds"
+        );
+        assert_eq!(
+            stack_status(
+                "Exited (3) 1 second ago",
+                1,
+                false,
+                false,
+                Some(Duration::ZERO)
+            ),
+            "Exited (3) 1 second ago, 1 restart, next try now"
+        );
+        assert_eq!(
+            stack_status("Exited (3) 1 second ago", 5, true, false, None),
+            "Exited (3) 1 second ago, 5 restarts, given up"
+        );
+        assert_eq!(
+            stack_status("Exited (0) 1 second ago", 0, false, true, None),
+            "Exited (0) 1 second ago, stopped by the user"
+        );
+    }
 }

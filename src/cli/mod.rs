@@ -21,6 +21,7 @@ mod images;
 mod networks;
 mod output;
 mod registry;
+mod services;
 mod stacks;
 mod system;
 mod template;
@@ -149,6 +150,17 @@ enum Command {
     },
     /// List the stacks the daemon keeps
     Ls,
+    /// Run another number of a service's replicas, without editing the file
+    Scale {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// The stack's name (default: the one in the current directory)
+        #[arg(long)]
+        stack: Option<String>,
+        /// SERVICE=REPLICAS, e.g. web=3
+        #[arg(required = true, value_name = "SERVICE=N")]
+        services: Vec<String>,
+    },
     /// Download an image from a registry
     Pull(registry::PullArgs),
     /// Upload an image to a registry
@@ -583,6 +595,16 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
             stack.as_deref(),
         )?),
         Command::Ls => Ok(stacks::ls(&root)?),
+        Command::Scale {
+            project,
+            stack,
+            services,
+        } => Ok(stacks::scale(
+            &root,
+            &load_options(&project)?,
+            stack.as_deref(),
+            &services,
+        )?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "stack", &mut std::io::stdout());

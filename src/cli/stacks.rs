@@ -2,6 +2,7 @@
 //! is checked here (problems are printed with their file, line and
 //! column) and the daemon keeps the stack converged.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -50,6 +51,7 @@ pub fn source(options: &LoadOptions) -> miette::Result<StackSource> {
         files: loaded.files.clone(),
         env_files: options.env_files.clone(),
         environment: std::env::vars().collect(),
+        scale: Default::default(),
     })
 }
 
@@ -171,6 +173,82 @@ pub fn status(root: &Path, options: &LoadOptions, name: Option<&str>) -> miette:
     Ok(0)
 }
 
+/// A `SERVICE=N` argument of `stack scale` that does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleArgError {
+    /// No `=`.
+    #[error("{0:?}: expected SERVICE=REPLICAS, as in web=3")]
+    NoEquals(String),
+    /// Nothing before the `=`.
+    #[error("{0:?}: the service name is missing (SERVICE=REPLICAS)")]
+    NoService(String),
+    /// The count is no whole number ≥ 0.
+    #[error("{arg:?}: the replica count {count:?} is not a whole number of 0 or more")]
+    BadCount {
+        /// The argument.
+        arg: String,
+        /// What stood for the count.
+        count: String,
+    },
+    /// The same service twice.
+    #[error("{0:?}: the service is scaled twice")]
+    Twice(String),
+}
+
+/// Reads `stack scale`'s `SERVICE=N` arguments.
+pub fn parse_scale(args: &[String]) -> Result<BTreeMap<String, u32>, ScaleArgError> {
+    let mut wanted = BTreeMap::new();
+    for arg in args {
+        let (service, count) = arg
+            .split_once('=')
+            .ok_or_else(|| ScaleArgError::NoEquals(arg.clone()))?;
+        let service = service.trim();
+        if service.is_empty() {
+            return Err(ScaleArgError::NoService(arg.clone()));
+        }
+        // `+3` reads as a u32 in Rust; a count is digits only.
+        let replicas = Some(count.trim())
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|c| c.parse::<u32>().ok())
+            .ok_or_else(|| ScaleArgError::BadCount {
+                arg: arg.clone(),
+                count: count.to_string(),
+            })?;
+        if wanted.insert(service.to_string(), replicas).is_some() {
+            return Err(ScaleArgError::Twice(service.to_string()));
+        }
+    }
+    Ok(wanted)
+}
+
+/// `stack scale SERVICE=N…`: the daemon runs N replicas of each service
+/// from now on, without the file changing (until the file's own count
+/// changes, or `stack up` registers the stack again).
+pub fn scale(
+    root: &Path,
+    options: &LoadOptions,
+    name: Option<&str>,
+    services: &[String],
+) -> miette::Result<i32> {
+    let wanted = parse_scale(services).map_err(|e| miette!("{e}"))?;
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => {
+            let loaded = crate::spec::load::load(options)?;
+            stack_name(loaded.spec.name.as_deref(), &options.project_dir)
+        }
+    };
+    let c = client(root)?;
+    let status: StackStatus = c
+        .post(&format!("/stacks/{}/scale", segment(&name)))
+        .json(&wanted)
+        .send_json()
+        .map_err(api_error)?;
+    let mut out = std::io::stdout().lock();
+    print_report(&mut out, &status.report)?;
+    status_failed(&status)
+}
+
 /// `stack ls`: every stack the daemon keeps.
 pub fn ls(root: &Path) -> miette::Result<i32> {
     let c = client(root)?;
@@ -214,5 +292,46 @@ mod tests {
         assert_eq!(stack_name(None, Path::new("/srv/My App.v2")), "myappv2");
         assert_eq!(stack_name(None, Path::new("/srv/_x-1")), "x-1");
         assert_eq!(stack_name(None, Path::new("/")), "default");
+    }
+
+    fn scale_args(args: &[&str]) -> Result<BTreeMap<String, u32>, ScaleArgError> {
+        parse_scale(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn scale_arguments_read_service_equals_count() {
+        let wanted = scale_args(&["web=3", "db=0", "api=01"]).unwrap();
+        assert_eq!(
+            wanted.into_iter().collect::<Vec<_>>(),
+            [("api".into(), 1), ("db".into(), 0), ("web".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn bad_scale_arguments_say_what_is_wrong() {
+        let message = |args: &[&str]| scale_args(args).unwrap_err().to_string();
+        assert_eq!(
+            message(&["web=abc"]),
+            r#""web=abc": the replica count "abc" is not a whole number of 0 or more"#
+        );
+        assert_eq!(
+            message(&["=3"]),
+            r#""=3": the service name is missing (SERVICE=REPLICAS)"#
+        );
+        assert_eq!(
+            message(&["web=-1"]),
+            r#""web=-1": the replica count "-1" is not a whole number of 0 or more"#
+        );
+        assert_eq!(
+            message(&["web"]),
+            r#""web": expected SERVICE=REPLICAS, as in web=3"#
+        );
+        assert!(message(&["web=+3"]).contains("not a whole number"));
+        assert!(message(&["web="]).contains("not a whole number"));
+        assert!(message(&["web=99999999999"]).contains("not a whole number"));
+        assert_eq!(
+            message(&["web=1", "web=2"]),
+            r#""web": the service is scaled twice"#
+        );
     }
 }

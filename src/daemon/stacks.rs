@@ -672,6 +672,29 @@ async fn remember(
     .await
 }
 
+/// A stop by the user holds a stack container (the stack loop leaves it
+/// stopped, as Docker leaves an `unless-stopped` container stopped); a
+/// start or restart by the user lets it go again. Containers of no stack
+/// are left alone.
+pub fn hold(d: &Daemon, id: &str, held: bool) -> Result<(), String> {
+    let record = d
+        .containers
+        .runtime
+        .record(id)
+        .map_err(|x| crate::error_chain(&x))?;
+    if !record.labels.contains_key(LABEL_STACK) || restart_memory(&record).held == held {
+        return Ok(());
+    }
+    change_record(d, id, |record| {
+        let mut memory = restart_memory(record);
+        memory.held = held;
+        record.extra.insert(
+            "stack.restarts".into(),
+            serde_json::to_value(&memory).unwrap_or_default(),
+        );
+    })
+}
+
 /// Reads container `id`'s record, changes it and writes it back.
 fn change_record(
     d: &Daemon,
@@ -755,6 +778,40 @@ pub fn stack_of(record: &ContainerRecord) -> Option<(&str, &str, u32)> {
     Some((stack, service, replica))
 }
 
+/// Keeps `source` in the root, so a daemon restart resumes it.
+fn write_registration(root: &std::path::Path, source: &StackSource) -> Result<(), String> {
+    let path = registration_path(root, &source.name);
+    let json = serde_json::to_vec_pretty(source).map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    crate::image::store::write_atomic(&path, &json)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Why `stack scale` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// The daemon keeps no stack of that name.
+    #[error("no such stack: {0}")]
+    NoStack(String),
+    /// The stack has no service of that name.
+    #[error("stack {stack} has no service {service}")]
+    NoService {
+        /// The stack.
+        stack: String,
+        /// The service asked for.
+        service: String,
+    },
+    /// The stack file does not load now.
+    #[error("the stack file does not load:\n{0}")]
+    Load(String),
+    /// The registration could not be written.
+    #[error("cannot keep the new replica counts: {0}")]
+    Persist(String),
+}
+
 /// The file a registered stack is kept in.
 pub fn registration_path(root: &std::path::Path, name: &str) -> PathBuf {
     root.join("stacks").join(format!("{name}.json"))
@@ -777,12 +834,52 @@ pub struct StackSource {
     /// The environment interpolation reads (the client's).
     #[serde(default)]
     pub environment: Vec<(String, String)>,
+    /// `stack scale` overrides of services' replica counts, by service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, ScaleOverride>,
+}
+
+/// A replica count set by `stack scale`. It holds while the file's own
+/// count for the service stays what it was when scaled: a save that
+/// changes the file's `replicas` drops it (the file is the newer word), as
+/// does `stack up` (which registers the stack anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleOverride {
+    /// The replicas to run.
+    pub replicas: u32,
+    /// The file's replica count when the override was set.
+    pub file_replicas: u32,
 }
 
 impl StackSource {
     /// Loads and resolves the stack; a file that does not load gives the
     /// rendered problems (file, line and column).
     pub fn load(&self) -> Result<(Resolved, Vec<PathBuf>), String> {
+        let (mut resolved, files) = self.load_file()?;
+        self.apply_scale(&mut resolved);
+        Ok((resolved, files))
+    }
+
+    /// Sets the replica counts of the `scale` overrides that still hold
+    /// in `resolved` (the file as written); the names of the services
+    /// whose override no longer holds (the file's count changed, or the
+    /// service is gone).
+    pub fn apply_scale(&self, resolved: &mut Resolved) -> Vec<String> {
+        let mut stale = Vec::new();
+        for (name, o) in &self.scale {
+            match resolved.desired.services.get_mut(name) {
+                Some(service) if service.replicas == o.file_replicas => {
+                    service.replicas = o.replicas;
+                }
+                _ => stale.push(name.clone()),
+            }
+        }
+        stale
+    }
+
+    /// Loads and resolves the stack as its files say, without the `scale`
+    /// overrides.
+    pub fn load_file(&self) -> Result<(Resolved, Vec<PathBuf>), String> {
         let loaded = crate::spec::load::load(&crate::spec::load::LoadOptions {
             files: self.files.clone(),
             project_dir: self.project_dir.clone(),
@@ -836,6 +933,13 @@ pub struct StackStatus {
     /// Whether the stack is converged (the last plan was empty).
     #[serde(default)]
     pub converged: bool,
+    /// The containers waiting out a restart backoff: name to when the
+    /// next start is tried (RFC 3339).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub next_tries: BTreeMap<String, String>,
+    /// The replica counts `stack scale` set, by service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, u32>,
 }
 
 /// The daemon's stacks: each registered one has a loop that keeps it
@@ -881,14 +985,7 @@ impl Registry {
     /// apply. A file that does not load is refused and nothing changes.
     pub async fn up(d: &Arc<Daemon>, source: StackSource) -> Result<StackStatus, String> {
         source.load()?;
-        let path = registration_path(&d.root, &source.name);
-        let json = serde_json::to_vec_pretty(&source).map_err(|e| e.to_string())?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        crate::image::store::write_atomic(&path, &json)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_registration(&d.root, &source)?;
         // One loop per stack: a running one takes the new source and
         // applies it.
         let running = {
@@ -979,6 +1076,64 @@ impl Registry {
         kick.notify_one();
         let _ = applied.changed().await;
         self.status(name)
+    }
+
+    /// `stack scale`: runs `wanted` replicas of those services of stack
+    /// `name` from now on (see [`ScaleOverride`] for how long), keeps that
+    /// in its registration, applies the stack and waits for it. Every
+    /// service must exist, or nothing changes. A count equal to the file's
+    /// drops the override.
+    pub async fn scale(
+        d: &Arc<Daemon>,
+        name: &str,
+        wanted: &BTreeMap<String, u32>,
+    ) -> Result<StackStatus, ScaleError> {
+        let shared = d
+            .stacks
+            .lock()
+            .get(name)
+            .map(|e| e.source.clone())
+            .ok_or_else(|| ScaleError::NoStack(name.to_string()))?;
+        let current = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (resolved, _) = current.load_file().map_err(ScaleError::Load)?;
+        let mut next = current.clone();
+        for (service, &replicas) in wanted {
+            let Some(s) = resolved.desired.services.get(service) else {
+                return Err(ScaleError::NoService {
+                    stack: name.to_string(),
+                    service: service.clone(),
+                });
+            };
+            if replicas == s.replicas {
+                next.scale.remove(service);
+            } else {
+                next.scale.insert(
+                    service.clone(),
+                    ScaleOverride {
+                        replicas,
+                        file_replicas: s.replicas,
+                    },
+                );
+            }
+        }
+        {
+            let mut source = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Only over the source it was computed from (an `up` in
+            // between wins).
+            if *source == current {
+                write_registration(&d.root, &next).map_err(ScaleError::Persist)?;
+                *source = next;
+            }
+        }
+        d.stacks
+            .kick(name)
+            .await
+            .ok_or_else(|| ScaleError::NoStack(name.to_string()))
     }
 
     /// The status of stack `name`.
@@ -1112,7 +1267,21 @@ async fn run_loop(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        match source.load() {
+        let loaded = source.load_file().map(|(mut resolved, files)| {
+            let stale = source.apply_scale(&mut resolved);
+            if !stale.is_empty() {
+                drop_scale(&d.root, &shared, &source, &stale);
+            }
+            let scale: BTreeMap<String, u32> = source
+                .scale
+                .iter()
+                .filter(|(service, _)| !stale.contains(service))
+                .map(|(service, o)| (service.clone(), o.replicas))
+                .collect();
+            set(&|s| s.scale = scale.clone());
+            (resolved, files)
+        });
+        match loaded {
             Ok((resolved, files)) => {
                 let fingerprint: Fields = resolved
                     .desired
@@ -1166,6 +1335,8 @@ async fn run_loop(
                 let plan =
                     crate::reconcile::plan::plan(&resolved.desired, &observed, SystemTime::now());
                 wake = plan.wake_at;
+                let tries = next_tries(resolved, &observed);
+                set(&|s| s.next_tries = tries.clone());
                 if plan.is_empty() {
                     converged = true;
                     break;
@@ -1241,6 +1412,47 @@ async fn run_loop(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// The containers in a restart backoff and when each is tried next.
+fn next_tries(resolved: &Resolved, observed: &Observed) -> BTreeMap<String, String> {
+    observed
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let service = resolved.desired.services.get(&c.service)?;
+            let due = crate::reconcile::plan::next_restart(service, c)?;
+            Some((c.name.clone(), crate::runtime::logs::rfc3339_nanos(due)))
+        })
+        .collect()
+}
+
+/// Drops the `scale` overrides of `services` from the stack's source (the
+/// file's own count changed) and keeps that in its registration, unless
+/// the source changed since `seen`.
+fn drop_scale(
+    root: &std::path::Path,
+    shared: &std::sync::Mutex<StackSource>,
+    seen: &StackSource,
+    services: &[String],
+) {
+    let mut source = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *source != *seen {
+        return;
+    }
+    let mut next = source.clone();
+    for service in services {
+        next.scale.remove(service);
+    }
+    tracing::info!(stack = %next.name, services = ?services, "the file changed the replica count: scale override dropped");
+    match write_registration(root, &next) {
+        Ok(()) => *source = next,
+        Err(e) => {
+            tracing::warn!(stack = %next.name, error = %e, "cannot keep the stack's registration")
         }
     }
 }

@@ -1231,20 +1231,10 @@ impl<'a> Planner<'a> {
         finished: SystemTime,
     ) {
         let restart = &service.restart;
-        let wanted = match restart.policy {
-            RestartPolicyName::No => false,
-            RestartPolicyName::OnFailure => code != 0,
-            RestartPolicyName::Always | RestartPolicyName::UnlessStopped => true,
-        };
-        if !wanted {
+        if !restarts_after(restart.policy, code) {
             return;
         }
-        let ran = finished.duration_since(started).unwrap_or_default();
-        let failures = if ran >= restart.backoff.reset_after {
-            0
-        } else {
-            c.failures
-        };
+        let failures = failures_counted(restart, c, started, finished);
         if restart.policy == RestartPolicyName::OnFailure
             && let Some(max) = restart.max_retries
             && failures >= max
@@ -1298,6 +1288,56 @@ impl<'a> Planner<'a> {
         );
         self.started.entry(name).or_default().push(start);
     }
+}
+
+/// Whether a restart policy starts a container again after it exited
+/// with `code`.
+fn restarts_after(policy: RestartPolicyName, code: i64) -> bool {
+    match policy {
+        RestartPolicyName::No => false,
+        RestartPolicyName::OnFailure => code != 0,
+        RestartPolicyName::Always | RestartPolicyName::UnlessStopped => true,
+    }
+}
+
+/// The consecutive failures the backoff counts for a run from `started`
+/// to `finished`: none after a run long enough to reset them.
+fn failures_counted(
+    restart: &Restart,
+    c: &ObservedContainer,
+    started: SystemTime,
+    finished: SystemTime,
+) -> u32 {
+    let ran = finished.duration_since(started).unwrap_or_default();
+    if ran >= restart.backoff.reset_after {
+        0
+    } else {
+        c.failures
+    }
+}
+
+/// When the restart engine starts exited container `c` of `service` again,
+/// at the earliest (its backoff's end): `None` when it is not exited, is
+/// held or given up, or its policy does not restart it. `stack ps --stack`
+/// shows it as the next try.
+pub fn next_restart(service: &DesiredService, c: &ObservedContainer) -> Option<SystemTime> {
+    if c.given_up || c.held {
+        return None;
+    }
+    let State::Exited {
+        code,
+        started,
+        finished,
+    } = c.state
+    else {
+        return None;
+    };
+    let restart = &service.restart;
+    if !restarts_after(restart.policy, code) {
+        return None;
+    }
+    let failures = failures_counted(restart, c, started, finished);
+    Some(finished + restart.backoff.delay(failures + 1))
 }
 
 #[cfg(test)]

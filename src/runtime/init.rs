@@ -547,26 +547,38 @@ fn reap_as_init(child: i32) -> ! {
     all.remove(Signal::SIGSTOP);
     let _ = signal::sigprocmask(signal::SigmaskHow::SIG_SETMASK, Some(&all), None);
     let child = nix::unistd::Pid::from_raw(child);
+    // The program may have ended before SIGCHLD was blocked: with its
+    // default disposition the signal was discarded then, and waiting for
+    // it would wait forever (`sh -c "exit 3"` under load did). So reap
+    // first, then after every SIGCHLD.
     loop {
-        let sig = match all.wait() {
-            Ok(sig) => sig,
-            Err(_) => continue,
-        };
-        if sig != Signal::SIGCHLD {
-            let _ = signal::kill(child, sig);
-            continue;
-        }
+        reap_children(child);
         loop {
-            match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::Exited(pid, code)) if pid == child => {
-                    crate::sys::exit_now(code)
-                }
-                Ok(nix::sys::wait::WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                    crate::sys::exit_now(128 + sig as i32)
-                }
-                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
+            let sig = match all.wait() {
+                Ok(sig) => sig,
+                Err(_) => continue,
+            };
+            if sig == Signal::SIGCHLD {
+                break;
             }
+            let _ = signal::kill(child, sig);
+        }
+    }
+}
+
+/// Reaps every child that ended; exits with the program's status when
+/// `child` is one of them.
+fn reap_children(child: nix::unistd::Pid) {
+    loop {
+        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::Exited(pid, code)) if pid == child => {
+                crate::sys::exit_now(code)
+            }
+            Ok(nix::sys::wait::WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                crate::sys::exit_now(128 + sig as i32)
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

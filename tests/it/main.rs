@@ -27,6 +27,7 @@ mod runtime;
 mod seccomp;
 mod spec;
 mod stacks;
+mod stackverbs;
 mod supervise;
 mod system;
 mod tls;

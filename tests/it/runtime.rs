@@ -265,6 +265,18 @@ fn init_reaps_orphaned_zombies() {
 }
 
 #[test]
+fn regress_7_a_program_that_ends_at_once_under_an_init_ends_its_container() {
+    // The init forked the program before blocking SIGCHLD: a program that
+    // ended in between left pid 1 waiting forever, the container "Up".
+    let bip = format!("10.173.{}.1/24", std::process::id() % 250);
+    let host = Host::with_daemon(&["--bip", &bip]);
+    for _ in 0..10 {
+        let (code, _, err) = host.run(&["--init", "--network", "none"], &["false"]);
+        assert_eq!(code, 1, "{err}");
+    }
+}
+
+#[test]
 fn a_detached_container_with_an_init_starts_and_stops() {
     // The init stays as pid 1 and never execs: the start must not wait for
     // it to close what the shim watches.

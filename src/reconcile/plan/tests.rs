@@ -333,6 +333,28 @@ fn a_crashed_container_restarts_after_its_backoff() {
 }
 
 #[test]
+fn the_next_restart_is_when_the_plan_wakes() {
+    let mut desired = stack(vec![("web", service("web:1", &[]))]);
+    let web = desired.services["web"].clone();
+    // Never restarted: no next try.
+    let observed = crashed(&desired, 1, 100, 2);
+    assert_eq!(next_restart(&web, &observed.containers[0]), None);
+    desired.services.get_mut("web").unwrap().restart.policy = RestartPolicyName::Always;
+    let web = &desired.services["web"];
+    let early = plan(&desired, &observed, at(100));
+    assert_eq!(next_restart(web, &observed.containers[0]), early.wake_at);
+    // Held, given up or running: none.
+    let mut c = observed.containers[0].clone();
+    c.held = true;
+    assert_eq!(next_restart(web, &c), None);
+    c.held = false;
+    c.given_up = true;
+    assert_eq!(next_restart(web, &c), None);
+    let running = converged(&desired);
+    assert_eq!(next_restart(web, &running.containers[0]), None);
+}
+
+#[test]
 fn backoff_doubles_up_to_its_cap() {
     let b = Backoff {
         min: Duration::from_millis(100),
