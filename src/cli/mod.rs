@@ -21,7 +21,7 @@ mod images;
 mod networks;
 mod output;
 mod registry;
-mod stacks;
+pub(crate) mod stacks;
 mod system;
 mod template;
 pub mod tls;

@@ -162,6 +162,12 @@ pub fn status(root: &Path, options: &LoadOptions, name: Option<&str>) -> miette:
         if status.converged { "yes" } else { "no" }
     )
     .into_diagnostic()?;
+    if let Some(path) = &status.watch_path {
+        writeln!(out, "source:      watch directory, {}", path.display()).into_diagnostic()?;
+    }
+    if let Some(at) = &status.down_at {
+        writeln!(out, "down at:     {at} (its file left the watch directory)").into_diagnostic()?;
+    }
     if let Some(wake) = &status.next_wake {
         writeln!(out, "next try:    {wake}").into_diagnostic()?;
     }
@@ -178,25 +184,37 @@ pub fn ls(root: &Path) -> miette::Result<i32> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<10} {:<11} {:<26} DIRECTORY",
-        "NAME", "STATUS", "GENERATION", "LAST APPLY"
+        "{:<20} {:<10} {:<11} {:<26} {:<20} DIRECTORY",
+        "NAME", "STATUS", "GENERATION", "LAST APPLY", "SOURCE"
     )
     .into_diagnostic()?;
     for s in stacks {
-        let state = if s.last_error.is_some() {
+        let state = if s.down_at.is_some() {
+            "deleted"
+        } else if s.last_error.is_some() {
             "error"
         } else if s.converged {
             "converged"
         } else {
             "applying"
         };
+        // `watch:FILE` for the watch directory's stacks, `up` for the
+        // others.
+        let source = s.watch_path.as_ref().map_or_else(
+            || "up".to_string(),
+            |p| {
+                let file = p.file_name().map(|f| f.to_string_lossy().into_owned());
+                format!("watch:{}", file.unwrap_or_default())
+            },
+        );
         writeln!(
             out,
-            "{:<20} {:<10} {:<11} {:<26} {}",
+            "{:<20} {:<10} {:<11} {:<26} {:<20} {}",
             s.name,
             state,
             s.generation,
             s.last_apply.as_deref().unwrap_or("-"),
+            source,
             s.project_dir.display()
         )
         .into_diagnostic()?;
