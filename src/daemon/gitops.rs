@@ -162,8 +162,11 @@ impl WatchEntry {
             env_files: Vec::new(),
             environment: Some(Vec::new()),
         })
-        .map(|loaded| loaded.spec.name)
         .map_err(|e| crate::spec::diag::render(&e, false))
+        .and_then(|loaded| {
+            super::stacks::refuse_empty(&loaded.files)?;
+            Ok(loaded.spec.name)
+        })
     }
 
     /// What the stack is made of, to tell a change: where its symlinks
@@ -953,6 +956,11 @@ mod tests {
         assert_eq!(loaded("Blog_1").unwrap(), "blog_1");
         let problem = loaded("broken.kdl").unwrap_err();
         assert!(problem.contains("broken.kdl:2:"), "{problem}");
+        // A file caught empty by a save halfway is no stack without
+        // services.
+        fs::write(dir.join("broken.kdl"), "  \n").unwrap();
+        let problem = loaded("broken.kdl").unwrap_err();
+        assert!(problem.contains("is empty"), "{problem}");
     }
 
     #[test]

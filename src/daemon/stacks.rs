@@ -790,6 +790,7 @@ impl StackSource {
             environment: Some(self.environment.clone()),
         })
         .map_err(|e| crate::spec::diag::render(&e, false))?;
+        refuse_empty(&loaded.files)?;
         let resolved =
             desired::resolve(&loaded.spec, &self.name).map_err(|e| crate::error_chain(&e))?;
         let mut watched = loaded.files.clone();
@@ -809,6 +810,21 @@ impl StackSource {
         watched.sort();
         watched.dedup();
         Ok((resolved, watched))
+    }
+}
+
+/// Refuses stack files that are all empty: such a file is a save caught
+/// halfway (truncated, not yet written) far more often than a wish to
+/// remove every service, which `stack down` (or deleting a watched file)
+/// expresses. Applying it would remove the whole stack.
+pub fn refuse_empty(files: &[PathBuf]) -> Result<(), String> {
+    let empty = |f: &PathBuf| std::fs::read_to_string(f).is_ok_and(|text| text.trim().is_empty());
+    match files.first() {
+        Some(first) if files.iter().all(empty) => Err(format!(
+            "{} is empty: nothing applied (take the stack down with `stack down`, or delete a watched file)",
+            first.display()
+        )),
+        _ => Ok(()),
     }
 }
 

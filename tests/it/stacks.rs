@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::host::Host;
 
 /// Names to ids of the stack's containers, running or not.
-fn containers(host: &Host) -> BTreeMap<String, (String, String)> {
+pub(crate) fn containers(host: &Host) -> BTreeMap<String, (String, String)> {
     let out = host.ok(&[
         "ps",
         "-a",
@@ -29,7 +29,7 @@ fn containers(host: &Host) -> BTreeMap<String, (String, String)> {
 }
 
 /// Polls `check` until it holds (or fails the test after `limit`).
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
