@@ -572,6 +572,19 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_directory_settings_are_read_and_conflict_with_their_flags() {
+        let path = Path::new("/etc/stack/daemon.toml");
+        let c =
+            parsed("watch-dir = \"/srv/stacks.d\"\nwatch-grace = \"5s\"\nkeep-on-delete = true\n")
+                .unwrap();
+        assert_eq!(c.watch_dir, Some(PathBuf::from("/srv/stacks.d")));
+        assert_eq!(c.watch_grace.map(|g| g.0), Some(Duration::from_secs(5)));
+        assert_eq!(c.keep_on_delete, Some(true));
+        let flags = [("watch-dir".to_string(), "/elsewhere".to_string())];
+        assert!(c.check_conflicts(path, &flags).is_err());
+    }
+
+    #[test]
     fn every_key_is_read() {
         let c = parsed(
             r#"
