@@ -218,8 +218,33 @@ pub fn ls(root: &Path) -> miette::Result<i32> {
             s.project_dir.display()
         )
         .into_diagnostic()?;
+        if let Some(e) = &s.last_error {
+            writeln!(out, "    {}", error_summary(e)).into_diagnostic()?;
+        }
     }
     Ok(0)
+}
+
+/// The line `stack ls` shows of a stack's error: where
+/// (`file:line:column`) and what, from the rendered diagnostic.
+fn error_summary(error: &str) -> String {
+    let mut what = None;
+    let mut at = None;
+    for line in error.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix('×') {
+            what = Some(rest.trim());
+        }
+        if let Some(rest) = line.strip_prefix("╭─[") {
+            at = rest.strip_suffix(']');
+            break;
+        }
+    }
+    let first = || error.lines().map(str::trim).find(|l| !l.is_empty());
+    match (at, what.or_else(first)) {
+        (Some(at), Some(what)) => format!("{at}: {what}"),
+        (_, Some(what)) => what.to_string(),
+        (_, None) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -232,5 +257,18 @@ mod tests {
         assert_eq!(stack_name(None, Path::new("/srv/My App.v2")), "myappv2");
         assert_eq!(stack_name(None, Path::new("/srv/_x-1")), "x-1");
         assert_eq!(stack_name(None, Path::new("/")), "default");
+    }
+
+    #[test]
+    fn ls_shows_where_an_error_is_and_what_it_is() {
+        let rendered = "stack::spec::invalid\n\n  × the stack file has an error\n\nError: stack::spec::syntax\n\n  × invalid KDL: unexpected `1`\n   ╭─[web.kdl:3:22]\n 2 │     image \"bb\"\n";
+        assert_eq!(
+            error_summary(rendered),
+            "web.kdl:3:22: invalid KDL: unexpected `1`"
+        );
+        assert_eq!(
+            error_summary("stack shop is declared by both a.kdl and b.kdl"),
+            "stack shop is declared by both a.kdl and b.kdl"
+        );
     }
 }

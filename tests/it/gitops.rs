@@ -214,6 +214,8 @@ fn a_watched_file_comes_up_follows_its_edits_and_goes_after_the_grace() {
         status.contains("web.kdl:3:"),
         "no line and column: {status}"
     );
+    let ls = w.host().ok(&["ls"]);
+    assert!(ls.contains("web.kdl:3:"), "no line and column: {ls}");
     assert_eq!(w.ids(), good, "a broken file changed containers");
     let events = stack_events(w.host());
     assert!(
@@ -371,6 +373,8 @@ fn keep_on_delete_keeps_a_stack_and_one_name_goes_to_one_file() {
     });
     let status = w.status("bad");
     assert!(status.contains("bad.kdl:2:"), "{status}");
+    let ls = w.host().ok(&["ls"]);
+    assert!(ls.contains("bad.kdl:2:"), "{ls}");
 
     // Deleted with --keep-on-delete: it keeps running past the grace.
     fs::remove_file(dir.join("a.kdl")).unwrap();
