@@ -1,6 +1,8 @@
 //! The stack routes (ours; Docker has none): register and apply a stack
 //! (`POST /stacks`), list them, show one, plan one without applying it,
-//! apply one again, scale its services, and take one down.
+//! apply one again, scale its services, and take one down. Stacks of the
+//! daemon's watch directory show where they come from; `up` and `down`
+//! leave them to their files (409).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +60,9 @@ fn check_source(source: &StackSource) -> ApiResult<()> {
 async fn up(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult<Response> {
     let source: StackSource = json_body(req).await?;
     check_source(&source)?;
+    d.gitops
+        .check_up(&source.name)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     let status = Registry::up(&d, source)
         .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
@@ -73,15 +78,27 @@ async fn plan(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult<Response>
     Ok(json_response(&steps).into_response())
 }
 
+/// Every stack, then the watch directory's entries that run none
+/// (invalid before their first good version, or refused).
 async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<Response> {
-    Ok(json_response(&d.stacks.list()).into_response())
+    let mut list = d.stacks.list();
+    for status in &mut list {
+        d.gitops.decorate(status);
+    }
+    list.extend(d.gitops.rows());
+    Ok(json_response(&list).into_response())
 }
 
 async fn status(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
-    let status = d
-        .stacks
-        .status(&name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no such stack: {name}")))?;
+    let status = match d.stacks.status(&name) {
+        Some(mut status) => {
+            d.gitops.decorate(&mut status);
+            status
+        }
+        None => d.gitops.row(&name).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no such stack: {name}"))
+        })?,
+    };
     Ok(json_response(&status).into_response())
 }
 
@@ -125,8 +142,12 @@ async fn down(
 ) -> ApiResult<Response> {
     check_name(&name)?;
     let volumes = matches!(q.get("volumes").map(String::as_str), Some("1" | "true"));
+    d.gitops
+        .check_down(&name)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     let report = Registry::down(&d, &name, volumes)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    d.gitops.forget(&name);
     Ok(json_response(&report).into_response())
 }

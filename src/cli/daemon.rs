@@ -273,6 +273,19 @@ pub struct DaemonArgs {
     /// Turn on IPv4 forwarding at start (default true)
     #[arg(long = "ip-forward", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     ip_forward: Option<bool>,
+    /// Keep every stack file in DIR converged (GitOps): adding one brings
+    /// its stack up, editing applies it, deleting takes it down after
+    /// --watch-grace. Default: /etc/stack/stacks.d when it exists (for the
+    /// default --root); '' turns it off
+    #[arg(long = "watch-dir", value_name = "DIR")]
+    watch_dir: Option<PathBuf>,
+    /// How long a stack outlives its deleted file (a checkout that deletes
+    /// and re-creates it within this keeps it running)
+    #[arg(long = "watch-grace", value_name = "DURATION", default_value = "30s")]
+    watch_grace: crate::spec::duration::DurationSpec,
+    /// Never take a stack down because its file left the watch directory
+    #[arg(long = "keep-on-delete")]
+    keep_on_delete: bool,
 }
 
 /// Runs the daemon in the foreground.
@@ -414,6 +427,15 @@ pub fn daemon(
     {
         args.restart_reset_after = d;
     }
+    if file.watch_dir.is_some() && from_file("watch-dir") {
+        args.watch_dir = file.watch_dir.clone();
+    }
+    if let Some(g) = file.watch_grace.filter(|_| from_file("watch-grace")) {
+        args.watch_grace = g;
+    }
+    if let Some(k) = file.keep_on_delete {
+        args.keep_on_delete |= k;
+    }
     let (root, client_args, tls, args) = (root.as_path(), &client_args, &tls, &args);
     let mut options = crate::daemon::Options::for_root(root);
     let mut hosts = Vec::new();
@@ -487,6 +509,13 @@ pub fn daemon(
     fw.icc = args.icc.unwrap_or(true);
     fw.default_ip = args.ip.filter(|ip| !ip.is_unspecified());
     fw.ip_forward = args.ip_forward.unwrap_or(true);
+    options.watch = crate::daemon::gitops::WatchConfig::choose(
+        args.watch_dir.as_deref(),
+        root,
+        args.watch_grace.0,
+        args.keep_on_delete,
+    )
+    .map_err(|e| miette!("--watch-dir: {e}"))?;
     crate::daemon::run(options).map_err(|e| miette!("{}", crate::error_chain(&e)))?;
     Ok(0)
 }

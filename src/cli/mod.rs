@@ -22,7 +22,7 @@ mod networks;
 mod output;
 mod registry;
 mod services;
-mod stacks;
+pub(crate) mod stacks;
 mod system;
 mod template;
 pub mod tls;

@@ -164,6 +164,12 @@ pub fn status(root: &Path, options: &LoadOptions, name: Option<&str>) -> miette:
         if status.converged { "yes" } else { "no" }
     )
     .into_diagnostic()?;
+    if let Some(path) = &status.watch_path {
+        writeln!(out, "source:      watch directory, {}", path.display()).into_diagnostic()?;
+    }
+    if let Some(at) = &status.down_at {
+        writeln!(out, "down at:     {at} (its file left the watch directory)").into_diagnostic()?;
+    }
     if let Some(wake) = &status.next_wake {
         writeln!(out, "next try:    {wake}").into_diagnostic()?;
     }
@@ -256,30 +262,67 @@ pub fn ls(root: &Path) -> miette::Result<i32> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<10} {:<11} {:<26} DIRECTORY",
-        "NAME", "STATUS", "GENERATION", "LAST APPLY"
+        "{:<20} {:<10} {:<11} {:<26} {:<20} DIRECTORY",
+        "NAME", "STATUS", "GENERATION", "LAST APPLY", "SOURCE"
     )
     .into_diagnostic()?;
     for s in stacks {
-        let state = if s.last_error.is_some() {
+        let state = if s.down_at.is_some() {
+            "deleted"
+        } else if s.last_error.is_some() {
             "error"
         } else if s.converged {
             "converged"
         } else {
             "applying"
         };
+        // `watch:FILE` for the watch directory's stacks, `up` for the
+        // others.
+        let source = s.watch_path.as_ref().map_or_else(
+            || "up".to_string(),
+            |p| {
+                let file = p.file_name().map(|f| f.to_string_lossy().into_owned());
+                format!("watch:{}", file.unwrap_or_default())
+            },
+        );
         writeln!(
             out,
-            "{:<20} {:<10} {:<11} {:<26} {}",
+            "{:<20} {:<10} {:<11} {:<26} {:<20} {}",
             s.name,
             state,
             s.generation,
             s.last_apply.as_deref().unwrap_or("-"),
+            source,
             s.project_dir.display()
         )
         .into_diagnostic()?;
+        if let Some(e) = &s.last_error {
+            writeln!(out, "    {}", error_summary(e)).into_diagnostic()?;
+        }
     }
     Ok(0)
+}
+
+/// The line `stack ls` shows of a stack's error: where
+/// (`file:line:column`) and what, from the rendered diagnostic.
+fn error_summary(error: &str) -> String {
+    let mut what = None;
+    let mut at = None;
+    for line in error.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix('×') {
+            what = Some(rest.trim());
+        }
+        if let Some(rest) = line.strip_prefix("╭─[") {
+            at = rest.strip_suffix(']');
+            break;
+        }
+    }
+    let first = || error.lines().map(str::trim).find(|l| !l.is_empty());
+    match (at, what.or_else(first)) {
+        (Some(at), Some(what)) => format!("{at}: {what}"),
+        (_, Some(what)) => what.to_string(),
+        (_, None) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +375,19 @@ mod tests {
         assert_eq!(
             message(&["web=1", "web=2"]),
             r#""web": the service is scaled twice"#
+        );
+    }
+
+    #[test]
+    fn ls_shows_where_an_error_is_and_what_it_is() {
+        let rendered = "stack::spec::invalid\n\n  × the stack file has an error\n\nError: stack::spec::syntax\n\n  × invalid KDL: unexpected `1`\n   ╭─[web.kdl:3:22]\n 2 │     image \"bb\"\n";
+        assert_eq!(
+            error_summary(rendered),
+            "web.kdl:3:22: invalid KDL: unexpected `1`"
+        );
+        assert_eq!(
+            error_summary("stack shop is declared by both a.kdl and b.kdl"),
+            "stack shop is declared by both a.kdl and b.kdl"
         );
     }
 }

@@ -12,6 +12,8 @@
 //! tlsverify = true
 //! tlscacert = "/etc/stack/ca.pem"
 //! restart-delay = "100ms"
+//! watch-dir = "/etc/stack/stacks.d"
+//! watch-grace = "30s"
 //! [default-ulimits]
 //! nofile = { soft = 1024, hard = 4096 }
 //! nproc = "512:1024"
@@ -37,7 +39,7 @@ use crate::spec::ulimit::Ulimit;
 pub const DEFAULT_PATH: &str = "/etc/stack/daemon.toml";
 
 /// Every key the file may hold (besides `graph`, an alias of `root`).
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 24] = [
     "root",
     "hosts",
     "pidfile",
@@ -59,6 +61,9 @@ pub const KEYS: [&str; 21] = [
     "dns",
     "dns-search",
     "dns-opts",
+    "watch-dir",
+    "watch-grace",
+    "keep-on-delete",
 ];
 
 /// Why the configuration file cannot be used.
@@ -250,6 +255,16 @@ pub struct DaemonConfig {
     /// `dns-opts` key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_opts: Option<Vec<String>>,
+    /// `--watch-dir`: the directory whose stack files are kept converged
+    /// (`""` turns the default off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_dir: Option<PathBuf>,
+    /// `--watch-grace`: how long a stack outlives its deleted file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_grace: Option<DurationSpec>,
+    /// `--keep-on-delete`: a deleted file never takes its stack down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_on_delete: Option<bool>,
 }
 
 /// A limit's name, checked where it is written.
@@ -554,6 +569,19 @@ mod tests {
 
     fn parsed(text: &str) -> Result<DaemonConfig, ConfigError> {
         parse(Path::new("/etc/stack/daemon.toml"), text)
+    }
+
+    #[test]
+    fn the_watch_directory_settings_are_read_and_conflict_with_their_flags() {
+        let path = Path::new("/etc/stack/daemon.toml");
+        let c =
+            parsed("watch-dir = \"/srv/stacks.d\"\nwatch-grace = \"5s\"\nkeep-on-delete = true\n")
+                .unwrap();
+        assert_eq!(c.watch_dir, Some(PathBuf::from("/srv/stacks.d")));
+        assert_eq!(c.watch_grace.map(|g| g.0), Some(Duration::from_secs(5)));
+        assert_eq!(c.keep_on_delete, Some(true));
+        let flags = [("watch-dir".to_string(), "/elsewhere".to_string())];
+        assert!(c.check_conflicts(path, &flags).is_err());
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub enum EventType {
     Volume,
     /// The daemon itself.
     Daemon,
+    /// A stack (ours; Docker has none): its file is invalid, refused, or
+    /// its stack went down with its watch-directory file.
+    Stack,
 }
 
 impl EventType {
@@ -94,6 +97,7 @@ impl EventType {
             EventType::Network => "network",
             EventType::Volume => "volume",
             EventType::Daemon => "daemon",
+            EventType::Stack => "stack",
         }
     }
 }
@@ -196,7 +200,7 @@ impl Event {
                 event.status = event.action.clone();
                 event.id = event.actor.id.clone();
             }
-            EventType::Network | EventType::Volume | EventType::Daemon => {}
+            EventType::Network | EventType::Volume | EventType::Daemon | EventType::Stack => {}
         }
         event
     }
@@ -230,6 +234,17 @@ impl Event {
         attributes.insert("name".into(), network.name.clone());
         attributes.insert("type".into(), network.driver.clone());
         Event::new(EventType::Network, action, &network.id, attributes)
+    }
+
+    /// A stack event about stack `name` (`invalid`, `refused`, `down`),
+    /// with `attributes` besides its `name`.
+    pub fn stack(action: impl Into<String>, name: &str, attributes: &[(&str, &str)]) -> Event {
+        let mut map = BTreeMap::new();
+        map.insert("name".to_string(), name.to_string());
+        for (k, v) in attributes {
+            map.insert((*k).to_string(), (*v).to_string());
+        }
+        Event::new(EventType::Stack, action, name, map)
     }
 
     /// The same event with one more attribute (`exitCode`, `signal`…).

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dns;
 pub mod events;
 pub mod firewall;
+pub mod gitops;
 pub mod health;
 pub mod stacks;
 pub mod supervisor;
@@ -77,6 +78,9 @@ pub struct Options {
     /// NAT and published ports (`--iptables`, `--ip-masq`, `--icc`,
     /// `--ip`, `--ip-forward`).
     pub firewall: firewall::FirewallOptions,
+    /// The watch directory (`--watch-dir`, `--watch-grace`,
+    /// `--keep-on-delete`); `None`: no directory is watched.
+    pub watch: Option<gitops::WatchConfig>,
 }
 
 impl Options {
@@ -110,6 +114,7 @@ impl Options {
             net_lock: PathBuf::from(NET_LOCK),
             dns: dns::DnsOptions::host(),
             firewall: firewall::FirewallOptions::for_root(root),
+            watch: None,
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct Daemon {
     pub dns: Arc<dns::DaemonDns>,
     /// The stacks kept converged.
     pub stacks: stacks::Registry,
+    /// The stacks of the watch directory.
+    pub gitops: gitops::GitOps,
 }
 
 impl Daemon {
@@ -286,6 +293,7 @@ impl Daemon {
             supervisor,
             dns,
             stacks: stacks::Registry::default(),
+            gitops: gitops::GitOps::default(),
         })
     }
 }
@@ -728,6 +736,11 @@ async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     tokio::spawn(monitor_health(daemon.clone()));
     // Stacks registered before resume their loops.
     daemon.stacks.restore(&daemon);
+    // Then every stack of the watch directory is registered (or taken
+    // down when its file went while the daemon was away).
+    if let Some(config) = daemon.options.watch.clone() {
+        tokio::spawn(gitops::run(daemon.clone(), config));
+    }
     sd_notify("READY=1");
     tracing::info!("stack daemon ready on {:?}", daemon.options.hosts);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

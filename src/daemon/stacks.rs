@@ -818,7 +818,7 @@ pub fn registration_path(root: &std::path::Path, name: &str) -> PathBuf {
 }
 
 /// Where a stack comes from: its files and what interpolates them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StackSource {
     /// The stack's name.
     pub name: String,
@@ -887,6 +887,7 @@ impl StackSource {
             environment: Some(self.environment.clone()),
         })
         .map_err(|e| crate::spec::diag::render(&e, false))?;
+        refuse_empty(&loaded.files)?;
         let resolved =
             desired::resolve(&loaded.spec, &self.name).map_err(|e| crate::error_chain(&e))?;
         let mut watched = loaded.files.clone();
@@ -906,6 +907,21 @@ impl StackSource {
         watched.sort();
         watched.dedup();
         Ok((resolved, watched))
+    }
+}
+
+/// Refuses stack files that are all empty: such a file is a save caught
+/// halfway (truncated, not yet written) far more often than a wish to
+/// remove every service, which `stack down` (or deleting a watched file)
+/// expresses. Applying it would remove the whole stack.
+pub fn refuse_empty(files: &[PathBuf]) -> Result<(), String> {
+    let empty = |f: &PathBuf| std::fs::read_to_string(f).is_ok_and(|text| text.trim().is_empty());
+    match files.first() {
+        Some(first) if files.iter().all(empty) => Err(format!(
+            "{} is empty: nothing applied (take the stack down with `stack down`, or delete a watched file)",
+            first.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -940,6 +956,14 @@ pub struct StackStatus {
     /// The replica counts `stack scale` set, by service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scale: BTreeMap<String, u32>,
+    /// The file or subdirectory of the daemon's watch directory the stack
+    /// comes from (`stack daemon --watch-dir`); `None` for `stack up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_path: Option<PathBuf>,
+    /// When the stack goes down because its file left the watch directory
+    /// (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_at: Option<String>,
 }
 
 /// The daemon's stacks: each registered one has a loop that keeps it
@@ -985,6 +1009,22 @@ impl Registry {
     /// apply. A file that does not load is refused and nothing changes.
     pub async fn up(d: &Arc<Daemon>, source: StackSource) -> Result<StackStatus, String> {
         source.load()?;
+        let name = source.name.clone();
+        let mut applied = Registry::register(d, source)?;
+        let _ = applied.changed().await;
+        d.stacks
+            .status(&name)
+            .ok_or_else(|| format!("stack {name} went away"))
+    }
+
+    /// Registers (or replaces) stack `source` and keeps it in the root, as
+    /// [`Registry::up`] does, without loading it first or waiting: a
+    /// running loop takes the new source and applies it at once, else a
+    /// loop starts. The receiver changes when that apply is over.
+    pub fn register(
+        d: &Arc<Daemon>,
+        source: StackSource,
+    ) -> Result<tokio::sync::watch::Receiver<u64>, String> {
         write_registration(&d.root, &source)?;
         // One loop per stack: a running one takes the new source and
         // applies it.
@@ -995,20 +1035,15 @@ impl Registry {
                     .source
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = source.clone();
+                (entry.kick.clone(), entry.applied.clone())
             })
         };
-        if running.is_some() {
-            return d
-                .stacks
-                .kick(&source.name)
-                .await
-                .ok_or_else(|| format!("stack {} went away", source.name));
+        if let Some((kick, mut applied)) = running {
+            applied.mark_unchanged();
+            kick.notify_one();
+            return Ok(applied);
         }
-        let mut applied = d.stacks.start(d, source.clone());
-        let _ = applied.changed().await;
-        d.stacks
-            .status(&source.name)
-            .ok_or_else(|| format!("stack {} went away", source.name))
+        Ok(d.stacks.start(d, source))
     }
 
     /// Starts the loop of a stack.
@@ -1246,6 +1281,7 @@ async fn run_loop(
         >,
     > = None;
     let mut watched: Vec<PathBuf> = Vec::new();
+    let mut watched_real: Vec<PathBuf> = Vec::new();
     let filter = super::events::EventFilter::parse(&[
         "type=container".to_string(),
         format!("label={LABEL_STACK}={}", source.name),
@@ -1295,13 +1331,30 @@ async fn run_loop(
                 }
                 set(&|s| s.last_error = None);
                 current = Some(Arc::new(resolved));
-                if files != watched {
+                // A directory swapped by a rename (a symlink pointed
+                // elsewhere) keeps its path: the watch follows the target.
+                let real = real_dirs(&files);
+                if files != watched || real != watched_real {
                     watched = files;
+                    watched_real = real;
                     watcher = watch(&watched, files_tx.clone());
                 }
             }
             Err(problem) => {
                 tracing::warn!(stack = %source.name, "stack file not applied:\n{problem}");
+                let known = status
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .last_error
+                    .as_ref()
+                    == Some(&problem);
+                if !known {
+                    d.events.emit(super::events::Event::stack(
+                        "invalid",
+                        &source.name,
+                        &[("error", problem.as_str())],
+                    ));
+                }
                 set(&|s| s.last_error = Some(problem.clone()));
                 if watcher.is_none() {
                     watched = vec![source.project_dir.clone()];
@@ -1455,6 +1508,20 @@ fn drop_scale(
             tracing::warn!(stack = %next.name, error = %e, "cannot keep the stack's registration")
         }
     }
+}
+
+/// The directories of `files` with every symlink resolved.
+fn real_dirs(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| {
+            let dir = if f.is_dir() { f.as_path() } else { f.parent()? };
+            std::fs::canonicalize(dir).ok()
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Watches the directories of `files` (editors and git replace files by

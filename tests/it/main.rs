@@ -12,6 +12,7 @@ mod container_api;
 mod daemon;
 mod dns;
 mod firewall;
+mod gitops;
 mod health;
 mod host;
 mod images;
