@@ -554,15 +554,7 @@ impl<'a> Foreground<'a> {
                     match event.action.as_str() {
                         "start" if stopping.is_none() => self.follow(&id, service, replica),
                         "die" => {
-                            let code: i32 = attrs
-                                .get("exitCode")
-                                .and_then(|c| c.parse().ok())
-                                .unwrap_or(0);
-                            self.print(&self.prefixes.note(
-                                service,
-                                replica,
-                                &format!("exited with code {code}"),
-                            ));
+                            let code = self.exited(&event);
                             if self.args.exit_code_from.as_deref() == Some(service.as_str()) {
                                 code_of_service = Some(code);
                             }
@@ -615,6 +607,25 @@ impl<'a> Foreground<'a> {
         }
     }
 
+    /// Prints `web-1 exited with code N` for a `die` event; the code.
+    fn exited(&self, event: &Event) -> i32 {
+        let attrs = &event.actor.attributes;
+        let code: i32 = attrs
+            .get("exitCode")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if let (Some(service), Some(replica)) = (attrs.get(LABEL_SERVICE), attrs.get(LABEL_REPLICA))
+        {
+            let replica = replica.parse().unwrap_or(0);
+            self.print(
+                &self
+                    .prefixes
+                    .note(service, replica, &format!("exited with code {code}")),
+            );
+        }
+        code
+    }
+
     /// Asks the daemon to stop the stack, on a thread of its own (a second
     /// Ctrl-C must be heard meanwhile).
     fn stop(&self) {
@@ -641,6 +652,9 @@ impl<'a> Foreground<'a> {
             match self.rx.recv_timeout(left) {
                 Ok(Msg::FollowerEnded(id)) => {
                     self.streaming.remove(&id);
+                }
+                Ok(Msg::Event(event)) if event.action == "die" => {
+                    self.exited(&event);
                 }
                 Ok(_) => {}
                 Err(_) => return,

@@ -985,11 +985,14 @@ struct Entry {
 }
 
 /// The options of an explicit `up` (its one-apply flags included) waiting
-/// for the loop's next round, and the round that took the last ones.
+/// for the loop's next round, the round that took the last ones, and the
+/// status at the end of the first round that finished after it (what the
+/// `up` answers: a later round may have overwritten the report since).
 #[derive(Debug, Default)]
 struct Once {
     pending: Option<ApplyOptions>,
     taken_at: u64,
+    served: Option<(u64, StackStatus)>,
 }
 
 impl Drop for Entry {
@@ -1050,30 +1053,47 @@ impl Registry {
             })
         };
         let went_away = || format!("stack {} went away", source.name);
-        let Some((slot, kick, mut applied)) = running else {
-            let mut applied = d.stacks.start(d, source.clone(), Some(once));
-            let _ = applied.changed().await;
-            return d.stacks.status(&source.name).ok_or_else(went_away);
+        let (slot, mut applied) = match running {
+            None => {
+                let applied = d.stacks.start(d, source.clone(), Some(once));
+                let slot = d
+                    .stacks
+                    .lock()
+                    .get(&source.name)
+                    .map(|e| e.once.clone())
+                    .ok_or_else(went_away)?;
+                (slot, applied)
+            }
+            Some((slot, kick, mut applied)) => {
+                {
+                    let mut slot = slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    slot.pending = Some(once);
+                    slot.served = None;
+                }
+                applied.mark_unchanged();
+                kick.notify_one();
+                (slot, applied)
+            }
         };
-        slot.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending = Some(once);
-        applied.mark_unchanged();
-        kick.notify_one();
-        // Answered once the round that took these options is over.
+        // Answered with the round that took these options, once it is over.
         loop {
+            {
+                let slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.pending.is_none()
+                    && let Some((done, status)) = &slot.served
+                    && *done >= slot.taken_at
+                {
+                    return Ok(status.clone());
+                }
+            }
             if applied.changed().await.is_err() {
                 return Err(went_away());
             }
-            let done = *applied.borrow_and_update();
-            let once = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if once.pending.is_none() && done >= once.taken_at {
-                break;
-            }
         }
-        d.stacks.status(&source.name).ok_or_else(went_away)
     }
 
     /// Starts the loop of a stack; `once` are the options of an explicit
@@ -1095,6 +1115,7 @@ impl Registry {
         let once = Arc::new(std::sync::Mutex::new(Once {
             pending: once,
             taken_at: 0,
+            served: None,
         }));
         let task = tokio::spawn(run_loop(
             d.clone(),
@@ -1397,6 +1418,9 @@ async fn run_loop(
     let mut current: Option<Arc<Resolved>> = None;
     let mut last_files: Option<Fields> = None;
     let mut round: u64 = 0;
+    // What the rounds since an explicit `up` took its options did, for
+    // its answer.
+    let mut once_report: Option<Report> = None;
     loop {
         round += 1;
         let set = |f: &dyn Fn(&mut StackStatus)| {
@@ -1420,6 +1444,14 @@ async fn run_loop(
             }
             once
         };
+        if once.is_some() {
+            // The kick that came with these options may still be stored
+            // (a container event started this round): it must not call
+            // off the round that applies them.
+            use futures::FutureExt;
+            let _ = kick.notified().now_or_never();
+            once_report = Some(Report::default());
+        }
         match source.load() {
             Ok((resolved, files)) => {
                 let fingerprint: Fields = resolved
@@ -1509,6 +1541,11 @@ async fn run_loop(
                         }
                     }
                 };
+                if let Some(r) = once_report.as_mut() {
+                    r.done.extend(last.done.iter().cloned());
+                    r.failed.extend(last.failed.iter().cloned());
+                    r.skipped.extend(last.skipped.iter().cloned());
+                }
                 if again {
                     break;
                 }
@@ -1539,6 +1576,19 @@ async fn run_loop(
         if again {
             // The waiter of the kick is told by the round that follows.
             continue;
+        }
+        {
+            let mut slot = once_slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(report) = once_report.take() {
+                let mut now = status
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                now.report = report;
+                slot.served = Some((round, now));
+            }
         }
         let _ = applied.send(round);
         let sleep = wake
