@@ -470,3 +470,27 @@ fn wait_returns_once_healthy_and_fails_when_a_service_never_is() {
     );
     host.ok(&["down"]);
 }
+
+#[test]
+fn abort_on_container_exit_stops_the_stack_with_the_code_of_the_exit() {
+    crate::host::require_root();
+    let host = Host::new();
+    let job = "service \"job\" {\n    image \"bb\"\n    command \"sh\" \"-c\" \"echo job done; exit 3\"\n    depends-on \"web\"\n}\n";
+    fs::write(
+        host.work().join("stack.kdl"),
+        format!(
+            "name \"ab\"\n{}{}{job}",
+            default_network(),
+            talker("web", "web up", "")
+        ),
+    )
+    .unwrap();
+    let mut up = Foreground::start(&host, &["up", "--abort-on-container-exit"]);
+    up.expect("job-1 | job done");
+    up.expect("job-1 exited with code 3");
+    up.expect("Aborting on container exit...");
+    let status = up.exit(SHOW);
+    assert_eq!(status.code(), Some(3), "{}", up.output());
+    let now = containers(&host);
+    assert!(now["ab-web-1"].1.starts_with("Exited (0)"), "{now:?}");
+}
