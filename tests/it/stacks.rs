@@ -494,3 +494,24 @@ fn abort_on_container_exit_stops_the_stack_with_the_code_of_the_exit() {
     let now = containers(&host);
     assert!(now["ab-web-1"].1.starts_with("Exited (0)"), "{now:?}");
 }
+
+#[test]
+fn pull_never_fails_a_missing_image_instead_of_pulling_it() {
+    crate::host::require_root();
+    let host = Host::new();
+    fs::write(
+        host.work().join("stack.kdl"),
+        format!(
+            "name \"pn\"\n{}service \"app\" {{\n    image \"nosuch.invalid/app:1\"\n}}\n",
+            default_network()
+        ),
+    )
+    .unwrap();
+    let err = host.fails(&["up", "-d", "--pull", "never"]);
+    assert!(
+        err.contains("no such image") && err.contains("--pull never"),
+        "{err}"
+    );
+    assert!(containers(&host).is_empty());
+    host.ok(&["down"]);
+}
