@@ -475,7 +475,7 @@ fn wait_returns_once_healthy_and_fails_when_a_service_never_is() {
 fn abort_on_container_exit_stops_the_stack_with_the_code_of_the_exit() {
     crate::host::require_root();
     let host = Host::new();
-    let job = "service \"job\" {\n    image \"bb\"\n    command \"sh\" \"-c\" \"echo job done; exit 3\"\n    depends-on \"web\"\n}\n";
+    let job = "service \"job\" {\n    image \"bb\"\n    command \"sh\" \"-c\" \"echo job done; sleep 1; exit 3\"\n    depends-on \"web\"\n}\n";
     fs::write(
         host.work().join("stack.kdl"),
         format!(
