@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 
 use super::server::{ApiError, ApiResult, json_body, json_response};
 use crate::daemon::Daemon;
@@ -25,6 +26,19 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/stacks/{name}", get(status).delete(down))
         .route("/stacks/{name}/apply", post(apply))
         .route("/stacks/{name}/scale", post(scale))
+        .route("/stacks/{name}/stop", post(stop))
+        .route("/stacks/{name}/kill", post(kill))
+        .route("/stacks/{name}/wait", get(wait))
+}
+
+/// What `GET /stacks/{name}/wait` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitResult {
+    /// Every selected service runs (healthy where it has a check).
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A stack name as Compose accepts a project name.
@@ -150,4 +164,60 @@ async fn down(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     d.gitops.forget(&name);
     Ok(json_response(&report).into_response())
+}
+
+/// `POST /stacks/{name}/stop`: the daemon stops keeping the stack and
+/// stops its containers (the end of a foreground `stack up`).
+async fn stop(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
+    check_name(&name)?;
+    let report = Registry::stop(&d, &name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(json_response(&report).into_response())
+}
+
+/// `POST /stacks/{name}/kill`: the daemon stops keeping the stack and
+/// kills its containers (a second Ctrl-C).
+async fn kill(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult<Response> {
+    check_name(&name)?;
+    let report = Registry::kill(&d, &name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(json_response(&report).into_response())
+}
+
+/// `GET /stacks/{name}/wait?timeout=SECONDS`: answers once the stack's
+/// services run (and are healthy where they have a check), or cannot, or
+/// the timeout passed.
+async fn wait(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let timeout = match q.get("timeout").map(String::as_str) {
+        None | Some("" | "0") => None,
+        Some(t) => Some(std::time::Duration::from_secs(t.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeout {t:?}: whole seconds"))
+        })?)),
+    };
+    if d.stacks.status(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such stack: {name}"),
+        ));
+    }
+    let result = match Registry::wait(&d, &name, timeout)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?
+    {
+        None => WaitResult {
+            ready: true,
+            error: None,
+        },
+        Some(why) => WaitResult {
+            ready: false,
+            error: Some(why),
+        },
+    };
+    Ok(json_response(&result).into_response())
 }

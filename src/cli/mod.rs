@@ -26,6 +26,7 @@ pub(crate) mod stacks;
 mod system;
 mod template;
 pub mod tls;
+mod up;
 
 use output::color_stderr;
 pub use output::render;
@@ -111,19 +112,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ConfigFormat::Kdl)]
         format: ConfigFormat,
     },
-    /// Bring a stack up and keep it converged (the daemon watches its files)
+    /// Bring a stack up and keep it converged (the daemon watches its
+    /// files); in the foreground: stream its logs, Ctrl-C stops it
     Up {
         #[command(flatten)]
         project: ProjectArgs,
-        /// Return once applied (the daemon keeps the stack); the only mode
-        /// this version has
+        #[command(flatten)]
+        up: up::UpArgs,
+        /// Return once applied (the daemon keeps the stack)
         #[arg(short = 'd', long)]
         detach: bool,
+        #[command(flatten)]
+        foreground: up::ForegroundArgs,
     },
     /// Apply a stack now (the same as `up -d`)
     Apply {
         #[command(flatten)]
         project: ProjectArgs,
+        #[command(flatten)]
+        up: up::UpArgs,
     },
     /// Show what applying a stack would do, and why, without doing it
     Plan {
@@ -575,8 +582,20 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
         Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
         Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Network(command) => Ok(networks::run(&root, &command)?),
-        Command::Up { project, detach: _ } | Command::Apply { project } => {
-            Ok(stacks::up(&root, &load_options(&project)?)?)
+        Command::Up {
+            project,
+            up,
+            detach,
+            foreground,
+        } => Ok(up::up(
+            &root,
+            &load_options(&project)?,
+            &up,
+            detach,
+            Some(&foreground),
+        )?),
+        Command::Apply { project, up } => {
+            Ok(up::up(&root, &load_options(&project)?, &up, true, None)?)
         }
         Command::Plan { project } => Ok(stacks::plan(&root, &load_options(&project)?)?),
         Command::Down {

@@ -38,6 +38,13 @@ pub fn stack_name(declared: Option<&str>, project_dir: &Path) -> String {
 /// Loads the stack here (so problems print with colors and sources) and
 /// makes the source the daemon loads again.
 pub fn source(options: &LoadOptions) -> miette::Result<StackSource> {
+    Ok(load_source(options)?.0)
+}
+
+/// [`source`], and the stack as loaded here.
+pub fn load_source(
+    options: &LoadOptions,
+) -> miette::Result<(StackSource, crate::spec::model::StackSpec)> {
     let loaded = crate::spec::load::load(options)?;
     for w in &loaded.warnings {
         eprint!(
@@ -45,17 +52,19 @@ pub fn source(options: &LoadOptions) -> miette::Result<StackSource> {
             super::output::render(w, super::output::color_stderr())
         );
     }
-    Ok(StackSource {
+    let source = StackSource {
         name: stack_name(loaded.spec.name.as_deref(), &options.project_dir),
         project_dir: options.project_dir.clone(),
         files: loaded.files.clone(),
         env_files: options.env_files.clone(),
         environment: std::env::vars().collect(),
         scale: Default::default(),
-    })
+        options: Default::default(),
+    };
+    Ok((source, loaded.spec))
 }
 
-fn print_report(out: &mut impl Write, report: &Report) -> miette::Result<()> {
+pub(super) fn print_report(out: &mut impl Write, report: &Report) -> miette::Result<()> {
     for line in &report.done {
         writeln!(out, " ✔ {line}").into_diagnostic()?;
     }
@@ -68,26 +77,11 @@ fn print_report(out: &mut impl Write, report: &Report) -> miette::Result<()> {
     Ok(())
 }
 
-fn status_failed(status: &StackStatus) -> miette::Result<i32> {
+pub(super) fn status_failed(status: &StackStatus) -> miette::Result<i32> {
     match &status.last_error {
         Some(e) => Err(miette!("stack {}: {e}", status.name)),
         None => Ok(0),
     }
-}
-
-/// `stack up -d` / `stack apply`: registers the stack with the daemon,
-/// which applies it and keeps it converged (watching its files).
-pub fn up(root: &Path, options: &LoadOptions) -> miette::Result<i32> {
-    let source = source(options)?;
-    let c = client(root)?;
-    let status: StackStatus = c
-        .post("/stacks")
-        .json(&source)
-        .send_json()
-        .map_err(api_error)?;
-    let mut out = std::io::stdout().lock();
-    print_report(&mut out, &status.report)?;
-    status_failed(&status)
 }
 
 /// `stack plan`: what the next apply would do, and why, without doing it.

@@ -240,6 +240,18 @@ pub async fn execute(
     plan: &Plan,
     cancel: &tokio::sync::watch::Receiver<bool>,
 ) -> Report {
+    execute_with(d, resolved, plan, cancel, PullPolicy::Missing).await
+}
+
+/// [`execute`] with the stack's pull policy: with [`PullPolicy::Never`] a
+/// pull step fails instead of pulling.
+pub async fn execute_with(
+    d: &Arc<Daemon>,
+    resolved: &Arc<Resolved>,
+    plan: &Plan,
+    cancel: &tokio::sync::watch::Receiver<bool>,
+    pull: PullPolicy,
+) -> Report {
     let n = plan.steps.len();
     let mut outcome: Vec<Option<bool>> = vec![None; n];
     let mut created: BTreeMap<usize, String> = BTreeMap::new();
@@ -267,7 +279,22 @@ pub async fn execute(
             let d = d.clone();
             let resolved = resolved.clone();
             let cancel = cancel.clone();
-            running.spawn(async move { (i, run_step(&d, &resolved, action, cancel).await) });
+            running.spawn(async move {
+                if pull == PullPolicy::Never
+                    && let Action::EnsureImage {
+                        image: ImageSource::Pull(reference),
+                        ..
+                    } = &action
+                {
+                    return (
+                        i,
+                        Err(format!(
+                            "no such image: {reference} (--pull never: it is not pulled)"
+                        )),
+                    );
+                }
+                (i, run_step(&d, &resolved, action, cancel).await)
+            });
         }
         let Some(joined) = running.join_next().await else {
             break;
@@ -462,6 +489,7 @@ async fn run_step(
             let id = target_id(&target)?;
             remember(d, &id, |m, now| {
                 m.held = false;
+                m.given_up = false;
                 m.starts.push(to_secs(now));
                 let excess = m.starts.len().saturating_sub(STARTS_KEPT);
                 m.starts.drain(..excess);
@@ -837,6 +865,9 @@ pub struct StackSource {
     /// `stack scale` overrides of services' replica counts, by service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scale: BTreeMap<String, ScaleOverride>,
+    /// `stack up`'s flags.
+    #[serde(default)]
+    pub options: ApplyOptions,
 }
 
 /// A replica count set by `stack scale`. It holds while the file's own
@@ -849,6 +880,104 @@ pub struct ScaleOverride {
     pub replicas: u32,
     /// The file's replica count when the override was set.
     pub file_replicas: u32,
+}
+
+/// Where `stack up` takes images from (`--pull`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull every image at this apply, even present ones.
+    Always,
+    /// Pull only images that are not present (the default).
+    #[default]
+    Missing,
+    /// Never pull: a missing image fails its service.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(PullPolicy::Always),
+            "missing" => Ok(PullPolicy::Missing),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(format!(
+                "invalid pull policy {other:?}: always, missing or never"
+            )),
+        }
+    }
+}
+
+/// What `stack up` / `stack apply` asks beyond the files. `services`,
+/// `no_deps`, `remove_orphans` and `pull never` stay with the stack (the
+/// daemon keeps applying them); `force_recreate` and `pull always` are
+/// for the apply they come with only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOptions {
+    /// Only these services and (without `no_deps`) their dependencies;
+    /// empty: every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Do not add the dependencies of `services`.
+    #[serde(default)]
+    pub no_deps: bool,
+    /// Remove the containers of services no longer declared.
+    #[serde(default = "yes")]
+    pub remove_orphans: bool,
+    /// Where images come from.
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// Recreate the selected containers even if unchanged (this apply).
+    #[serde(default)]
+    pub force_recreate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            services: Vec::new(),
+            no_deps: false,
+            remove_orphans: true,
+            pull: PullPolicy::Missing,
+            force_recreate: false,
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// The options without their one-apply parts (what is kept).
+    pub fn kept(&self) -> ApplyOptions {
+        ApplyOptions {
+            force_recreate: false,
+            pull: match self.pull {
+                PullPolicy::Always => PullPolicy::Missing,
+                other => other,
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The plan's options for `desired`: the selection with its
+    /// dependencies, and the one-apply flags when `once`.
+    pub fn plan_options(
+        &self,
+        desired: &crate::reconcile::plan::Desired,
+        once: bool,
+    ) -> Result<crate::reconcile::plan::PlanOptions, String> {
+        Ok(crate::reconcile::plan::PlanOptions {
+            services: crate::reconcile::plan::select(desired, &self.services, !self.no_deps)?,
+            force_recreate: once && self.force_recreate,
+            pull_always: once && self.pull == PullPolicy::Always,
+            remove_orphans: self.remove_orphans,
+            start_stopped: once,
+        })
+    }
 }
 
 impl StackSource {
@@ -979,7 +1108,19 @@ struct Entry {
     status: Arc<std::sync::Mutex<StackStatus>>,
     kick: Arc<tokio::sync::Notify>,
     applied: tokio::sync::watch::Receiver<u64>,
+    once: Arc<std::sync::Mutex<Once>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The options of an explicit `up` (its one-apply flags included) waiting
+/// for the loop's next round, the round that took the last ones, and the
+/// status at the end of the first round that finished after it (what the
+/// `up` answers: a later round may have overwritten the report since).
+#[derive(Debug, Default)]
+struct Once {
+    pending: Option<ApplyOptions>,
+    taken_at: u64,
+    served: Option<(u64, StackStatus)>,
 }
 
 impl Drop for Entry {
@@ -996,6 +1137,8 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Rounds of plan and execute per wake-up: steps that change what the
 /// plan sees (a pull, a network recreated) need a second look.
 const ROUNDS: usize = 4;
+/// How often `stack up --wait` looks at the stack.
+const WAIT_POLL: Duration = Duration::from_millis(100);
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -1005,26 +1148,57 @@ impl Registry {
     }
 
     /// Registers (or replaces) stack `source`, keeps it in the root so a
-    /// daemon restart resumes it, starts its loop and waits for its first
-    /// apply. A file that does not load is refused and nothing changes.
+    /// daemon restart resumes it, starts its loop and waits for the apply
+    /// that takes its options (`stack up`'s flags). A file that does not
+    /// load is refused and nothing changes.
     pub async fn up(d: &Arc<Daemon>, source: StackSource) -> Result<StackStatus, String> {
-        source.load()?;
+        let (resolved, _) = source.load()?;
+        let once = source.options.clone();
+        once.plan_options(&resolved.desired, true)?;
         let name = source.name.clone();
-        let mut applied = Registry::register(d, source)?;
-        let _ = applied.changed().await;
-        d.stacks
-            .status(&name)
-            .ok_or_else(|| format!("stack {name} went away"))
+        let (slot, mut applied) = Registry::register_with(d, source, Some(once))?;
+        let went_away = || format!("stack {name} went away");
+        // Answered with the round that took these options, once it is over.
+        loop {
+            {
+                let slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.pending.is_none()
+                    && let Some((done, status)) = &slot.served
+                    && *done >= slot.taken_at
+                {
+                    return Ok(status.clone());
+                }
+            }
+            if applied.changed().await.is_err() {
+                return Err(went_away());
+            }
+        }
     }
 
     /// Registers (or replaces) stack `source` and keeps it in the root, as
     /// [`Registry::up`] does, without loading it first or waiting: a
     /// running loop takes the new source and applies it at once, else a
-    /// loop starts. The receiver changes when that apply is over.
+    /// loop starts. The receiver changes when a round is over.
     pub fn register(
         d: &Arc<Daemon>,
         source: StackSource,
     ) -> Result<tokio::sync::watch::Receiver<u64>, String> {
+        Registry::register_with(d, source, None).map(|(_, applied)| applied)
+    }
+
+    /// [`Registry::register`], with `once` (the options of an explicit
+    /// `up`) for the loop's next round; also returns the stack's slot of
+    /// those options.
+    fn register_with(
+        d: &Arc<Daemon>,
+        mut source: StackSource,
+        once: Option<ApplyOptions>,
+    ) -> Result<(Arc<std::sync::Mutex<Once>>, tokio::sync::watch::Receiver<u64>), String> {
+        if let Some(once) = &once {
+            source.options = once.kept();
+        }
         write_registration(&d.root, &source)?;
         // One loop per stack: a running one takes the new source and
         // applies it.
@@ -1035,19 +1209,47 @@ impl Registry {
                     .source
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = source.clone();
-                (entry.kick.clone(), entry.applied.clone())
+                (
+                    entry.once.clone(),
+                    entry.kick.clone(),
+                    entry.applied.clone(),
+                )
             })
         };
-        if let Some((kick, mut applied)) = running {
-            applied.mark_unchanged();
-            kick.notify_one();
-            return Ok(applied);
+        match running {
+            None => {
+                let applied = d.stacks.start(d, source.clone(), once);
+                let slot = d
+                    .stacks
+                    .lock()
+                    .get(&source.name)
+                    .map(|e| e.once.clone())
+                    .ok_or_else(|| format!("stack {} went away", source.name))?;
+                Ok((slot, applied))
+            }
+            Some((slot, kick, mut applied)) => {
+                if once.is_some() {
+                    let mut slot = slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    slot.pending = once;
+                    slot.served = None;
+                }
+                applied.mark_unchanged();
+                kick.notify_one();
+                Ok((slot, applied))
+            }
         }
-        Ok(d.stacks.start(d, source))
     }
 
-    /// Starts the loop of a stack.
-    fn start(&self, d: &Arc<Daemon>, source: StackSource) -> tokio::sync::watch::Receiver<u64> {
+    /// Starts the loop of a stack; `once` are the options of an explicit
+    /// `up` for its first round.
+    fn start(
+        &self,
+        d: &Arc<Daemon>,
+        source: StackSource,
+        once: Option<ApplyOptions>,
+    ) -> tokio::sync::watch::Receiver<u64> {
         let status = Arc::new(std::sync::Mutex::new(StackStatus {
             name: source.name.clone(),
             project_dir: source.project_dir.clone(),
@@ -1056,11 +1258,17 @@ impl Registry {
         let kick = Arc::new(tokio::sync::Notify::new());
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(std::sync::Mutex::new(source.clone()));
+        let once = Arc::new(std::sync::Mutex::new(Once {
+            pending: once,
+            taken_at: 0,
+            served: None,
+        }));
         let task = tokio::spawn(run_loop(
             d.clone(),
             shared.clone(),
             status.clone(),
             kick.clone(),
+            once.clone(),
             tx,
         ));
         let entry = Entry {
@@ -1068,6 +1276,7 @@ impl Registry {
             status,
             kick,
             applied: rx.clone(),
+            once,
             task,
         };
         self.lock().insert(source.name.clone(), entry);
@@ -1091,7 +1300,7 @@ impl Registry {
             {
                 Ok(source) => {
                     tracing::info!(stack = %source.name, "resuming stack");
-                    self.start(d, source);
+                    self.start(d, source, None);
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "unreadable stack registration")
@@ -1204,8 +1413,20 @@ impl Registry {
     /// Works from the labels alone, so a stack whose file is gone or
     /// broken still comes down.
     pub async fn down(d: &Arc<Daemon>, name: &str, volumes: bool) -> Result<Report, String> {
-        let source = d.stacks.source(name);
-        let entry = d.stacks.lock().remove(name);
+        let source = d.stacks.forget(d, name).await?;
+        let resolved = Arc::new(resolved_or_labels(name, source.as_ref()));
+        let observed = observe_now(d, &resolved).await?;
+        let plan = crate::reconcile::plan::plan_down(&resolved.desired, &observed, volumes);
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        Ok(execute(d, &resolved, &plan, &never).await)
+    }
+
+    /// The daemon stops keeping stack `name`: its loop ends and its
+    /// registration goes (so a restarted daemon does not resume it). Its
+    /// source, if it was registered.
+    async fn forget(&self, d: &Arc<Daemon>, name: &str) -> Result<Option<StackSource>, String> {
+        let source = self.source(name);
+        let entry = self.lock().remove(name);
         if let Some(mut entry) = entry {
             // Its loop ends before anything is taken down.
             entry.task.abort();
@@ -1213,32 +1434,111 @@ impl Registry {
         }
         let path = registration_path(&d.root, name);
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+            Ok(()) => Ok(source),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(source),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
         }
-        let resolved = match source.as_ref().map(StackSource::load) {
-            Some(Ok((resolved, _))) => resolved,
-            _ => Resolved {
-                desired: crate::reconcile::plan::Desired {
-                    stack: name.to_string(),
-                    ..Default::default()
-                },
-                ..Resolved::default()
-            },
-        };
-        let resolved = Arc::new(resolved);
-        let observed = {
-            let d = d.clone();
-            let resolved = resolved.clone();
-            tokio::task::spawn_blocking(move || observe(&d, &resolved))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-        };
-        let plan = crate::reconcile::plan::plan_down(&resolved.desired, &observed, volumes);
+    }
+
+    /// The end of a foreground `stack up` (Ctrl-C): the daemon stops
+    /// keeping stack `name` and stops its running containers, dependents
+    /// first, each with its stop signal and grace period. The containers,
+    /// networks and volumes stay (as with Compose); `stack up` starts them
+    /// again.
+    pub async fn stop(d: &Arc<Daemon>, name: &str) -> Result<Report, String> {
+        let source = d.stacks.forget(d, name).await?;
+        let resolved = Arc::new(resolved_or_labels(name, source.as_ref()));
+        let observed = observe_now(d, &resolved).await?;
+        let plan = crate::reconcile::plan::plan_stop(&resolved.desired, &observed);
         let (_keep, never) = tokio::sync::watch::channel(false);
         Ok(execute(d, &resolved, &plan, &never).await)
+    }
+
+    /// A second Ctrl-C: the daemon stops keeping stack `name` and kills
+    /// its running containers at once (SIGKILL), without waiting for a
+    /// stop in progress.
+    pub async fn kill(d: &Arc<Daemon>, name: &str) -> Result<Report, String> {
+        d.stacks.forget(d, name).await?;
+        let resolved = Arc::new(resolved_or_labels(name, None));
+        let observed = observe_now(d, &resolved).await?;
+        let mut report = Report::default();
+        for c in &observed.containers {
+            if !matches!(c.state, State::Running { .. } | State::Paused) {
+                continue;
+            }
+            let result = async {
+                remember(d, &c.id, |m, _| m.held = true).await?;
+                let record = d
+                    .containers
+                    .runtime
+                    .record(&c.id)
+                    .map_err(|x| crate::error_chain(&x))?;
+                // Not through the supervisor's lock: a stop may hold it
+                // for its whole grace period.
+                let id = c.id.clone();
+                blocking(d, move |d| {
+                    d.containers
+                        .runtime
+                        .kill(&id, libc::SIGKILL)
+                        .map_err(|x| crate::error_chain(&x))
+                })
+                .await?;
+                d.events.emit(
+                    super::events::Event::container("kill", &record)
+                        .with_attribute("signal", libc::SIGKILL.to_string()),
+                );
+                Ok::<(), String>(())
+            };
+            match result.await {
+                Ok(()) => report.done.push(format!("kill {}", c.name)),
+                Err(e) => report.failed.push(format!("kill {}: {e}", c.name)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits until the selected services of stack `name` run (healthy
+    /// where they have a check), for at most `timeout` (none: as long as
+    /// it takes). `Ok(None)` when they do, `Ok(Some(why))` when they
+    /// cannot or the time ran out.
+    pub async fn wait(
+        d: &Arc<Daemon>,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<String>, String> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let source = d
+                .stacks
+                .source(name)
+                .ok_or_else(|| format!("no such stack: {name}"))?;
+            let (resolved, _) = source.load()?;
+            let selected = crate::reconcile::plan::select(
+                &resolved.desired,
+                &source.options.services,
+                !source.options.no_deps,
+            )?;
+            let resolved = Arc::new(resolved);
+            let observed = observe_now(d, &resolved).await?;
+            let waiting =
+                match crate::reconcile::plan::readiness(&resolved.desired, &observed, &selected) {
+                    crate::reconcile::plan::Readiness::Ready => return Ok(None),
+                    crate::reconcile::plan::Readiness::Failed(why) => return Ok(Some(why)),
+                    crate::reconcile::plan::Readiness::Waiting(what) => what,
+                };
+            if deadline.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                let mut why = format!(
+                    "timed out after {}s waiting for the stack: {}",
+                    timeout.map_or(0, |t| t.as_secs()),
+                    waiting.join("; ")
+                );
+                if let Some(e) = d.stacks.status(name).and_then(|s| s.last_error) {
+                    why.push_str(&format!("\nlast error: {e}"));
+                }
+                return Ok(Some(why));
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
     }
 
     /// What the next apply of `source` would do, and why.
@@ -1253,9 +1553,40 @@ impl Registry {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
-        let plan = crate::reconcile::plan::plan(&resolved.desired, &observed, SystemTime::now());
+        let options = source.options.plan_options(&resolved.desired, false)?;
+        let plan = crate::reconcile::plan::plan_with(
+            &resolved.desired,
+            &observed,
+            SystemTime::now(),
+            &options,
+        );
         Ok(plan.steps.iter().map(|s| s.why.clone()).collect())
     }
+}
+
+/// Stack `name` as its source resolves, or (no source, or one that does
+/// not load) as its labels alone find it.
+fn resolved_or_labels(name: &str, source: Option<&StackSource>) -> Resolved {
+    match source.map(StackSource::load) {
+        Some(Ok((resolved, _))) => resolved,
+        _ => Resolved {
+            desired: crate::reconcile::plan::Desired {
+                stack: name.to_string(),
+                ..Default::default()
+            },
+            ..Resolved::default()
+        },
+    }
+}
+
+/// [`observe`] on the blocking pool.
+async fn observe_now(d: &Arc<Daemon>, resolved: &Arc<Resolved>) -> Result<Observed, String> {
+    let d = d.clone();
+    let resolved = resolved.clone();
+    tokio::task::spawn_blocking(move || observe(&d, &resolved))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps one stack converged: on every file change, container event of
@@ -1267,6 +1598,7 @@ async fn run_loop(
     shared: Arc<std::sync::Mutex<StackSource>>,
     status: Arc<std::sync::Mutex<StackStatus>>,
     kick: Arc<tokio::sync::Notify>,
+    once_slot: Arc<std::sync::Mutex<Once>>,
     applied: tokio::sync::watch::Sender<u64>,
 ) {
     let source = shared
@@ -1291,6 +1623,9 @@ async fn run_loop(
     let mut current: Option<Arc<Resolved>> = None;
     let mut last_files: Option<Fields> = None;
     let mut round: u64 = 0;
+    // What the rounds since an explicit `up` took its options did, for
+    // its answer.
+    let mut once_report: Option<Report> = None;
     loop {
         round += 1;
         let set = |f: &dyn Fn(&mut StackStatus)| {
@@ -1303,6 +1638,25 @@ async fn run_loop(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        // An explicit `up`'s options, for the first plan of this round.
+        let mut once = {
+            let mut slot = once_slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let once = slot.pending.take();
+            if once.is_some() {
+                slot.taken_at = round;
+            }
+            once
+        };
+        if once.is_some() {
+            // The kick that came with these options may still be stored
+            // (a container event started this round): it must not call
+            // off the round that applies them.
+            use futures::FutureExt;
+            let _ = kick.notified().now_or_never();
+            once_report = Some(Report::default());
+        }
         let loaded = source.load_file().map(|(mut resolved, files)| {
             let stale = source.apply_scale(&mut resolved);
             if !stale.is_empty() {
@@ -1385,8 +1739,21 @@ async fn run_loop(
                         }
                     }
                 };
-                let plan =
-                    crate::reconcile::plan::plan(&resolved.desired, &observed, SystemTime::now());
+                let this = once.take();
+                let options = this.as_ref().unwrap_or(&source.options);
+                let plan_options = match options.plan_options(&resolved.desired, this.is_some()) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        set(&|s| s.last_error = Some(e.clone()));
+                        break;
+                    }
+                };
+                let plan = crate::reconcile::plan::plan_with(
+                    &resolved.desired,
+                    &observed,
+                    SystemTime::now(),
+                    &plan_options,
+                );
                 wake = plan.wake_at;
                 let tries = next_tries(resolved, &observed);
                 set(&|s| s.next_tries = tries.clone());
@@ -1397,7 +1764,7 @@ async fn run_loop(
                 // A kick or a saved file calls off the waits of this
                 // execution, so the new version applies at once.
                 let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-                let run = execute(&d, resolved, &plan, &cancel_rx);
+                let run = execute_with(&d, resolved, &plan, &cancel_rx, options.pull);
                 tokio::pin!(run);
                 last = loop {
                     tokio::select! {
@@ -1412,6 +1779,11 @@ async fn run_loop(
                         }
                     }
                 };
+                if let Some(r) = once_report.as_mut() {
+                    r.done.extend(last.done.iter().cloned());
+                    r.failed.extend(last.failed.iter().cloned());
+                    r.skipped.extend(last.skipped.iter().cloned());
+                }
                 if again {
                     break;
                 }
@@ -1442,6 +1814,19 @@ async fn run_loop(
         if again {
             // The waiter of the kick is told by the round that follows.
             continue;
+        }
+        {
+            let mut slot = once_slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(report) = once_report.take() {
+                let mut now = status
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                now.report = report;
+                slot.served = Some((round, now));
+            }
         }
         let _ = applied.send(round);
         let sleep = wake

@@ -473,12 +473,185 @@ pub fn replacement_name(stack: &str, service: &str, replica: u32) -> String {
     format!("{stack}-{service}-{replica}-next")
 }
 
+/// What one apply asks for beyond the stack file: `stack up`'s flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Only these services are applied (empty: every one); [`select`]
+    /// adds their dependencies. Other services' containers are left as
+    /// they are.
+    pub services: BTreeSet<String>,
+    /// Recreate every selected container, even an unchanged one
+    /// (`--force-recreate`: one apply only).
+    pub force_recreate: bool,
+    /// Pull the image of every selected service again (`--pull always`:
+    /// one apply only).
+    pub pull_always: bool,
+    /// Remove the containers of services no longer declared, and the
+    /// networks no longer declared (`--remove-orphans`, the default).
+    pub remove_orphans: bool,
+    /// Start the selected services' stopped containers, held and given up
+    /// ones included, whatever their restart policy (an explicit `up`).
+    pub start_stopped: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            services: BTreeSet::new(),
+            force_recreate: false,
+            pull_always: false,
+            remove_orphans: true,
+            start_stopped: false,
+        }
+    }
+}
+
+impl PlanOptions {
+    fn selected(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.contains(service)
+    }
+}
+
+/// The services `stack up SERVICE…` applies: those named and, with
+/// `with_deps`, everything they depend on (transitively). No names: every
+/// service (the empty set). An unknown name is an error.
+pub fn select(
+    desired: &Desired,
+    names: &[String],
+    with_deps: bool,
+) -> Result<BTreeSet<String>, String> {
+    let mut selected = BTreeSet::new();
+    let mut todo: Vec<&str> = Vec::new();
+    for name in names {
+        if !desired.services.contains_key(name) {
+            let known: Vec<&str> = desired.services.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no such service: {name} (the stack has {})",
+                known.join(", ")
+            ));
+        }
+        todo.push(name);
+    }
+    while let Some(name) = todo.pop() {
+        if !selected.insert(name.to_string()) || !with_deps {
+            continue;
+        }
+        if let Some(service) = desired.services.get(name) {
+            todo.extend(
+                service
+                    .depends_on
+                    .iter()
+                    .map(|d| d.service.as_str())
+                    .filter(|d| desired.services.contains_key(*d)),
+            );
+        }
+    }
+    Ok(selected)
+}
+
+/// How far a stack is from what `stack up --wait` waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every replica of every selected service runs (and is healthy where
+    /// it has a health check), or completed with code 0 and stays so.
+    Ready,
+    /// Not yet: what is still missing, one line per container.
+    Waiting(Vec<String>),
+    /// Cannot get there by itself: why.
+    Failed(String),
+}
+
+/// Whether the `selected` services (empty: all) of `desired` are up as
+/// `observed`: running, healthy where they have a health check. A
+/// container the restart engine gave up on, an unhealthy one, or one that
+/// exited with an error and will not be restarted fails the wait.
+pub fn readiness(desired: &Desired, observed: &Observed, selected: &BTreeSet<String>) -> Readiness {
+    let mut waiting = Vec::new();
+    for (name, service) in &desired.services {
+        if !selected.is_empty() && !selected.contains(name) {
+            continue;
+        }
+        let want = observed.images.get(service.image.reference()).map(|id| {
+            let mut config = service.config.clone();
+            config.insert(IMAGE_FIELD.to_string(), id.clone());
+            config
+        });
+        for replica in 1..=service.replicas {
+            let final_name = container_name(&desired.stack, name, replica);
+            let Some(c) = observed
+                .containers
+                .iter()
+                .find(|c| c.service == *name && c.name == final_name)
+            else {
+                waiting.push(format!("{final_name} is not created yet"));
+                continue;
+            };
+            if want.as_ref().is_some_and(|w| w != &c.config) {
+                waiting.push(format!("{final_name} is being recreated"));
+                continue;
+            }
+            match c.state {
+                State::Running { .. } if service.health.is_none() => {}
+                State::Running { .. } => match c.health {
+                    Health::Healthy => {}
+                    Health::Unhealthy => {
+                        return Readiness::Failed(format!("{final_name} is unhealthy"));
+                    }
+                    Health::Starting | Health::None => {
+                        waiting.push(format!("{final_name} is not healthy yet"));
+                    }
+                },
+                State::Exited { code, .. } => {
+                    let restarts = match service.restart.policy {
+                        RestartPolicyName::No => false,
+                        RestartPolicyName::OnFailure => code != 0,
+                        RestartPolicyName::Always | RestartPolicyName::UnlessStopped => true,
+                    };
+                    if c.given_up {
+                        return Readiness::Failed(format!(
+                            "{final_name} exited with code {code} and the stack gave up restarting it"
+                        ));
+                    }
+                    if c.held {
+                        return Readiness::Failed(format!("{final_name} was stopped"));
+                    }
+                    if !restarts && code != 0 {
+                        return Readiness::Failed(format!("{final_name} exited with code {code}"));
+                    }
+                    if restarts {
+                        waiting.push(format!("{final_name} exited with code {code}, restarting"));
+                    }
+                }
+                State::Created => waiting.push(format!("{final_name} is not started yet")),
+                State::Paused => waiting.push(format!("{final_name} is paused")),
+            }
+        }
+    }
+    if waiting.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::Waiting(waiting)
+    }
+}
+
 /// What to do to go from `observed` to `desired` at time `now`.
 pub fn plan(desired: &Desired, observed: &Observed, now: SystemTime) -> Plan {
+    plan_with(desired, observed, now, &PlanOptions::default())
+}
+
+/// [`plan`] with the flags of an apply (`stack up SERVICE… --no-deps
+/// --force-recreate --pull always --remove-orphans=false`).
+pub fn plan_with(
+    desired: &Desired,
+    observed: &Observed,
+    now: SystemTime,
+    options: &PlanOptions,
+) -> Plan {
     Planner {
         desired,
         observed,
         now,
+        options,
         plan: Plan::default(),
         network_steps: BTreeMap::new(),
         volume_steps: BTreeMap::new(),
@@ -491,38 +664,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: SystemTime) -> Plan {
 /// them, then the stack's networks, and its volumes when `volumes` is set.
 pub fn plan_down(desired: &Desired, observed: &Observed, volumes: bool) -> Plan {
     let mut plan = Plan::default();
-    let order = stop_order(desired, observed);
-    let mut stop_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for service in &order {
-        // Dependents were stopped first: wait for their stops.
-        let dependents: Vec<usize> = dependents_of(desired, service)
-            .iter()
-            .filter_map(|d| stop_of.get(d.as_str()))
-            .flatten()
-            .copied()
-            .collect();
-        let mut mine = Vec::new();
-        for c in observed.containers.iter().filter(|c| &c.service == service) {
-            let after = if is_running(c) {
-                let stop = plan.push(
-                    Action::Stop { id: c.id.clone() },
-                    dependents.clone(),
-                    format!("stop {}", c.name),
-                );
-                vec![stop]
-            } else {
-                dependents.clone()
-            };
-            let remove = plan.push(
-                Action::Remove { id: c.id.clone() },
-                after,
-                format!("remove {}", c.name),
-            );
-            mine.push(remove);
-        }
-        stop_of.insert(service.as_str(), mine);
-    }
-    let removes: Vec<usize> = stop_of.values().flatten().copied().collect();
+    let removes = stop_all(&mut plan, desired, observed, true);
     for network in observed.networks.keys() {
         plan.push(
             Action::RemoveNetwork {
@@ -544,6 +686,57 @@ pub fn plan_down(desired: &Desired, observed: &Observed, volumes: bool) -> Plan 
         }
     }
     plan
+}
+
+/// What a foreground `stack up` does at Ctrl-C: stop every running
+/// container of the stack, dependents first, and keep them (as Compose
+/// does); networks and volumes stay.
+pub fn plan_stop(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = Plan::default();
+    stop_all(&mut plan, desired, observed, false);
+    plan
+}
+
+/// Stops every running container (dependents before what they depend on)
+/// and, with `remove`, removes every container after its stop; returns
+/// the last step of each container.
+fn stop_all(plan: &mut Plan, desired: &Desired, observed: &Observed, remove: bool) -> Vec<usize> {
+    let order = stop_order(desired, observed);
+    let mut stop_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for service in &order {
+        // Dependents were stopped first: wait for their stops.
+        let dependents: Vec<usize> = dependents_of(desired, service)
+            .iter()
+            .filter_map(|d| stop_of.get(d.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        let mut mine = Vec::new();
+        for c in observed.containers.iter().filter(|c| &c.service == service) {
+            let after = if is_running(c) {
+                let stop = plan.push(
+                    Action::Stop { id: c.id.clone() },
+                    dependents.clone(),
+                    format!("stop {}", c.name),
+                );
+                mine.push(stop);
+                vec![stop]
+            } else {
+                dependents.clone()
+            };
+            if remove {
+                let remove = plan.push(
+                    Action::Remove { id: c.id.clone() },
+                    after,
+                    format!("remove {}", c.name),
+                );
+                mine.retain(|&s| !plan.steps[remove].after.contains(&s));
+                mine.push(remove);
+            }
+        }
+        stop_of.insert(service.as_str(), mine);
+    }
+    stop_of.values().flatten().copied().collect()
 }
 
 /// Services in the order their containers stop: dependents before what
@@ -661,6 +854,7 @@ struct Planner<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
     now: SystemTime,
+    options: &'a PlanOptions,
     plan: Plan,
     network_steps: BTreeMap<&'a str, usize>,
     volume_steps: BTreeMap<&'a str, usize>,
@@ -670,10 +864,15 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn run(mut self) -> Plan {
-        self.orphans();
+        if self.options.remove_orphans {
+            self.orphans();
+        }
         self.networks();
         self.volumes();
         for name in start_order(self.desired) {
+            if !self.options.selected(&name) {
+                continue;
+            }
             if let Some((name, service)) = self.desired.services.get_key_value(name.as_str()) {
                 self.service(name, service);
             }
@@ -843,7 +1042,10 @@ impl<'a> Planner<'a> {
     fn gates(&mut self, name: &'a str, service: &'a DesiredService) -> Vec<usize> {
         let mut after = Vec::new();
         for dep in &service.depends_on {
-            if !self.desired.services.contains_key(&dep.service) {
+            // With `--no-deps` a dependency left out is not waited for.
+            if !self.desired.services.contains_key(&dep.service)
+                || !self.options.selected(&dep.service)
+            {
                 continue;
             }
             let starting = self.started.get(dep.service.as_str()).cloned();
@@ -922,8 +1124,12 @@ impl<'a> Planner<'a> {
 
     fn service(&mut self, name: &'a str, service: &'a DesiredService) {
         let want = self.want(service);
-        let image_step = if want.is_none() {
+        let pull_again = self.options.pull_always && matches!(service.image, ImageSource::Pull(_));
+        let image_step = if want.is_none() || pull_again {
             let why = match &service.image {
+                ImageSource::Pull(r) if want.is_some() => {
+                    format!("pull {r} for {name}: --pull always")
+                }
                 ImageSource::Pull(r) => format!("pull {r} for {name}"),
                 ImageSource::Build { tag, .. } => format!("build {tag} for {name}"),
             };
@@ -1068,7 +1274,18 @@ impl<'a> Planner<'a> {
             && &c.config != want
         {
             let why = format!("recreate: {}", differences(&c.config, want).join("; "));
-            self.recreate(name, service, replica, c, &why);
+            self.recreate(name, service, replica, c, &why, image_step);
+            return;
+        }
+        if want.is_some() && self.options.force_recreate {
+            self.recreate(
+                name,
+                service,
+                replica,
+                c,
+                "recreate: forced (--force-recreate)",
+                image_step,
+            );
             return;
         }
         if c.live != service.live {
@@ -1084,6 +1301,20 @@ impl<'a> Planner<'a> {
                     differences(&c.live, &service.live).join("; ")
                 ),
             );
+        }
+        if self.options.start_stopped && matches!(c.state, State::Created | State::Exited { .. }) {
+            let mut after = self.gates(name, service);
+            after.extend(image_step);
+            let start = self.plan.push(
+                Action::Start {
+                    service: name.to_string(),
+                    target: Target::Existing(c.id.clone()),
+                },
+                after,
+                format!("start {}: stack up", c.name),
+            );
+            self.started.entry(name).or_default().push(start);
+            return;
         }
         if c.given_up || c.held {
             return;
@@ -1119,11 +1350,13 @@ impl<'a> Planner<'a> {
         replica: u32,
         c: &'a ObservedContainer,
         why: &str,
+        image_step: Option<usize>,
     ) {
         let final_name = container_name(&self.desired.stack, name, replica);
         if service.update == UpdateOrder::StartFirst && is_running(c) {
             let next = replacement_name(&self.desired.stack, name, replica);
-            let (create, start) = self.create_and_start(name, service, replica, vec![], next, why);
+            let after = image_step.into_iter().collect();
+            let (create, start) = self.create_and_start(name, service, replica, after, next, why);
             let ready = self.plan.push(
                 Action::AwaitReady {
                     target: Target::Created(create),
@@ -1149,7 +1382,7 @@ impl<'a> Planner<'a> {
                 name,
                 service,
                 replica,
-                removed.into_iter().collect(),
+                removed.into_iter().chain(image_step).collect(),
                 final_name,
                 why,
             );

@@ -975,3 +975,196 @@ proptest! {
         prop_assert_eq!(&host.networks, &desired.networks);
     }
 }
+
+fn web_on_db() -> Desired {
+    let mut web = service("web:1", &[]);
+    web.depends_on = vec![Dependency {
+        service: "db".into(),
+        condition: Condition::Started,
+        restart_dependents: false,
+    }];
+    stack(vec![
+        ("web", web),
+        ("db", service("pg:16", &[])),
+        ("cache", service("redis:7", &[])),
+    ])
+}
+
+#[test]
+fn selecting_services_adds_their_dependencies_unless_no_deps() {
+    let desired = web_on_db();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        select(&desired, &names(&["web"]), true).unwrap(),
+        set(&["web", "db"])
+    );
+    assert_eq!(
+        select(&desired, &names(&["web"]), false).unwrap(),
+        set(&["web"])
+    );
+    assert!(select(&desired, &[], true).unwrap().is_empty());
+    let err = select(&desired, &names(&["wbe"]), true).unwrap_err();
+    assert!(err.contains("no such service: wbe"), "{err}");
+}
+
+#[test]
+fn a_selection_applies_only_those_services_and_no_deps_does_not_wait() {
+    let desired = web_on_db();
+    let observed = Observed {
+        images: images(&["web:1", "pg:16", "redis:7"]),
+        ..Observed::default()
+    };
+    let options = PlanOptions {
+        services: select(&desired, &["web".to_string()], true).unwrap(),
+        ..PlanOptions::default()
+    };
+    let with_deps = plan_with(&desired, &observed, at(1), &options);
+    let all = actions(&with_deps);
+    assert!(all.contains(&"create shop-db-1".to_string()), "{all:?}");
+    assert!(all.contains(&"await db Started".to_string()), "{all:?}");
+    assert!(!all.iter().any(|a| a.contains("cache")), "{all:?}");
+
+    let options = PlanOptions {
+        services: select(&desired, &["web".to_string()], false).unwrap(),
+        ..PlanOptions::default()
+    };
+    let alone = plan_with(&desired, &observed, at(1), &options);
+    assert_eq!(
+        actions(&alone),
+        ["create shop-web-1", "start shop-web-1"],
+        "--no-deps starts web alone and waits for nothing"
+    );
+}
+
+#[test]
+fn force_recreate_recreates_unchanged_containers_once_asked() {
+    let desired = web_on_db();
+    let observed = converged(&desired);
+    assert!(plan(&desired, &observed, at(1)).is_empty());
+    let options = PlanOptions {
+        force_recreate: true,
+        services: ["cache".to_string()].into(),
+        ..PlanOptions::default()
+    };
+    let plan = plan_with(&desired, &observed, at(1), &options);
+    assert_eq!(
+        actions(&plan),
+        [
+            "stop cache1",
+            "remove cache1",
+            "create shop-cache-1",
+            "start shop-cache-1"
+        ]
+    );
+    assert!(plan.steps[2].why.contains("--force-recreate"));
+}
+
+#[test]
+fn pull_always_pulls_present_images_before_creating() {
+    let desired = stack(vec![("web", service("web:1", &[]))]);
+    let observed = Observed {
+        images: images(&["web:1"]),
+        ..Observed::default()
+    };
+    let options = PlanOptions {
+        pull_always: true,
+        ..PlanOptions::default()
+    };
+    let plan = plan_with(&desired, &observed, at(1), &options);
+    assert_eq!(
+        actions(&plan),
+        ["image web", "create shop-web-1", "start shop-web-1"]
+    );
+    assert!(waits_for(&plan, 1, 0));
+    assert!(plan.steps[0].why.contains("--pull always"));
+    // A running container waits for the pull; the next plan sees the digest.
+    let converged = converged(&desired);
+    let plan = plan_with(&desired, &converged, at(1), &options);
+    assert_eq!(actions(&plan), ["image web"]);
+}
+
+#[test]
+fn orphans_stay_with_remove_orphans_false() {
+    let mut before = stack(vec![
+        ("web", service("web:1", &[])),
+        ("old", service("old:1", &[])),
+    ]);
+    before.networks.insert("legacy".into(), "h".into());
+    let observed = converged(&before);
+    let after = stack(vec![("web", service("web:1", &[]))]);
+    let options = PlanOptions {
+        remove_orphans: false,
+        ..PlanOptions::default()
+    };
+    assert!(plan_with(&after, &observed, at(1), &options).is_empty());
+}
+
+#[test]
+fn an_explicit_up_starts_stopped_containers_again() {
+    let desired = stack(vec![("web", service("web:1", &[]))]);
+    let mut observed = crashed(&desired, 137, 1, 0);
+    observed.containers[0].held = true;
+    assert!(plan(&desired, &observed, at(100)).is_empty());
+    let options = PlanOptions {
+        start_stopped: true,
+        ..PlanOptions::default()
+    };
+    let plan = plan_with(&desired, &observed, at(100), &options);
+    assert_eq!(actions(&plan), ["start web1"]);
+}
+
+#[test]
+fn stop_stops_dependents_first_and_keeps_everything() {
+    let mut desired = web_on_db();
+    desired.networks.insert("front".into(), "h".into());
+    let observed = converged(&desired);
+    let plan = plan_stop(&desired, &observed);
+    let all = actions(&plan);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|a| a.starts_with("stop ")), "{all:?}");
+    assert!(waits_for(
+        &plan,
+        step_of(&plan, "stop db1"),
+        step_of(&plan, "stop web1")
+    ));
+}
+
+#[test]
+fn readiness_waits_for_health_and_fails_on_what_cannot_recover() {
+    let mut desired = stack(vec![("web", service("web:1", &[]))]);
+    desired.services.get_mut("web").unwrap().health = Some(OnUnhealthy::None);
+    let mut observed = converged(&desired);
+    let all = BTreeSet::new();
+    observed.containers[0].health = Health::Starting;
+    assert_eq!(
+        readiness(&desired, &observed, &all),
+        Readiness::Waiting(vec!["shop-web-1 is not healthy yet".into()])
+    );
+    observed.containers[0].health = Health::Healthy;
+    assert_eq!(readiness(&desired, &observed, &all), Readiness::Ready);
+    observed.containers[0].health = Health::Unhealthy;
+    assert!(matches!(
+        readiness(&desired, &observed, &all),
+        Readiness::Failed(m) if m.contains("unhealthy")
+    ));
+    let mut gave_up = crashed(&desired, 1, 1, 5);
+    gave_up.containers[0].given_up = true;
+    assert!(matches!(
+        readiness(&desired, &gave_up, &all),
+        Readiness::Failed(m) if m.contains("gave up")
+    ));
+    let empty = Observed {
+        images: images(&["web:1"]),
+        ..Observed::default()
+    };
+    assert_eq!(
+        readiness(&desired, &empty, &all),
+        Readiness::Waiting(vec!["shop-web-1 is not created yet".into()])
+    );
+    // A service left out of the selection is not waited for.
+    assert_eq!(
+        readiness(&desired, &empty, &["db".to_string()].into()),
+        Readiness::Ready
+    );
+}
