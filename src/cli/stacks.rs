@@ -49,7 +49,11 @@ pub fn source(options: &LoadOptions) -> miette::Result<StackSource> {
         project_dir: options.project_dir.clone(),
         files: loaded.files.clone(),
         env_files: options.env_files.clone(),
-        environment: std::env::vars().collect(),
+        // Only what the files read: the daemon keeps the source on disk,
+        // and unrelated variables may be secrets.
+        environment: std::env::vars()
+            .filter(|(name, _)| loaded.variables.contains(name))
+            .collect(),
     })
 }
 
@@ -162,6 +166,9 @@ pub fn status(root: &Path, options: &LoadOptions, name: Option<&str>) -> miette:
         if status.converged { "yes" } else { "no" }
     )
     .into_diagnostic()?;
+    for name in &status.given_up {
+        writeln!(out, "failed:      {name} (restarts given up)").into_diagnostic()?;
+    }
     if let Some(wake) = &status.next_wake {
         writeln!(out, "next try:    {wake}").into_diagnostic()?;
     }
@@ -185,6 +192,8 @@ pub fn ls(root: &Path) -> miette::Result<i32> {
     for s in stacks {
         let state = if s.last_error.is_some() {
             "error"
+        } else if !s.given_up.is_empty() {
+            "failed"
         } else if s.converged {
             "converged"
         } else {

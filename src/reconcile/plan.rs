@@ -167,6 +167,19 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The consecutive failures that still count once a run from
+    /// `started` to `finished` ended, with `failures` before it: a run
+    /// that lasted `reset_after` forgets them.
+    pub fn failures_after_run(
+        &self,
+        failures: u32,
+        started: SystemTime,
+        finished: SystemTime,
+    ) -> u32 {
+        let ran = finished.duration_since(started).unwrap_or_default();
+        if ran >= self.reset_after { 0 } else { failures }
+    }
+
     /// The delay before the restart that follows `failures` consecutive
     /// failed runs (the first restart waits `min`).
     pub fn delay(&self, failures: u32) -> Duration {
@@ -1006,7 +1019,14 @@ impl<'a> Planner<'a> {
         container_name: String,
         why: &str,
     ) -> (usize, usize) {
+        let gates = self.gates(name, service);
         let mut create_after = after;
+        // A link, `volumes-from` or another container's network namespace
+        // needs that container running when this one is made; others are
+        // made early and only their start waits.
+        if needs_others_at_create(service) {
+            create_after.extend(gates.iter().copied());
+        }
         for network in &service.networks {
             if let Some(&step) = self.network_steps.get(network.as_str()) {
                 create_after.push(step);
@@ -1026,7 +1046,7 @@ impl<'a> Planner<'a> {
             create_after,
             format!("create {container_name}: {why}"),
         );
-        let mut start_after = self.gates(name, service);
+        let mut start_after = gates;
         start_after.push(create);
         let start = self.plan.push(
             Action::Start {
@@ -1239,12 +1259,9 @@ impl<'a> Planner<'a> {
         if !wanted {
             return;
         }
-        let ran = finished.duration_since(started).unwrap_or_default();
-        let failures = if ran >= restart.backoff.reset_after {
-            0
-        } else {
-            c.failures
-        };
+        let failures = restart
+            .backoff
+            .failures_after_run(c.failures, started, finished);
         if restart.policy == RestartPolicyName::OnFailure
             && let Some(max) = restart.max_retries
             && failures >= max
@@ -1298,6 +1315,17 @@ impl<'a> Planner<'a> {
         );
         self.started.entry(name).or_default().push(start);
     }
+}
+
+/// Whether a container of `service` needs other containers running when
+/// it is made (links, `volumes_from`, another container's network
+/// namespace), as its fields say: empty fields are left out of them.
+fn needs_others_at_create(service: &DesiredService) -> bool {
+    let c = &service.config;
+    c.contains_key("links")
+        || c.contains_key("volumes_from")
+        || c.get("network")
+            .is_some_and(|n| n.starts_with("{\"container\""))
 }
 
 #[cfg(test)]
