@@ -648,11 +648,24 @@ fn example_comes_up_answers_and_goes_down(name: &str, octet: u8) {
     for port in ports.values() {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !answers(*port) {
-            assert!(
-                Instant::now() < deadline,
-                "{name} does not answer on {port}: {}",
-                host.ok(&["ps", "-a"]),
-            );
+            if Instant::now() > deadline {
+                let logs: Vec<String> = containers(&host)
+                    .keys()
+                    .map(|c| {
+                        let out = host.stack(&["logs", c]);
+                        format!(
+                            "{c}: {}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "{name} does not answer on {port}: {}\n{}",
+                    host.ok(&["ps", "-a"]),
+                    logs.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
