@@ -57,7 +57,11 @@ pub fn load_source(
         project_dir: options.project_dir.clone(),
         files: loaded.files.clone(),
         env_files: options.env_files.clone(),
-        environment: std::env::vars().collect(),
+        // Only what the files read: the daemon keeps the source on disk,
+        // and unrelated variables may be secrets.
+        environment: std::env::vars()
+            .filter(|(name, _)| loaded.variables.contains(name))
+            .collect(),
         scale: Default::default(),
         options: Default::default(),
     };
@@ -164,6 +168,9 @@ pub fn status(root: &Path, options: &LoadOptions, name: Option<&str>) -> miette:
     if let Some(at) = &status.down_at {
         writeln!(out, "down at:     {at} (its file left the watch directory)").into_diagnostic()?;
     }
+    for name in &status.given_up {
+        writeln!(out, "failed:      {name} (restarts given up)").into_diagnostic()?;
+    }
     if let Some(wake) = &status.next_wake {
         writeln!(out, "next try:    {wake}").into_diagnostic()?;
     }
@@ -265,6 +272,8 @@ pub fn ls(root: &Path) -> miette::Result<i32> {
             "deleted"
         } else if s.last_error.is_some() {
             "error"
+        } else if !s.given_up.is_empty() {
+            "failed"
         } else if s.converged {
             "converged"
         } else {

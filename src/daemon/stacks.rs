@@ -31,8 +31,10 @@ use crate::spec::model::Condition;
 pub const LABEL_NETWORK_HASH: &str = "stack.network-hash";
 /// How many recent start times a container keeps for the start limit.
 const STARTS_KEPT: usize = 64;
-/// How often an await step looks at its condition.
-const AWAIT_POLL: Duration = Duration::from_millis(50);
+/// How long a wait step goes without an event before it looks again
+/// anyway: events (start, die, health changes) drive it, this only
+/// covers one missed.
+const AWAIT_FALLBACK: Duration = Duration::from_secs(1);
 
 /// Why a stack step failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,30 @@ fn state_of(state: &ContainerState) -> State {
     }
 }
 
+/// The health status of the container's current run. The state file of
+/// an earlier run stays until the new run's monitor writes its own (a
+/// restart, a daemon restart), and a dependent must not start on a
+/// dependency's old `healthy`: until a probe of this run answered, the
+/// run is `starting`, as Docker resets it at every start.
+fn current_health(
+    health: crate::reconcile::health::Health,
+    state: &ContainerState,
+) -> crate::reconcile::health::HealthStatus {
+    use crate::reconcile::health::HealthStatus;
+    if state.status != Status::Running || health.status == HealthStatus::Starting {
+        return health.status;
+    }
+    let started = parse_time(&state.started_at);
+    let probed = health
+        .log
+        .last()
+        .and_then(|r| parse_time(&Some(r.start.clone())));
+    match (started, probed) {
+        (Some(started), Some(probed)) if probed >= started => health.status,
+        _ => HealthStatus::Starting,
+    }
+}
+
 /// The stack's containers, networks and volumes as they are now, and the
 /// images its services need.
 pub fn observe(d: &Daemon, resolved: &Resolved) -> Result<Observed, StackError> {
@@ -150,7 +176,11 @@ pub fn observe(d: &Daemon, resolved: &Resolved) -> Result<Observed, StackError> 
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
         let memory = restart_memory(&record);
-        let health = match d.containers.health(&record.id).map(|h| h.status) {
+        let health = match d
+            .containers
+            .health(&record.id)
+            .map(|h| current_health(h, &state))
+        {
             Some(crate::reconcile::health::HealthStatus::Starting) => Health::Starting,
             Some(crate::reconcile::health::HealthStatus::Healthy) => Health::Healthy,
             Some(crate::reconcile::health::HealthStatus::Unhealthy) => Health::Unhealthy,
@@ -485,9 +515,41 @@ async fn run_step(
             ));
             Ok(Some(id))
         }
-        Action::Start { target, .. } => {
+        Action::Start { service, target } => {
             let id = target_id(&target)?;
-            remember(d, &id, |m, now| {
+            let backoff = resolved
+                .desired
+                .services
+                .get(&service)
+                .map(|s| s.restart.backoff)
+                .unwrap_or_default();
+            let ended = {
+                let id = id.clone();
+                blocking(d, move |d| {
+                    d.containers
+                        .runtime
+                        .state(&id)
+                        .map_err(|x| crate::error_chain(&x))
+                })
+                .await?
+            };
+            let ended = match state_of(&ended) {
+                State::Exited {
+                    started, finished, ..
+                } => Some((started, finished)),
+                _ => None,
+            };
+            remember(d, &id, move |m, now| {
+                // A run that ended by itself (the loop did not stop it) is
+                // one more failure for the backoff, unless it ran long
+                // enough to forget the earlier ones.
+                if let Some((started, finished)) = ended
+                    && !m.held
+                {
+                    m.failures = backoff
+                        .failures_after_run(m.failures, started, finished)
+                        .saturating_add(1);
+                }
                 m.held = false;
                 m.given_up = false;
                 m.starts.push(to_secs(now));
@@ -560,6 +622,16 @@ async fn run_step(
                 .services
                 .get(&service)
                 .map_or(0, |s| s.replicas);
+            let mut cancel = cancel;
+            // Subscribed before looking, so no change falls in between.
+            let mut events = subscribe(
+                d,
+                &[
+                    "type=container".to_string(),
+                    format!("label={LABEL_STACK}={}", resolved.desired.stack),
+                    format!("label={LABEL_SERVICE}={service}"),
+                ],
+            );
             loop {
                 let observed = {
                     let d = d.clone();
@@ -606,11 +678,16 @@ async fn run_step(
                 if *cancel.borrow() {
                     return Err("called off: the stack changed".into());
                 }
-                tokio::time::sleep(AWAIT_POLL).await;
+                next_change(&mut events, &mut cancel).await;
             }
         }
         Action::AwaitReady { target, healthy } => {
             let id = target_id(&target)?;
+            let mut cancel = cancel;
+            let mut events = subscribe(
+                d,
+                &["type=container".to_string(), format!("container={id}")],
+            );
             loop {
                 let state = d.containers.runtime.state(&id).map_err(|x| e(&x))?;
                 match state.status {
@@ -639,7 +716,7 @@ async fn run_step(
                 if *cancel.borrow() {
                     return Err("called off: the stack changed".into());
                 }
-                tokio::time::sleep(AWAIT_POLL).await;
+                next_change(&mut events, &mut cancel).await;
             }
         }
         Action::GiveUp { id } => {
@@ -649,6 +726,36 @@ async fn run_step(
                 .emit(super::events::Event::container("give-up", &record));
             Ok(None)
         }
+    }
+}
+
+/// A subscription to the daemon's events matching `filters` (none when
+/// the filters do not parse, which only the fallback then covers).
+fn subscribe(d: &Daemon, filters: &[String]) -> Option<super::events::Subscription> {
+    let filter = super::events::EventFilter::parse(filters).ok()?;
+    d.events.subscribe(filter, None, None).ok()
+}
+
+/// Waits for an event of `events`, a call-off or, failing both, the
+/// fallback period: whichever comes first.
+async fn next_change(
+    events: &mut Option<super::events::Subscription>,
+    cancel: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! {
+        Some(_) = async {
+            match events.as_mut() {
+                Some(e) => e.next().await,
+                None => std::future::pending().await,
+            }
+        } => {}
+        () = async {
+            // A sender gone can never call off: wait for the others.
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => {}
+        () = tokio::time::sleep(AWAIT_FALLBACK) => {}
     }
 }
 
@@ -859,7 +966,8 @@ pub struct StackSource {
     /// `--env-file`s for interpolation.
     #[serde(default)]
     pub env_files: Vec<PathBuf>,
-    /// The environment interpolation reads (the client's).
+    /// The environment interpolation reads (the client's, only the
+    /// variables the files read: see [`StackSource::trimmed`]).
     #[serde(default)]
     pub environment: Vec<(String, String)>,
     /// `stack scale` overrides of services' replica counts, by service.
@@ -1006,16 +1114,32 @@ impl StackSource {
         stale
     }
 
-    /// Loads and resolves the stack as its files say, without the `scale`
-    /// overrides.
-    pub fn load_file(&self) -> Result<(Resolved, Vec<PathBuf>), String> {
-        let loaded = crate::spec::load::load(&crate::spec::load::LoadOptions {
+    fn load_spec(&self) -> Result<crate::spec::load::Loaded, String> {
+        crate::spec::load::load(&crate::spec::load::LoadOptions {
             files: self.files.clone(),
             project_dir: self.project_dir.clone(),
             env_files: self.env_files.clone(),
             environment: Some(self.environment.clone()),
         })
-        .map_err(|e| crate::spec::diag::render(&e, false))?;
+        .map_err(|e| crate::spec::diag::render(&e, false))
+    }
+
+    /// The source with only the environment variables its files read
+    /// (interpolation, `env NAME` without a value, `~`): it is kept on
+    /// disk, and the rest of a client's environment may hold secrets. It
+    /// loads the same. A variable a later edit starts to use is set by the
+    /// next `up`.
+    pub fn trimmed(mut self) -> Result<StackSource, String> {
+        let loaded = self.load_spec()?;
+        self.environment
+            .retain(|(name, _)| loaded.variables.contains(name));
+        Ok(self)
+    }
+
+    /// Loads and resolves the stack as its files say, without the `scale`
+    /// overrides.
+    pub fn load_file(&self) -> Result<(Resolved, Vec<PathBuf>), String> {
+        let loaded = self.load_spec()?;
         refuse_empty(&loaded.files)?;
         let resolved =
             desired::resolve(&loaded.spec, &self.name).map_err(|e| crate::error_chain(&e))?;
@@ -1093,6 +1217,10 @@ pub struct StackStatus {
     /// (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_at: Option<String>,
+    /// The containers the restart engine gave up on (failed: not started
+    /// again until the stack is applied with a change to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub given_up: Vec<String>,
 }
 
 /// The daemon's stacks: each registered one has a loop that keeps it
@@ -1152,6 +1280,7 @@ impl Registry {
     /// that takes its options (`stack up`'s flags). A file that does not
     /// load is refused and nothing changes.
     pub async fn up(d: &Arc<Daemon>, source: StackSource) -> Result<StackStatus, String> {
+        let source = source.trimmed()?;
         let (resolved, _) = source.load()?;
         let once = source.options.clone();
         once.plan_options(&resolved.desired, true)?;
@@ -1195,7 +1324,13 @@ impl Registry {
         d: &Arc<Daemon>,
         mut source: StackSource,
         once: Option<ApplyOptions>,
-    ) -> Result<(Arc<std::sync::Mutex<Once>>, tokio::sync::watch::Receiver<u64>), String> {
+    ) -> Result<
+        (
+            Arc<std::sync::Mutex<Once>>,
+            tokio::sync::watch::Receiver<u64>,
+        ),
+        String,
+    > {
         if let Some(once) = &once {
             source.options = once.kept();
         }
@@ -1300,6 +1435,17 @@ impl Registry {
             {
                 Ok(source) => {
                     tracing::info!(stack = %source.name, "resuming stack");
+                    // Registrations from before sources were trimmed kept
+                    // the whole environment: keep only what is read.
+                    let source = match source.clone().trimmed() {
+                        Ok(trimmed) if trimmed != source => {
+                            if let Err(e) = write_registration(&d.root, &trimmed) {
+                                tracing::warn!(stack = %source.name, error = %e, "cannot rewrite the stack registration");
+                            }
+                            trimmed
+                        }
+                        _ => source,
+                    };
                     self.start(d, source, None);
                 }
                 Err(e) => {
@@ -1677,7 +1823,12 @@ async fn run_loop(
                     .desired
                     .services
                     .iter()
-                    .map(|(k, v)| (k.clone(), format!("{:?}{:?}", v.config, v.live)))
+                    .map(|(k, v)| {
+                        // JSON of sorted maps: stable across builds, unlike
+                        // `Debug` text.
+                        let text = serde_json::to_string(&(&v.config, &v.live)).unwrap_or_default();
+                        (k.clone(), text)
+                    })
                     .collect();
                 if last_files.as_ref() != Some(&fingerprint) {
                     set(&|s| s.generation += 1);
@@ -1723,6 +1874,7 @@ async fn run_loop(
         if let Some(resolved) = &current {
             let mut last = Report::default();
             let mut converged = false;
+            let mut given_up = Vec::new();
             for _ in 0..ROUNDS {
                 let observed = {
                     let d = d.clone();
@@ -1739,6 +1891,12 @@ async fn run_loop(
                         }
                     }
                 };
+                given_up = observed
+                    .containers
+                    .iter()
+                    .filter(|c| c.given_up)
+                    .map(|c| c.name.clone())
+                    .collect();
                 let this = once.take();
                 let options = this.as_ref().unwrap_or(&source.options);
                 let plan_options = match options.plan_options(&resolved.desired, this.is_some()) {
@@ -1797,6 +1955,7 @@ async fn run_loop(
                 s.last_apply = Some(now.clone());
                 s.report = last.clone();
                 s.converged = converged;
+                s.given_up = given_up.clone();
                 s.next_wake = wake.map(|w| {
                     crate::image::images::rfc3339(
                         w.duration_since(SystemTime::UNIX_EPOCH)

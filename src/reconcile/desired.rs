@@ -171,10 +171,12 @@ pub fn resolve(spec: &StackSpec, stack: &str) -> Result<Resolved, DesiredError> 
         },
         ..Resolved::default()
     };
-    let needs_default = spec
-        .services
-        .values()
-        .any(|s| s.networks.is_empty() && s.network_mode.is_none());
+    // Like Compose's, the default network is there to be named too
+    // (`network "default"`) without being declared.
+    let needs_default = spec.services.values().any(|s| {
+        (s.networks.is_empty() && s.network_mode.is_none())
+            || s.networks.iter().any(|n| n.name == DEFAULT_NETWORK)
+    });
     let mut networks = spec.networks.clone();
     if needs_default && !networks.contains_key(DEFAULT_NETWORK) {
         networks.insert(DEFAULT_NETWORK.into(), Default::default());
@@ -434,20 +436,45 @@ fn service_template(
         .filter_map(|m| m.source.clone())
         .filter(|v| spec.volumes.contains_key(v) && resolved.desired.volumes.contains(v))
         .collect();
+    let mut depends_on: Vec<Dependency> = s
+        .depends_on
+        .iter()
+        .map(|d| Dependency {
+            service: d.service.clone(),
+            condition: d.condition,
+            restart_dependents: d.restart_dependents,
+        })
+        .collect();
+    // A container that links to a service's container, takes its volumes
+    // or joins its network namespace needs it running when it is made:
+    // as in Compose, that is a dependency even when not declared.
+    let referenced = s
+        .links
+        .iter()
+        .map(|l| l.service.clone())
+        .chain(s.volumes_from.iter().filter_map(|f| match &f.source {
+            VolumesFromSource::Service(service) => Some(service.clone()),
+            VolumesFromSource::Container(_) => None,
+        }))
+        .chain(match s.network_mode.as_ref().map(|m| &m.value) {
+            Some(NetworkMode::Service(service)) => Some(service.clone()),
+            _ => None,
+        });
+    for service in referenced {
+        if service != name && !depends_on.iter().any(|d| d.service == service) {
+            depends_on.push(Dependency {
+                service,
+                condition: crate::spec::model::Condition::Started,
+                restart_dependents: false,
+            });
+        }
+    }
     let desired = DesiredService {
         replicas: s.replicas.unwrap_or(1),
         image,
         config: fields,
         live,
-        depends_on: s
-            .depends_on
-            .iter()
-            .map(|d| Dependency {
-                service: d.service.clone(),
-                condition: d.condition,
-                restart_dependents: d.restart_dependents,
-            })
-            .collect(),
+        depends_on,
         networks,
         volumes,
         restart,
@@ -627,6 +654,18 @@ mod tests {
         );
         assert_eq!(named.labels[LABEL_REPLICA], "2");
         assert_eq!(named.labels[LABEL_SERVICE], "web");
+    }
+
+    #[test]
+    fn the_default_network_named_by_a_service_is_made_without_a_declaration() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "network \"back\"\nservice \"a\" {\n image \"bb\"\n network \"back\"\n}\nservice \"b\" {\n image \"bb\"\n network \"default\"\n}\n";
+        let r = resolve(&load(text, dir.path()), "s").unwrap();
+        assert_eq!(
+            r.desired.networks.keys().collect::<Vec<_>>(),
+            ["back", "default"]
+        );
+        assert_eq!(r.desired.services["b"].networks, ["default"]);
     }
 
     #[test]

@@ -167,6 +167,19 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The consecutive failures that still count once a run from
+    /// `started` to `finished` ended, with `failures` before it: a run
+    /// that lasted `reset_after` forgets them.
+    pub fn failures_after_run(
+        &self,
+        failures: u32,
+        started: SystemTime,
+        finished: SystemTime,
+    ) -> u32 {
+        let ran = finished.duration_since(started).unwrap_or_default();
+        if ran >= self.reset_after { 0 } else { failures }
+    }
+
     /// The delay before the restart that follows `failures` consecutive
     /// failed runs (the first restart waits `min`).
     pub fn delay(&self, failures: u32) -> Duration {
@@ -1212,7 +1225,14 @@ impl<'a> Planner<'a> {
         container_name: String,
         why: &str,
     ) -> (usize, usize) {
+        let gates = self.gates(name, service);
         let mut create_after = after;
+        // A link, `volumes-from` or another container's network namespace
+        // needs that container running when this one is made; others are
+        // made early and only their start waits.
+        if needs_others_at_create(service) {
+            create_after.extend(gates.iter().copied());
+        }
         for network in &service.networks {
             if let Some(&step) = self.network_steps.get(network.as_str()) {
                 create_after.push(step);
@@ -1232,7 +1252,7 @@ impl<'a> Planner<'a> {
             create_after,
             format!("create {container_name}: {why}"),
         );
-        let mut start_after = self.gates(name, service);
+        let mut start_after = gates;
         start_after.push(create);
         let start = self.plan.push(
             Action::Start {
@@ -1467,7 +1487,9 @@ impl<'a> Planner<'a> {
         if !restarts_after(restart.policy, code) {
             return;
         }
-        let failures = failures_counted(restart, c, started, finished);
+        let failures = restart
+            .backoff
+            .failures_after_run(c.failures, started, finished);
         if restart.policy == RestartPolicyName::OnFailure
             && let Some(max) = restart.max_retries
             && failures >= max
@@ -1533,22 +1555,6 @@ fn restarts_after(policy: RestartPolicyName, code: i64) -> bool {
     }
 }
 
-/// The consecutive failures the backoff counts for a run from `started`
-/// to `finished`: none after a run long enough to reset them.
-fn failures_counted(
-    restart: &Restart,
-    c: &ObservedContainer,
-    started: SystemTime,
-    finished: SystemTime,
-) -> u32 {
-    let ran = finished.duration_since(started).unwrap_or_default();
-    if ran >= restart.backoff.reset_after {
-        0
-    } else {
-        c.failures
-    }
-}
-
 /// When the restart engine starts exited container `c` of `service` again,
 /// at the earliest (its backoff's end): `None` when it is not exited, is
 /// held or given up, or its policy does not restart it. `stack ps --stack`
@@ -1569,8 +1575,21 @@ pub fn next_restart(service: &DesiredService, c: &ObservedContainer) -> Option<S
     if !restarts_after(restart.policy, code) {
         return None;
     }
-    let failures = failures_counted(restart, c, started, finished);
+    let failures = restart
+        .backoff
+        .failures_after_run(c.failures, started, finished);
     Some(finished + restart.backoff.delay(failures + 1))
+}
+
+/// Whether a container of `service` needs other containers running when
+/// it is made (links, `volumes_from`, another container's network
+/// namespace), as its fields say: empty fields are left out of them.
+fn needs_others_at_create(service: &DesiredService) -> bool {
+    let c = &service.config;
+    c.contains_key("links")
+        || c.contains_key("volumes_from")
+        || c.get("network")
+            .is_some_and(|n| n.starts_with("{\"container\""))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! The reference is compose-go's `template` package (what `docker compose` runs).
 //! Where this module differs on purpose, the code says so.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::ops::Range;
@@ -75,10 +75,25 @@ impl<S: BuildHasher> Lookup for HashMap<String, String, S> {
 /// `.env` only when no `--env-file` was given; this type does not decide that.
 ///
 /// `Debug` prints the names only: values may be secrets.
-#[derive(Clone, Default)]
+///
+/// It remembers every name looked up ([`Vars::read`]), so whoever keeps
+/// the environment for a later load (the daemon, for a stack it keeps)
+/// keeps only the variables the files use.
+#[derive(Default)]
 pub struct Vars {
     environment: BTreeMap<String, String>,
     files: BTreeMap<String, String>,
+    read: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl Clone for Vars {
+    fn clone(&self) -> Self {
+        Self {
+            environment: self.environment.clone(),
+            files: self.files.clone(),
+            read: std::sync::Mutex::new(self.read()),
+        }
+    }
 }
 
 impl Vars {
@@ -111,7 +126,7 @@ impl Vars {
             .collect();
         Self {
             environment,
-            files: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
@@ -135,10 +150,24 @@ impl Vars {
 
     /// The effective value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string());
         self.environment
             .get(name)
             .or_else(|| self.files.get(name))
             .map(String::as_str)
+    }
+
+    /// Every name looked up so far (set or not), from any layer: `${…}`
+    /// in stack files and env files, `env NAME` without a value, `~`
+    /// (`HOME`).
+    pub fn read(&self) -> BTreeSet<String> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether `name` is set in any layer.

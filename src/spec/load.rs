@@ -148,6 +148,9 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
     /// The text of every file read, for diagnostics.
     pub sources: Sources,
+    /// The variables the files looked up (set or not): all of the
+    /// environment that matters to loading them again.
+    pub variables: BTreeSet<String>,
 }
 
 /// Finds the stack file in `dir`.
@@ -225,6 +228,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, SpecError> {
         warnings: problems.into_vec(),
         files,
         sources,
+        variables: vars.read(),
     })
 }
 
@@ -420,5 +424,32 @@ fn check_env_files(spec: &StackSpec, sources: &mut Sources, vars: &Vars, problem
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_names_the_variables_the_files_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "FROM_DOTENV=${IN_DOTENV:-x}\n").unwrap();
+        std::fs::write(
+            dir.path().join("stack.kdl"),
+            "service \"web\" {\n image \"bb:${TAG}\"\n env A=\"${FROM_DOTENV}\" B=\"${UNSET:-b}\"\n}\n",
+        )
+        .unwrap();
+        let loaded = load(&LoadOptions {
+            project_dir: dir.path().to_path_buf(),
+            environment: Some(vec![
+                ("TAG".into(), "1".into()),
+                ("SECRET".into(), "hunter2".into()),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let names: Vec<&str> = loaded.variables.iter().map(String::as_str).collect();
+        assert_eq!(names, ["FROM_DOTENV", "IN_DOTENV", "TAG", "UNSET"]);
     }
 }

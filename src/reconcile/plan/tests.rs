@@ -302,6 +302,37 @@ fn services_no_longer_declared_go_with_their_networks() {
     assert!(waits_for(&plan, 2, 1));
 }
 
+#[test]
+fn a_container_linking_to_another_is_made_once_that_one_runs() {
+    let mut web = service("web:1", &[("links", r#"[{"name":"shop-db-1"}]"#)]);
+    web.depends_on = vec![Dependency {
+        service: "db".into(),
+        condition: Condition::Started,
+        restart_dependents: false,
+    }];
+    let desired = stack(vec![("web", web), ("db", service("pg:16", &[]))]);
+    let observed = Observed {
+        images: images(&["web:1", "pg:16"]),
+        ..Observed::default()
+    };
+    let plan = plan(&desired, &observed, at(10));
+    let create_web = step_of(&plan, "create shop-web-1");
+    let start_db = step_of(&plan, "start shop-db-1");
+    assert!(waits_for(&plan, create_web, start_db));
+    assert!(waits_for(
+        &plan,
+        create_web,
+        step_of(&plan, "await db Started")
+    ));
+}
+
+#[test]
+fn a_long_run_forgets_earlier_failures() {
+    let backoff = Backoff::default();
+    assert_eq!(backoff.failures_after_run(3, at(0), at(1)), 3);
+    assert_eq!(backoff.failures_after_run(3, at(0), at(10)), 0);
+}
+
 fn crashed(desired: &Desired, code: i64, finished: u64, failures: u32) -> Observed {
     let mut observed = converged(desired);
     let c = &mut observed.containers[0];
