@@ -383,6 +383,41 @@ impl DnsTable {
         Lookup::Local(addrs)
     }
 
+    /// [`DnsTable::lookup`] for a query from `client` that came to
+    /// `network`'s listener: a client on several networks asks only the
+    /// server of one (its first), and gets the names of every network it is
+    /// on, as with Docker's embedded DNS. `network`'s own names come first.
+    pub fn lookup_for(&self, network: &str, client: IpAddr, name: &str) -> Lookup {
+        let found = self.lookup(network, name);
+        if found != Lookup::NotLocal {
+            return found;
+        }
+        let others: Vec<String> = {
+            let networks = self.networks.read().unwrap_or_else(PoisonError::into_inner);
+            let client = client.to_canonical();
+            let Some(key) = networks.get(&normalize(network)).and_then(|net| {
+                net.registrations
+                    .iter()
+                    .find(|(_, r)| r.addrs.contains(&client))
+                    .map(|(key, _)| key.clone())
+            }) else {
+                return Lookup::NotLocal;
+            };
+            networks
+                .iter()
+                .filter(|(n, net)| {
+                    **n != normalize(network) && net.registrations.contains_key(&key)
+                })
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        others
+            .iter()
+            .map(|n| self.lookup(n, name))
+            .find(|l| *l != Lookup::NotLocal)
+            .unwrap_or(Lookup::NotLocal)
+    }
+
     /// The name a registered address answers to for PTR queries on
     /// `network`: `NAME.NETWORK`, as Docker answers.
     pub fn reverse(&self, network: &str, addr: IpAddr) -> Option<String> {
@@ -643,7 +678,11 @@ impl NetworkHandler {
             return Answer::Failure(ResponseCode::FormErr);
         };
         if query.query_class() == DNSClass::IN
-            && let Some(records) = self.local(query.original().name(), query.query_type())
+            && let Some(records) = self.local(
+                request.src().ip(),
+                query.original().name(),
+                query.query_type(),
+            )
         {
             return Answer::Records(records);
         }
@@ -654,7 +693,7 @@ impl NetworkHandler {
     }
 
     /// The local answer, if the name is local.
-    fn local(&self, name: &Name, qtype: RecordType) -> Option<Vec<Record>> {
+    fn local(&self, client: IpAddr, name: &Name, qtype: RecordType) -> Option<Vec<Record>> {
         let table = &self.shared.table;
         if qtype == RecordType::PTR {
             let net = name.parse_arpa_name().ok()?;
@@ -669,7 +708,7 @@ impl NetworkHandler {
                 RData::PTR(PTR(target)),
             )]);
         }
-        let Lookup::Local(addrs) = table.lookup(&self.network, &name.to_ascii()) else {
+        let Lookup::Local(addrs) = table.lookup_for(&self.network, client, &name.to_ascii()) else {
             return None;
         };
         let record = |data| Record::from_rdata(name.clone(), LOCAL_TTL, data);
@@ -950,6 +989,17 @@ mod tests {
         assert_eq!(local(&table, "front", "web"), [ip("10.1.0.2")]);
         assert_eq!(local(&table, "back", "web"), [ip("10.2.0.3")]);
         assert_eq!(table.lookup("front", "db"), Lookup::NotLocal);
+        // c1 is on both networks: asking front's server, it gets back's
+        // names too; a container on front only does not.
+        assert_eq!(
+            table.lookup_for("front", ip("10.1.0.2"), "db"),
+            Lookup::Local(vec![ip("10.2.0.2")])
+        );
+        table.register("front", "c3", &names(&["other"]), &[ip("10.1.0.9")]);
+        assert_eq!(
+            table.lookup_for("front", ip("10.1.0.9"), "db"),
+            Lookup::NotLocal
+        );
         assert_eq!(table.lookup("front", "www"), Lookup::NotLocal);
         assert_eq!(table.lookup("other", "web"), Lookup::NotLocal);
         table.remove_network("back");

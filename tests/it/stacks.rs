@@ -616,20 +616,21 @@ fn a_crash_looping_service_backs_off_and_gives_up_at_its_start_limit() {
     }
     let starts = event_times(&host, &["container=crash-loop-1", "event=start"]);
     assert_eq!(starts.len(), 4, "start limit 4: {starts:?}");
-    // Each wait is the last one times the factor: the gaps between starts
-    // grow, and none is shorter than its delay (300 ms, 900 ms, 2.7 s).
+    // Each wait is the last one times the factor: no gap between starts is
+    // shorter than its delay (300 ms, 900 ms, 2.7 s). (A gap may be longer
+    // than the next on a busy machine: only the lower bounds are the
+    // backoff's.)
     let gaps: Vec<i128> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     for (gap, delay_ms) in gaps.iter().zip([300, 900, 2700]) {
         assert!(*gap >= delay_ms * 1_000_000, "gaps {gaps:?}");
     }
-    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "gaps {gaps:?}");
-    // Given up: reported, and an apply starts it no more.
+    // Given up: reported, and the loop plans nothing more for it (an
+    // explicit `stack up` tries again, as Compose's starts what is stopped).
     eventually(Duration::from_secs(30), "status says it failed", || {
         host.ok(&["status", "crash"])
             .contains("failed:      crash-loop-1")
     });
     assert!(host.ok(&["ls"]).contains("failed"));
-    host.ok(&["apply"]);
     assert!(host.ok(&["plan"]).contains("up to date"));
     let ps = &containers(&host)["crash-loop-1"].1;
     assert!(ps.starts_with("Exited (3)"), "{ps}");
