@@ -1050,6 +1050,29 @@ impl<'a> Planner<'a> {
         self.removal_of(id).is_some()
     }
 
+    /// Starts existing container `c` of `name` after its gates (and the
+    /// image step); `why` is the step's reason.
+    fn start_existing(
+        &mut self,
+        name: &'a str,
+        service: &'a DesiredService,
+        c: &ObservedContainer,
+        image_step: Option<usize>,
+        why: &str,
+    ) {
+        let mut after = self.gates(name, service);
+        after.extend(image_step);
+        let start = self.plan.push(
+            Action::Start {
+                service: name.to_string(),
+                target: Target::Existing(c.id.clone()),
+            },
+            after,
+            format!("start {}: {why}", c.name),
+        );
+        self.started.entry(name).or_default().push(start);
+    }
+
     /// The steps a start of `service` waits for: its dependencies' awaits,
     /// its networks and volumes.
     fn gates(&mut self, name: &'a str, service: &'a DesiredService) -> Vec<usize> {
@@ -1323,17 +1346,7 @@ impl<'a> Planner<'a> {
             );
         }
         if self.options.start_stopped && matches!(c.state, State::Created | State::Exited { .. }) {
-            let mut after = self.gates(name, service);
-            after.extend(image_step);
-            let start = self.plan.push(
-                Action::Start {
-                    service: name.to_string(),
-                    target: Target::Existing(c.id.clone()),
-                },
-                after,
-                format!("start {}: stack up", c.name),
-            );
-            self.started.entry(name).or_default().push(start);
+            self.start_existing(name, service, c, image_step, "stack up");
             return;
         }
         if c.given_up || c.held {
@@ -1341,17 +1354,7 @@ impl<'a> Planner<'a> {
         }
         match c.state {
             State::Created => {
-                let mut after = self.gates(name, service);
-                after.extend(image_step);
-                let start = self.plan.push(
-                    Action::Start {
-                        service: name.to_string(),
-                        target: Target::Existing(c.id.clone()),
-                    },
-                    after,
-                    format!("start {}: created, not running", c.name),
-                );
-                self.started.entry(name).or_default().push(start);
+                self.start_existing(name, service, c, image_step, "created, not running");
             }
             State::Paused => {}
             State::Running { started } => self.running(name, service, c, started),
