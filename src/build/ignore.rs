@@ -71,10 +71,7 @@ impl Pattern {
             Kind::Prefix => path.starts_with(&self.text[..self.text.len() - 2]),
             Kind::Suffix => {
                 let suffix = &self.text[2..];
-                path.ends_with(suffix)
-                    || suffix
-                        .strip_prefix('/')
-                        .is_some_and(|s| path == s)
+                path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|s| path == s)
             }
             Kind::Regex(re) => re.is_match(path),
         }
@@ -412,4 +409,164 @@ pub fn ignore_file_for(context: &Path, dockerfile: &Path) -> Option<PathBuf> {
     }
     let shared = context.join(".dockerignore");
     shared.is_file().then_some(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> Vec<Vec<String>> {
+        let path = format!(
+            "{}/tests/fixtures/dockerignore/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    #[test]
+    fn patternmatcher_single_pattern_table() {
+        let mut failures = Vec::new();
+        for row in table("matches.tsv") {
+            let m = Matcher::new([row[0].as_str()]).unwrap();
+            let want = row[2] != "fail";
+            if m.matches(&row[1]) != want {
+                failures.push(format!("{:?} on {:?}: want {want}", row[0], row[1]));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn patternmatcher_multi_pattern_table() {
+        for row in table("multi.tsv") {
+            let m = Matcher::new(row[0].split(' ')).unwrap();
+            assert_eq!(m.matches(&row[1]), row[2] != "fail", "{row:?}");
+        }
+    }
+
+    #[test]
+    fn go_filepath_match_table() {
+        for row in table("filepath-match.tsv") {
+            match (Matcher::new([row[0].as_str()]), row[2].as_str()) {
+                (Err(IgnoreError::BadPattern { .. }), "error") => {}
+                (Ok(m), want @ ("true" | "false")) => {
+                    assert_eq!(m.matches(&row[1]), want == "true", "{row:?}");
+                }
+                (got, _) => panic!("{row:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn file_text_is_read_as_docker_reads_it() {
+        let text = "\u{feff}# comment\n\n  node_modules  \n/build/\n./dist/../out\n!  out/keep.txt\n #not a comment\nDockerfile\n";
+        let m = Matcher::from_file_text(text).unwrap();
+        let pats: Vec<(bool, &str)> = m
+            .patterns()
+            .iter()
+            .map(|p| (p.exception, p.text.as_str()))
+            .collect();
+        assert_eq!(
+            pats,
+            vec![
+                (false, "node_modules"),
+                (false, "build"),
+                (false, "out"),
+                (true, "out/keep.txt"),
+                (false, "#not a comment"),
+                (false, "Dockerfile"),
+            ]
+        );
+        assert!(m.matches("node_modules/x/y.js"));
+        assert!(m.matches("build"));
+        assert!(m.matches("out/other"));
+        assert!(!m.matches("out/keep.txt"));
+        assert!(m.matches("Dockerfile"));
+        assert!(!m.matches("src/Dockerfile"));
+        assert!(!m.matches("."));
+        assert!(!m.matches("src/main.rs"));
+        assert_eq!(
+            Matcher::from_file_text("a\n!\n").unwrap_err(),
+            IgnoreError::LoneExclamation
+        );
+        assert!(matches!(
+            Matcher::from_file_text("[a").unwrap_err(),
+            IgnoreError::BadPattern { .. }
+        ));
+    }
+
+    #[test]
+    fn walker_descends_only_where_an_exception_can_reach() {
+        let m = Matcher::from_file_text("docs\n!docs/api/*.md\nvendor\n!**/LICENSE\n").unwrap();
+        assert!(m.matches("docs"));
+        assert!(m.may_include_below("docs"));
+        assert!(m.may_include_below("docs/api"));
+        assert!(!m.matches("docs/api/x.md"));
+        // `**` can reach anything.
+        assert!(m.may_include_below("vendor"));
+        assert!(!m.matches("vendor/x/LICENSE"));
+
+        let m = Matcher::from_file_text("docs\n!docs/api/*.md\nvendor\n").unwrap();
+        assert!(!m.may_include_below("vendor"));
+        assert!(!m.may_include_below("docs/other"));
+        assert!(m.may_include_below("docs"));
+        let m = Matcher::from_file_text("*\n!src\n").unwrap();
+        assert!(!m.may_include_below("target"));
+        assert!(!m.matches("src/lib.rs"));
+    }
+
+    #[test]
+    fn per_dockerfile_ignore_file_takes_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path();
+        std::fs::create_dir(ctx.join("sub")).unwrap();
+        assert_eq!(ignore_file_for(ctx, Path::new("sub/app.Dockerfile")), None);
+        std::fs::write(ctx.join(".dockerignore"), "x\n").unwrap();
+        assert_eq!(
+            ignore_file_for(ctx, Path::new("sub/app.Dockerfile")),
+            Some(ctx.join(".dockerignore"))
+        );
+        std::fs::write(ctx.join("sub/app.Dockerfile.dockerignore"), "y\n").unwrap();
+        assert_eq!(
+            ignore_file_for(ctx, Path::new("sub/app.Dockerfile")),
+            Some(ctx.join("sub/app.Dockerfile.dockerignore"))
+        );
+        assert_eq!(
+            ignore_file_for(ctx, &ctx.join("Dockerfile")),
+            Some(ctx.join(".dockerignore"))
+        );
+    }
+
+    #[test]
+    fn go_clean_matches_go() {
+        for (input, want) in [
+            ("", "."),
+            ("a/b/", "a/b"),
+            ("./a//b/./c", "a/b/c"),
+            ("a/../..", ".."),
+            ("/../a", "/a"),
+            ("/", "/"),
+            ("!a/../b", "b"),
+        ] {
+            if let Some(rest) = input.strip_prefix('!') {
+                assert_eq!(go_clean(rest), want);
+            } else {
+                assert_eq!(go_clean(input), want, "{input}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matching_never_panics(text in "[a-z*?\\[\\]\\\\!/.^-]{0,12}(\n[a-z*?\\[\\]!/.-]{0,8}){0,3}", path in "[a-z/.]{0,12}") {
+            if let Ok(m) = Matcher::from_file_text(&text) {
+                let _ = m.matches(&path);
+                let _ = m.may_include_below(&path);
+            }
+        }
+    }
 }

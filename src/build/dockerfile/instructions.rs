@@ -166,7 +166,9 @@ impl Healthcheck {
             Self::Check {
                 test: CommandLine::Exec(args),
                 ..
-            } => std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect(),
+            } => std::iter::once("CMD".to_string())
+                .chain(args.iter().cloned())
+                .collect(),
             Self::Check {
                 test: CommandLine::Shell(cmd),
                 ..
@@ -451,10 +453,14 @@ pub(crate) fn instruction_from_node(node: &Node) -> Result<Instruction> {
             let mut pairs = Vec::new();
             for triple in args.chunks(3) {
                 let [key, value, _] = triple else {
-                    return Err(InstructionError::new(format!("{upper} requires at least one argument")));
+                    return Err(InstructionError::new(format!(
+                        "{upper} requires at least one argument"
+                    )));
                 };
                 if key.is_empty() {
-                    return Err(InstructionError::new(format!("{upper} names can not be blank")));
+                    return Err(InstructionError::new(format!(
+                        "{upper} names can not be blank"
+                    )));
                 }
                 pairs.push(KeyValue {
                     key: key.clone(),
@@ -581,7 +587,9 @@ pub(crate) fn instruction_from_node(node: &Node) -> Result<Instruction> {
         "onbuild" => {
             no_flags()?;
             let Some(inner) = &node.inner else {
-                return Err(InstructionError::new("ONBUILD requires at least one argument"));
+                return Err(InstructionError::new(
+                    "ONBUILD requires at least one argument",
+                ));
             };
             match inner.keyword.as_str() {
                 "onbuild" => {
@@ -626,7 +634,8 @@ fn onbuild_text(original: &str) -> String {
 fn is_valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 fn sources_and_dest(node: &Node, upper: &str) -> Result<(Vec<Source>, String)> {
@@ -639,10 +648,11 @@ fn sources_and_dest(node: &Node, upper: &str) -> Result<(Vec<Source>, String)> {
     let sources = sources
         .iter()
         .map(|s| {
-            if !node.json && parse_heredoc(s).is_some() {
-                if let Some(doc) = heredocs.next() {
-                    return Source::Inline(doc.clone());
-                }
+            if !node.json
+                && parse_heredoc(s).is_some()
+                && let Some(doc) = heredocs.next()
+            {
+                return Source::Inline(doc.clone());
             }
             Source::Path(s.clone())
         })
@@ -681,19 +691,21 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
         )));
     }
     if rest.is_empty() || (!node.json && rest.join(" ").is_empty()) {
-        return Err(InstructionError::new("missing command after HEALTHCHECK CMD"));
+        return Err(InstructionError::new(
+            "missing command after HEALTHCHECK CMD",
+        ));
     }
     let duration = |name: &str| -> Result<Option<Duration>> {
         let Some(text) = flags.string(name).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        let d = parse_go_duration(&text)
-            .map_err(|e| InstructionError::at(e, format!("--{name}")))?;
+        let (negative, d) =
+            parse_go_duration(&text).map_err(|e| InstructionError::at(e, format!("--{name}")))?;
         if d.is_zero() {
             return Ok(Some(d));
         }
-        // Docker's minimum (container.MinimumDuration).
-        if d < Duration::from_millis(1) {
+        // Docker's minimum (container.MinimumDuration); negative is less.
+        if negative || d < Duration::from_millis(1) {
             return Err(InstructionError::at(
                 format!("Interval {} cannot be less than 1ms", go_quote(name)),
                 format!("--{name}"),
@@ -706,7 +718,10 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
         Some(text) => {
             let n: i64 = text.parse().map_err(|_| {
                 InstructionError::at(
-                    format!("strconv.ParseInt: parsing {}: invalid syntax", go_quote(&text)),
+                    format!(
+                        "strconv.ParseInt: parsing {}: invalid syntax",
+                        go_quote(&text)
+                    ),
                     "--retries",
                 )
             })?;
@@ -718,7 +733,10 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
             }
             Some(u32::try_from(n).map_err(|_| {
                 InstructionError::at(
-                    format!("strconv.ParseInt: parsing {}: value out of range", go_quote(&text)),
+                    format!(
+                        "strconv.ParseInt: parsing {}: value out of range",
+                        go_quote(&text)
+                    ),
                     "--retries",
                 )
             })?)
@@ -734,18 +752,23 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
     })
 }
 
-/// Go's `time.ParseDuration` for non-negative values (`1m30s`, `1.5s`,
-/// `200ms`, `0`).
-pub fn parse_go_duration(text: &str) -> std::result::Result<Duration, String> {
+/// Go's `time.ParseDuration` (`1m30s`, `1.5s`, `200ms`, `0`, `-2s`): whether
+/// the duration is negative, and its magnitude.
+fn parse_go_duration(text: &str) -> std::result::Result<(bool, Duration), String> {
     let invalid = || format!("time: invalid duration {}", go_quote(text));
-    let s = text.strip_prefix('+').unwrap_or(text);
-    if s.starts_with('-') {
-        return if s[1..].chars().all(|c| c == '0' || c == '.') && s.len() > 1 {
-            Ok(Duration::ZERO)
-        } else {
-            Err(format!("{} cannot be negative", go_quote(text)))
-        };
-    }
+    let (negative, s) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let magnitude = parse_unsigned_duration(s, text, &invalid)?;
+    Ok((negative, magnitude))
+}
+
+fn parse_unsigned_duration(
+    s: &str,
+    text: &str,
+    invalid: &dyn Fn() -> String,
+) -> std::result::Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
@@ -880,7 +903,11 @@ impl Instruction {
                 keep_git_dir: a.keep_git_dir,
                 link: a.link,
             }),
-            Self::Volume(vs) => Self::Volume(vs.iter().map(|v| word(v)).collect::<std::result::Result<_, _>>()?),
+            Self::Volume(vs) => Self::Volume(
+                vs.iter()
+                    .map(|v| word(v))
+                    .collect::<std::result::Result<_, _>>()?,
+            ),
             Self::User(u) => Self::User(word(u)?),
             Self::Workdir(w) => Self::Workdir(word(w)?),
             Self::StopSignal(s) => Self::StopSignal(word(s)?),
@@ -936,7 +963,11 @@ fn go_list(items: &[String]) -> String {
 fn fmt_command(f: &mut fmt::Formatter<'_>, cmd: &CommandLine) -> fmt::Result {
     match cmd {
         CommandLine::Exec(args) => write!(f, "{}", go_list(args)),
-        CommandLine::Shell(s) => write!(f, "{}", go_list(&["/bin/sh".into(), "-c".into(), s.clone()])),
+        CommandLine::Shell(s) => write!(
+            f,
+            "{}",
+            go_list(&["/bin/sh".into(), "-c".into(), s.clone()])
+        ),
     }
 }
 
@@ -1009,7 +1040,11 @@ impl Lexer {
     /// Expands a heredoc body for COPY/ADD (when [`Heredoc::expand`]):
     /// variables are replaced and escapes processed, quotes are kept as
     /// written, as in a shell heredoc.
-    pub fn expand_heredoc(&self, content: &str, env: &Env) -> std::result::Result<String, ShellError> {
+    pub fn expand_heredoc(
+        &self,
+        content: &str,
+        env: &Env,
+    ) -> std::result::Result<String, ShellError> {
         let mut lex = *self;
         lex.raw_quotes = true;
         lex.process_word(content, env)

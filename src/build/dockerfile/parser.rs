@@ -151,7 +151,10 @@ pub fn go_quote(s: &str) -> String {
 
 /// Go's `unicode.IsSpace` for the characters Dockerfiles meet.
 fn is_space(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}') || c.is_whitespace()
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
+    ) || c.is_whitespace()
 }
 
 /// buildkit's `reWhitespace`: `[\t\v\f\r ]+`.
@@ -268,7 +271,9 @@ fn split_lines(source: &str) -> Vec<Line<'_>> {
     let mut lines = Vec::new();
     let mut start = 0;
     while start < source.len() {
-        let end = source[start..].find('\n').map_or(source.len(), |i| start + i + 1);
+        let end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i + 1);
         let mut raw = &source[start..end];
         let mut at = start;
         if start == 0 {
@@ -294,7 +299,11 @@ fn is_comment(text: &str) -> bool {
 
 /// `processLine`: strips the line ending, leading blanks (first line of an
 /// instruction only) and a whole-line comment, and watches for directives.
-fn process_line<'a>(d: &mut Directives, text: &'a str, strip_left: bool) -> Result<&'a str, String> {
+fn process_line<'a>(
+    d: &mut Directives,
+    text: &'a str,
+    strip_left: bool,
+) -> Result<&'a str, String> {
     let token = if strip_left {
         text.trim_start_matches(is_space)
     } else {
@@ -462,7 +471,9 @@ fn heredocs_from_line(line: &str) -> Vec<Heredoc> {
 
 /// A heredoc opener (`^(\d*)<<(-?)([^<]*)$`), or `None` when `word` is not one.
 pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
-    let digits = word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len());
+    let digits = word
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(word.len());
     let rest = word[digits..].strip_prefix("<<")?;
     let (chomp, rest) = match rest.strip_prefix('-') {
         Some(r) => (true, r),
@@ -769,7 +780,8 @@ enum JsonOutcome {
     NotJson,
 }
 
-const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
+const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
 
 fn parse_json(rest: &str) -> Result<JsonOutcome, String> {
     let rest = rest.trim_start_matches(is_space);
@@ -821,4 +833,66 @@ fn parse_health(rest: &str) -> Result<(Vec<String>, bool), String> {
     let mut args = vec![rest[..sep].to_string()];
     args.append(&mut cmd);
     Ok((args, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfile-parser")
+    }
+
+    #[test]
+    fn buildkit_corpus_parses_to_the_expected_trees() {
+        let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join("testfiles"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs.len(), 33);
+        let mut failures = Vec::new();
+        for dir in &dirs {
+            let source = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+            let expected = std::fs::read_to_string(dir.join("result")).unwrap();
+            match parse_tree(&source) {
+                Ok(tree) if tree.dump() == expected => {}
+                Ok(tree) => failures.push(format!(
+                    "{}:\n--- expected\n{expected}--- got\n{}",
+                    dir.display(),
+                    tree.dump()
+                )),
+                Err(e) => failures.push(format!("{}: {e:?}", dir.display())),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn buildkit_negative_cases_are_rejected_with_a_message() {
+        let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join("testfiles-negative"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs.len(), 4);
+        for dir in &dirs {
+            let source = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+            let err = parse_tree(&source).expect_err(&dir.display().to_string());
+            assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn line_numbers_match_buildkit() {
+        let source = std::fs::read_to_string(fixtures().join("testfile-line/Dockerfile")).unwrap();
+        let tree = parse_tree(&source).unwrap();
+        let lines: Vec<(usize, usize)> = tree
+            .nodes
+            .iter()
+            .map(|n| (n.start_line, n.end_line))
+            .collect();
+        assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
+    }
 }

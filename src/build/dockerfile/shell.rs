@@ -202,7 +202,11 @@ impl ShellWord<'_> {
 
     /// Processes up to the end of the word or `stop` (consumed); a missing
     /// `stop` is an error.
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Step<(String, Vec<String>)> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Step<(String, Vec<String>)> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let result = self.process_stop_on_inner(stop);
@@ -390,16 +394,28 @@ impl ShellWord<'_> {
                 }
                 let unset = value.is_none() || (null_is_unset && value == Some(""));
                 match op {
-                    Some('-') => Ok(if unset { word } else { value.unwrap_or_default().to_string() }),
+                    Some('-') => Ok(if unset {
+                        word
+                    } else {
+                        value.unwrap_or_default().to_string()
+                    }),
                     Some('+') => Ok(if unset { String::new() } else { word }),
                     Some('?') => match value {
                         None => Err(format!(
                             "{name}: {}",
-                            if word.is_empty() { "is not allowed to be unset" } else { &word }
+                            if word.is_empty() {
+                                "is not allowed to be unset"
+                            } else {
+                                &word
+                            }
                         )),
                         Some("") if null_is_unset => Err(format!(
                             "{name}: {}",
-                            if word.is_empty() { "is not allowed to be empty" } else { &word }
+                            if word.is_empty() {
+                                "is not allowed to be empty"
+                            } else {
+                                &word
+                            }
                         )),
                         Some(v) => Ok(v.to_string()),
                     },
@@ -448,13 +464,14 @@ impl ShellWord<'_> {
                     }
                     return Ok(String::new());
                 };
-                let re = shell_pattern_regex(&pattern, true, false).map_err(|e| {
-                    format!("invalid pattern ({pattern}) in substitution: {e}")
-                })?;
+                let re = shell_pattern_regex(&pattern, true, false)
+                    .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
                 Ok(if replace_all {
-                    re.replace_all(value, regex::NoExpand(&replacement)).into_owned()
+                    re.replace_all(value, regex::NoExpand(&replacement))
+                        .into_owned()
                 } else {
-                    re.replace(value, regex::NoExpand(&replacement)).into_owned()
+                    re.replace(value, regex::NoExpand(&replacement))
+                        .into_owned()
                 })
             }
             _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
@@ -490,7 +507,11 @@ impl ShellWord<'_> {
 
 /// A shell wildcard pattern (`*`, `?`, `\` escapes; no bracket expressions)
 /// as a regular expression, as buildkit's `convertShellPatternToRegex`.
-fn shell_pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex, String> {
+fn shell_pattern_regex(
+    pattern: &str,
+    greedy: bool,
+    anchored: bool,
+) -> Result<regex::Regex, String> {
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -545,7 +566,11 @@ fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
 fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
     // A regex cannot find the shortest rightmost match, so reverse both the
     // pattern (keeping escapes in front of what they escape) and the value.
-    let reversed = trim_prefix(&reverse_pattern(pattern), &value.chars().rev().collect::<String>(), greedy)?;
+    let reversed = trim_prefix(
+        &reverse_pattern(pattern),
+        &value.chars().rev().collect::<String>(),
+        greedy,
+    )?;
     Ok(reversed.chars().rev().collect())
 }
 
@@ -564,4 +589,126 @@ fn reverse_pattern(pattern: &str) -> String {
     }
     pieces.reverse();
     pieces.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env::from_key_values(["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="])
+    }
+
+    #[test]
+    fn docker_env_var_table_expands_as_docker_does() {
+        let table = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dockerfile-shell/envVarTest"
+        ))
+        .unwrap();
+        let lex = Lexer::new('\\');
+        let mut failures = Vec::new();
+        let mut cases = 0;
+        for line in table.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.trim().split('|').collect();
+            if !matches!(fields[0].trim(), "A" | "U") {
+                continue;
+            }
+            cases += 1;
+            let input = fields[1].trim();
+            let expected = fields[2].trim();
+            match (lex.process_word(input, &env()), expected) {
+                (Err(_), "error") => {}
+                (Ok(got), want) if got == want => {}
+                (got, want) => failures.push(format!("{input:?}: want {want:?}, got {got:?}")),
+            }
+        }
+        assert!(cases > 130);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn process_words_splits_on_unquoted_and_expanded_whitespace() {
+        let lex = Lexer::new('\\');
+        let mut env = Env::new();
+        env.set("hi", "hi");
+        env.set("space", "abc  def");
+        env.set("leading", "  ab c");
+        env.set("empty", "");
+        let cases: &[(&str, &[&str])] = &[
+            ("hello", &["hello"]),
+            ("hello${hi}bye", &["hellohibye"]),
+            ("hello${space}bye", &["helloabc", "defbye"]),
+            ("hello\"${space}\"bye", &["helloabc  defbye"]),
+            ("hello \"${space}\"bye", &["hello", "abc  defbye"]),
+            ("hello${leading}def", &["hello", "ab", "cdef"]),
+            ("hello\"${leading}\" def", &["hello  ab c", "def"]),
+            ("hello${leading}", &["hello", "ab", "c"]),
+            ("hello${empty}bye", &["hellobye"]),
+            ("a\\ b c", &["a b", "c"]),
+            ("'a b' \"\" c", &["a b", "c"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(lex.process_words(input, &env).unwrap(), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn modifiers_follow_buildkit() {
+        let lex = Lexer::new('\\');
+        let env = Env::from_key_values(["X=", "P=/usr/local/bin/app.tar.gz", "S=a-b-a-b"]);
+        let ok = |w: &str| lex.process_word(w, &env).unwrap();
+        // `:-` and `:+` treat an empty value as unset; `-` and `+` do not.
+        assert_eq!(ok("${X:-d}"), "d");
+        assert_eq!(ok("${X-d}"), "");
+        assert_eq!(ok("${U-d}"), "d");
+        assert_eq!(ok("${X:+a}"), "");
+        assert_eq!(ok("${X+a}"), "a");
+        assert_eq!(ok("${U+a}"), "");
+        assert_eq!(ok("${P:?}"), "/usr/local/bin/app.tar.gz");
+        assert_eq!(
+            lex.process_word("${U:?must be set}", &env)
+                .unwrap_err()
+                .reason,
+            "U: must be set"
+        );
+        assert_eq!(
+            lex.process_word("${U?}", &env).unwrap_err().reason,
+            "U: is not allowed to be unset"
+        );
+        assert_eq!(
+            lex.process_word("${X:?}", &env).unwrap_err().reason,
+            "X: is not allowed to be empty"
+        );
+        assert_eq!(ok("${X?}"), "");
+        assert_eq!(ok("${P#*/}"), "usr/local/bin/app.tar.gz");
+        assert_eq!(ok("${P##*/}"), "app.tar.gz");
+        assert_eq!(ok("${P%.*}"), "/usr/local/bin/app.tar");
+        assert_eq!(ok("${P%%.*}"), "/usr/local/bin/app");
+        assert_eq!(ok("${S/a/x}"), "x-b-a-b");
+        assert_eq!(ok("${S//a/x}"), "x-b-x-b");
+        assert_eq!(ok("${S/?-/}"), "b-a-b");
+        assert_eq!(ok("$$"), "");
+    }
+
+    #[test]
+    fn backtick_is_the_escape_when_the_file_says_so() {
+        let lex = Lexer::new('`');
+        let env = Env::from_key_values(["A=1"]);
+        assert_eq!(lex.process_word("c:\\dir`$A", &env).unwrap(), "c:\\dir$A");
+        assert_eq!(lex.process_word("\"`\"$A\"", &env).unwrap(), "\"1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn expansion_never_panics(word in ".{0,40}", escape in proptest::sample::select(vec!['\\', '`'])) {
+            let lex = Lexer::new(escape);
+            let env = Env::from_key_values(["A=x y", "B="]);
+            let _ = lex.process_word(&word, &env);
+            let _ = lex.process_words(&word, &env);
+        }
+    }
 }
