@@ -397,15 +397,15 @@ pub(crate) fn instruction_from_node(node: &Node) -> Result<Instruction> {
             let flags = Flags::parse(&node.flags, &[("platform", FlagKind::String)])?;
             let (base, name) = match args.as_slice() {
                 [base] => (base.clone(), None),
-                [base, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    let name = name.to_lowercase();
+                [base, as_, written] if as_.eq_ignore_ascii_case("as") => {
+                    let name = written.to_lowercase();
                     if !is_valid_stage_name(&name) {
                         return Err(InstructionError::at(
                             format!(
                                 "invalid name for build stage: {}, name can't start with a number or contain symbols",
-                                go_quote(&name)
+                                go_quote(written)
                             ),
-                            name,
+                            written.clone(),
                         ));
                     }
                     (base.clone(), Some(name))
@@ -608,10 +608,15 @@ pub(crate) fn instruction_from_node(node: &Node) -> Result<Instruction> {
             let mut inner_node = (**inner).clone();
             inner_node.heredocs = node.heredocs.clone();
             let instruction = instruction_from_node(&inner_node)?;
-            Instruction::OnBuild(Box::new(OnBuild {
-                instruction,
-                text: onbuild_text(&node.original),
-            }))
+            // The trigger carries its heredoc bodies and terminators, so a
+            // later build can parse it again (buildkit's parseOnBuild).
+            let mut text = onbuild_text(&node.original);
+            for doc in &node.heredocs {
+                text.push('\n');
+                text.push_str(&doc.content);
+                text.push_str(&doc.name);
+            }
+            Instruction::OnBuild(Box::new(OnBuild { instruction, text }))
         }
         _ => {
             return Err(InstructionError::at(
@@ -644,13 +649,18 @@ fn sources_and_dest(node: &Node, upper: &str) -> Result<(Vec<Source>, String)> {
             "{upper} requires at least two arguments, but only one was provided. Destination could not be determined"
         )));
     };
-    let mut heredocs = node.heredocs.iter();
+    if !node.json && parse_heredoc(dest).is_some() {
+        return Err(InstructionError::new(format!(
+            "{upper} cannot accept a heredoc as a destination"
+        )));
+    }
     let sources = sources
         .iter()
         .map(|s| {
+            // A heredoc source is looked up by its name, as buildkit does.
             if !node.json
-                && parse_heredoc(s).is_some()
-                && let Some(doc) = heredocs.next()
+                && let Some(opener) = parse_heredoc(s)
+                && let Some(doc) = node.heredocs.iter().find(|d| d.name == opener.name)
             {
                 return Source::Inline(doc.clone());
             }
@@ -686,13 +696,13 @@ fn healthcheck(node: &Node) -> Result<Healthcheck> {
     )?;
     if kind != "CMD" {
         return Err(InstructionError::new(format!(
-            "unknown type {} in HEALTHCHECK (try CMD)",
+            "Unknown type {} in HEALTHCHECK (try CMD)",
             go_quote(&kind)
         )));
     }
     if rest.is_empty() || (!node.json && rest.join(" ").is_empty()) {
         return Err(InstructionError::new(
-            "missing command after HEALTHCHECK CMD",
+            "Missing command after HEALTHCHECK CMD",
         ));
     }
     let duration = |name: &str| -> Result<Option<Duration>> {

@@ -338,8 +338,8 @@ mod tests {
             "duplicate stage name \"x\""
         );
         assert_eq!(
-            err("FROM a AS 1x\n").message,
-            "invalid name for build stage: \"1x\", name can't start with a number or contain symbols"
+            err("FROM a AS 1X\n").message,
+            "invalid name for build stage: \"1X\", name can't start with a number or contain symbols"
         );
         assert_eq!(
             err("FROM a b\n").message,
@@ -403,6 +403,11 @@ mod tests {
             err("FROM a\nONBUILD MAINTAINER me\n").message,
             "MAINTAINER isn't allowed as an ONBUILD trigger"
         );
+        let chained = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(100_000));
+        assert_eq!(
+            err(&chained).message,
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        );
         assert_eq!(
             err("FROM a\nONBUILD\n").message,
             "ONBUILD requires at least one argument"
@@ -449,12 +454,16 @@ mod tests {
             "Interval \"interval\" cannot be less than 1ms"
         );
         assert_eq!(
+            err("FROM a\nHEALTHCHECK --timeout=-2s CMD x\n").message,
+            "Interval \"timeout\" cannot be less than 1ms"
+        );
+        assert_eq!(
             err("FROM a\nHEALTHCHECK --retries=-1 CMD x\n").message,
             "--retries cannot be negative (-1)"
         );
         assert_eq!(
             err("FROM a\nHEALTHCHECK CONNECT x\n").message,
-            "unknown type \"CONNECT\" in HEALTHCHECK (try CMD)"
+            "Unknown type \"CONNECT\" in HEALTHCHECK (try CMD)"
         );
         assert_eq!(
             err("FROM a\nHEALTHCHECK NONE x\n").message,
@@ -466,7 +475,7 @@ mod tests {
         );
         assert_eq!(
             err("FROM a\nHEALTHCHECK CMD\n").message,
-            "missing command after HEALTHCHECK CMD"
+            "Missing command after HEALTHCHECK CMD"
         );
     }
 
@@ -512,6 +521,19 @@ mod tests {
             steps[4].instruction,
             Instruction::Cmd(CommandLine::Shell("x".into()))
         );
+        assert_eq!(
+            err("FROM a\nCOPY a <<EOF\nx\nEOF\n").message,
+            "COPY cannot accept a heredoc as a destination"
+        );
+        let df = parse("FROM a\nONBUILD COPY <<F /f\nbody\nF\n", "Dockerfile").unwrap();
+        let Instruction::OnBuild(ob) = &df.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(ob.text, "COPY <<F /f\nbody\nF");
+        let Instruction::Copy(copy) = &ob.instruction else {
+            panic!()
+        };
+        assert!(matches!(&copy.sources[..], [Source::Inline(d)] if d.content == "body\n"));
         assert_eq!(
             err("FROM a\nRUN <<EOF\nnever ends\n").message,
             "unterminated heredoc"
@@ -658,7 +680,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parsing_never_panics(source in "(?s).{0,200}") {
-            let _ = parse(&source, "Dockerfile");
+            if let Err(e) = parse(&source, "Dockerfile") {
+                proptest::prop_assert!(e.span().end <= source.len());
+            }
         }
 
         #[test]
@@ -669,7 +693,12 @@ mod tests {
             )
         ) {
             let source = lines.join("\n");
-            if let Ok(df) = parse(&source, "Dockerfile") {
+            let parsed = parse(&source, "Dockerfile");
+            if let Err(e) = &parsed {
+                proptest::prop_assert!(e.span().end <= source.len());
+                proptest::prop_assert!(source.is_char_boundary(e.span().start));
+            }
+            if let Ok(df) = parsed {
                 let lex = df.lexer();
                 for stage in &df.stages {
                     for step in &stage.steps {

@@ -379,7 +379,7 @@ pub fn parse_tree(source: &str) -> Result<Tree, RawError> {
                 .map_or(source.len(), |l| l.start + l.text.len());
             start..end
         };
-        let mut node = node_from_line(&line, &d).map_err(|message| RawError {
+        let mut node = node_from_line(&line, &d, false).map_err(|message| RawError {
             message,
             line: first + 1,
             span: node_span(i.saturating_sub(1)),
@@ -505,8 +505,8 @@ pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
 }
 
 /// `newNodeFromLine`: splits off the keyword and flags and parses the rest
-/// by the keyword's rules.
-fn node_from_line(line: &str, d: &Directives) -> Result<Node, String> {
+/// by the keyword's rules. `nested` is set for ONBUILD's instruction.
+fn node_from_line(line: &str, d: &Directives, nested: bool) -> Result<Node, String> {
     let trimmed = line.trim_matches(is_space);
     let mut parts = split_whitespace_n(trimmed, Some(2)).into_iter();
     let keyword = parts.next().unwrap_or_default().to_lowercase();
@@ -547,8 +547,13 @@ fn node_from_line(line: &str, d: &Directives) -> Result<Node, String> {
         }
         "healthcheck" => (node.args, node.json) = parse_health(&rest)?,
         "onbuild" => {
+            // Docker refuses chained triggers later anyway; refusing them
+            // here bounds the recursion on hostile input.
+            if nested {
+                return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string());
+            }
             if !rest.is_empty() {
-                node.inner = Some(Box::new(node_from_line(&rest, d)?));
+                node.inner = Some(Box::new(node_from_line(&rest, d, true)?));
             }
         }
         // Unknown keywords keep one empty argument, as buildkit's parseIgnore.

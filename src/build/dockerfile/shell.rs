@@ -124,6 +124,7 @@ impl Lexer {
             pos: 0,
             env,
             raw_escapes: self.raw_escapes,
+            depth: 0,
         };
         sw.process_stop_on(None, self.raw_escapes)
             .map_err(|reason| ShellError {
@@ -183,7 +184,13 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a Env,
     raw_escapes: bool,
+    /// How many `${…}` are open: bounded so hostile input cannot exhaust
+    /// the stack.
+    depth: usize,
 }
+
+/// The deepest `${…}` nesting accepted.
+const MAX_DEPTH: usize = 64;
 
 type Step<T> = Result<T, String>;
 
@@ -342,6 +349,16 @@ impl ShellWord<'_> {
     }
 
     fn process_dollar(&mut self) -> Step<String> {
+        if self.depth >= MAX_DEPTH {
+            return Err("syntax error: substitutions nested too deeply".to_string());
+        }
+        self.depth += 1;
+        let result = self.process_dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_inner(&mut self) -> Step<String> {
         self.next(); // the `$`
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -692,6 +709,15 @@ mod tests {
         assert_eq!(ok("${S//a/x}"), "x-b-x-b");
         assert_eq!(ok("${S/?-/}"), "b-a-b");
         assert_eq!(ok("$$"), "");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let lex = Lexer::new('\\');
+        let word = "${a:-".repeat(100_000);
+        assert!(lex.process_word(&word, &Env::new()).is_err());
+        let word = format!("{}x{}", "${a:-".repeat(10), "}".repeat(10));
+        assert_eq!(lex.process_word(&word, &Env::new()).unwrap(), "x");
     }
 
     #[test]
