@@ -466,10 +466,28 @@ fn heredocs_from_line(line: &str) -> Vec<Heredoc> {
     let Ok(words) = lex.process_words(line, &Env::new()) else {
         return Vec::new();
     };
-    words.iter().filter_map(|w| parse_heredoc(w)).collect()
+    let mut docs = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        // `<< EOF` and `<<- EOF`: the operator and the delimiter may be
+        // separate words.
+        let operator_only = words[i]
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .strip_prefix("<<")
+            .is_some_and(|rest| rest.is_empty() || rest == "-");
+        let doc = if operator_only && i + 1 < words.len() {
+            i += 1;
+            parse_heredoc(&format!("{} {}", words[i - 1], words[i]))
+        } else {
+            parse_heredoc(&words[i])
+        };
+        docs.extend(doc);
+        i += 1;
+    }
+    docs
 }
 
-/// A heredoc opener (`^(\d*)<<(-?)([^<]*)$`), or `None` when `word` is not one.
+/// A heredoc opener (`^(\d*)<<(-?)\s*([^<]*)$`), or `None` when `word` is not one.
 pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
     let digits = word
         .find(|c: char| !c.is_ascii_digit())
@@ -479,6 +497,8 @@ pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
         Some(r) => (true, r),
         None => (false, rest),
     };
+    // `\s*` between the operator and the delimiter, as Go's `\s`.
+    let rest = rest.trim_start_matches(['\t', '\n', '\u{c}', '\r', ' ']);
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
@@ -887,6 +907,103 @@ mod tests {
             let err = parse_tree(&source).expect_err(&dir.display().to_string());
             assert!(!err.message.is_empty());
         }
+    }
+
+    #[test]
+    fn buildkit_heredoc_cases_extract_the_same_heredocs() {
+        let source = std::fs::read_to_string(fixtures().join("heredoc/Dockerfile")).unwrap();
+        let tree = parse_tree(&source).unwrap();
+        // (name, fd, expand, chomp, content) per instruction after FROM, as
+        // buildkit's TestParseExtractsHeredoc expects (content chomped here).
+        type Doc = (&'static str, u32, bool, bool, &'static str);
+        let d = |name, content| (name, 0, true, false, content);
+        let expected: Vec<Vec<Doc>> = vec![
+            vec![], // ENV
+            vec![], // RUN ls
+            vec![], // USER <<INVALID
+            vec![], // INVALID
+            vec![d("EMPTY", "")],
+            vec![("EMPTY2", 3, true, false, "")],
+            vec![], // RUN "<<NOHEREDOC"
+            vec![d("INDENT", "\tfoo\n\tbar\n")],
+            vec![("UNINDENT", 0, true, true, "baz\nquux\n")],
+            vec![("UNINDENT2", 0, true, true, "baz\nquux\n")],
+            vec![("EXPAND", 0, true, true, "expand $NAME\n")],
+            vec![("NOEXPAND", 0, false, true, "don't expand $NAME\n")],
+            vec![d("COPY", "echo hello world\necho foo bar\n")],
+            vec![d(
+                "COMMENT",
+                "# internal comment\necho hello world\necho foo bar # trailing comment\n",
+            )],
+            vec![d("MOUNT", "echo hello\n")],
+            vec![d("FILE1", "content 1\n"), d("FILE2", "content 2\n")],
+            vec![d("EOF", "\"foo\"\n'bar'\n")],
+            vec![d("X", "Y\n"), d("Y", "X\n")],
+            vec![d("COMPLEX", "print('hello world')\n")],
+            vec![d("file.txt", "hello world\n")],
+            vec![("eof", 0, false, false, "echo foo\n")],
+            vec![d("eo'f", "echo foo\n")],
+            vec![("eo'f", 0, false, false, "echo foo\n")],
+            vec![("one two", 0, false, false, "echo bar\n")],
+            vec![d("$EOF", "")],
+            vec![d("EOF", "")],
+            vec![d("EOF", "")],
+        ];
+        assert_eq!(tree.nodes.len(), expected.len() + 1);
+        for (node, want) in tree.nodes[1..].iter().zip(&expected) {
+            let got: Vec<(String, u32, bool, bool, String)> = node
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.fd, h.expand, h.chomp, h.content.clone()))
+                .collect();
+            let want: Vec<(String, u32, bool, bool, String)> = want
+                .iter()
+                .map(|&(n, fd, e, c, t)| (n.to_string(), fd, e, c, t.to_string()))
+                .collect();
+            assert_eq!(got, want, "{}", node.original);
+        }
+    }
+
+    #[test]
+    fn json_form_never_has_heredocs() {
+        let tree = parse_tree("FROM a\nRUN [\"<<EOF\"]\nRUN [\"<<'EOF'\"]\n").unwrap();
+        assert!(tree.nodes.iter().all(|n| n.heredocs.is_empty()));
+    }
+
+    #[test]
+    fn heredoc_openers_follow_buildkit() {
+        for valid in [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<-'EOF'",
+            "<<-\"EOF\"",
+            "<<EO\"F\"",
+            "<< EOF",
+            "<<- EOF",
+        ] {
+            assert_eq!(
+                parse_heredoc(valid).map(|h| h.name),
+                Some("EOF".to_string()),
+                "{valid}"
+            );
+        }
+        for not in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            assert_eq!(parse_heredoc(not), None, "{not}");
+        }
+        let names = |line: &str| -> Vec<String> {
+            heredocs_from_line(line)
+                .into_iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        assert_eq!(names("RUN <<- EOF"), ["EOF"]);
+        assert_eq!(names("RUN << -EOF"), ["-EOF"]);
+        assert_eq!(names("RUN 4<<EOF"), ["EOF"]);
+        assert_eq!(names("RUN <<EOF <<EOF2"), ["EOF", "EOF2"]);
+        assert!(names("RUN '<<EOF'").is_empty());
+        assert!(names("RUN \"<<EOF\"").is_empty());
     }
 
     #[test]
