@@ -648,6 +648,34 @@ mod tests {
     }
 
     #[test]
+    fn buildkit_modifier_table_expands_as_buildkit_does() {
+        let table = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dockerfile-shell/matches.jsonl"
+        ))
+        .unwrap();
+        let lex = Lexer::new('\\');
+        let mut failures = Vec::new();
+        for line in table.lines() {
+            let case: serde_json::Value = serde_json::from_str(line).unwrap();
+            let input = case["input"].as_str().unwrap();
+            let env: Env = case["env"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let got = lex.process_word(input, &env);
+            match (case["expected"].as_str(), &got) {
+                (None, Err(_)) => {}
+                (Some(want), Ok(got)) if got == want => {}
+                (want, got) => failures.push(format!("{input:?}: want {want:?}, got {got:?}")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
     fn process_words_splits_on_unquoted_and_expanded_whitespace() {
         let lex = Lexer::new('\\');
         let mut env = Env::new();
