@@ -18,7 +18,8 @@
 //!   [`dockerfile::Instruction::expand`]`(&lexer, &env)` with
 //!   `lexer = dockerfile.lexer()` (the file's escape character). FROM bases
 //!   and platforms are expanded with the meta ARGs only. RUN/CMD/ENTRYPOINT
-//!   /SHELL/HEALTHCHECK/ONBUILD are never expanded (the shell does it).
+//!   /SHELL/HEALTHCHECK/ONBUILD are never expanded (the shell does it), but
+//!   RUN's `--mount` values are: [`dockerfile::Run::expand_mounts`].
 //!   Heredoc bodies of COPY/ADD with `expand` go through
 //!   [`dockerfile::shell::Lexer::expand_heredoc`].
 //! - [`dockerfile::shell::Lexer::new`]`(escape)` with

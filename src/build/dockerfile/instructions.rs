@@ -90,6 +90,22 @@ pub struct Run {
     pub security: Option<String>,
 }
 
+impl Run {
+    /// The `--mount` values with variables expanded: buildkit expands mount
+    /// options (`--mount=target=$DIR`) even though the command itself is
+    /// left to the shell.
+    pub fn expand_mounts(
+        &self,
+        lexer: &Lexer,
+        env: &Env,
+    ) -> std::result::Result<Vec<String>, ShellError> {
+        self.mounts
+            .iter()
+            .map(|m| lexer.process_word(m, env))
+            .collect()
+    }
+}
+
 /// What COPY or ADD copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -297,6 +297,13 @@ mod tests {
         );
         assert_eq!(run.mounts.len(), 2);
         assert_eq!(run.network.as_deref(), Some("none"));
+        let env = Env::from_key_values(["C=/cache"]);
+        let mut with_var = run.clone();
+        with_var.mounts = vec!["type=cache,target=$C".into()];
+        assert_eq!(
+            with_var.expand_mounts(&df.lexer(), &env).unwrap(),
+            vec!["type=cache,target=/cache"]
+        );
         assert_eq!(run.security.as_deref(), Some("insecure"));
 
         let e = err("FROM a\n\nCOPY --frm=x a b\n");

@@ -20,10 +20,17 @@ pub struct ShellError {
 }
 
 /// The variables a word is expanded against: the build args and `ENV`s in
-/// scope at a step. Later [`Env::set`] calls replace earlier values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// scope at a step. Later [`Env::set`] calls replace earlier values. Its
+/// `Debug` shows names only: build args may hold secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
 }
 
 impl Env {
@@ -746,6 +753,12 @@ mod tests {
         assert!(lex.process_word(&word, &Env::new()).is_err());
         let word = format!("{}x{}", "${a:-".repeat(10), "}".repeat(10));
         assert_eq!(lex.process_word(&word, &Env::new()).unwrap(), "x");
+    }
+
+    #[test]
+    fn env_debug_shows_names_not_values() {
+        let env = Env::from_key_values(["TOKEN=hunter2"]);
+        assert_eq!(format!("{env:?}"), "{\"TOKEN\"}");
     }
 
     #[test]
