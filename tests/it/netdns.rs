@@ -17,20 +17,13 @@ use std::time::{Duration, Instant};
 
 use stack::net::dns::{DnsConfig, DnsServer};
 
-use crate::host::Host;
+use crate::host::{Host, prefix};
 
-static NEXT_SUBNET: AtomicU8 = AtomicU8::new(0);
 static NEXT_LOOPBACK: AtomicU8 = AtomicU8::new(0);
 
 /// How long a name may take to start (or stop) answering.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// A fresh 10.x.y for this test process.
-fn subnet() -> String {
-    let x = 230 + std::process::id() % 20;
-    let y = NEXT_SUBNET.fetch_add(1, Ordering::SeqCst);
-    format!("10.{x}.{y}")
-}
 
 /// A loopback address no other test (or test process) uses.
 fn unique_loopback() -> Ipv4Addr {
@@ -90,7 +83,7 @@ struct DnsHost {
 
 impl DnsHost {
     fn new(upstream: &Upstream) -> DnsHost {
-        let bip = format!("{}.1/24", subnet());
+        let bip = format!("{}.1/24", prefix());
         let dns = upstream.ip.to_string();
         DnsHost {
             host: Host::with_daemon(&["--bip", &bip, "--dns", &dns]),
@@ -99,7 +92,7 @@ impl DnsHost {
 
     /// Creates a network with a fresh subnet; its gateway.
     fn network(&self, name: &str) -> String {
-        let prefix = subnet();
+        let prefix = prefix();
         self.host.ok(&[
             "network",
             "create",
@@ -433,7 +426,7 @@ fn a_link_on_a_user_network_is_a_name_in_its_dns() {
 
 #[test]
 fn default_bridge_containers_get_the_hosts_resolvers_not_the_gateway() {
-    let bip = format!("{}.1/24", subnet());
+    let bip = format!("{}.1/24", prefix());
     let host = Host::with_daemon(&["--bip", &bip]);
     let (code, out, err) = host.run(&[], &["cat", "/etc/resolv.conf"]);
     assert_eq!(code, 0, "{err}");
