@@ -1913,11 +1913,19 @@ impl Converter<'_> {
             };
             for (i, config) in configs.iter().enumerate() {
                 let cp = format!("{p}[{i}]");
-                if i > 0 {
+                // A second config: the IPv6 subnet of a dual-stack network.
+                if i == 1 {
+                    for (c, ccp) in self.entries(config, &cp, &["subnet", "gateway"], &[]) {
+                        let key = if c.key == "subnet" { "subnet6" } else { "gateway6" };
+                        self.copy(out, key, c, ccp);
+                    }
+                    continue;
+                }
+                if i > 1 {
                     self.unsupported_because(
                         &cp,
                         config.span,
-                        "a network has one subnet; only the first config is used",
+                        "a network has one IPv4 and one IPv6 subnet; only the first two configs are used",
                     );
                     continue;
                 }
