@@ -777,7 +777,9 @@ async fn await_ready(
 /// show, and reported as an `update-failed` stack event.
 async fn fail_replacement(d: &Arc<Daemon>, stack: &str, id: &str, why: &str) {
     let record = d.containers.runtime.record(id).ok();
-    let name = record.as_ref().map_or_else(|| id.to_string(), |r| r.name.clone());
+    let name = record
+        .as_ref()
+        .map_or_else(|| id.to_string(), |r| r.name.clone());
     if let Err(error) = d.supervisor.stop(id, libc::SIGKILL, Duration::ZERO).await {
         tracing::warn!(%stack, container = %name, error = %crate::error_chain(&error), "stopping a failed replacement");
     }
@@ -2179,6 +2181,18 @@ fn real_dirs(files: &[PathBuf]) -> Vec<PathBuf> {
 /// Watches the directories of `files` (editors and git replace files by
 /// renaming, so the directory is what to watch) and sends on `tx` when
 /// one of `files` changes.
+/// Whether a file event is a change: not a read (inotify reports opens
+/// and closes without a write too, and the loop's own reading of the
+/// files must not wake it again, round after round, nor call off the
+/// waits of an execution).
+pub(crate) fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
 fn watch(
     files: &[PathBuf],
     tx: tokio::sync::mpsc::UnboundedSender<()>,
@@ -2207,9 +2221,9 @@ fn watch(
             let Ok(events) = result else {
                 return;
             };
-            let relevant = events
-                .iter()
-                .any(|e| any_dir || e.paths.iter().any(|p| wanted.contains(p)));
+            let relevant = events.iter().any(|e| {
+                is_change(&e.kind) && (any_dir || e.paths.iter().any(|p| wanted.contains(p)))
+            });
             if relevant {
                 let _ = tx.send(());
             }

@@ -1916,7 +1916,11 @@ impl Converter<'_> {
                 // A second config: the IPv6 subnet of a dual-stack network.
                 if i == 1 {
                     for (c, ccp) in self.entries(config, &cp, &["subnet", "gateway"], &[]) {
-                        let key = if c.key == "subnet" { "subnet6" } else { "gateway6" };
+                        let key = if c.key == "subnet" {
+                            "subnet6"
+                        } else {
+                            "gateway6"
+                        };
                         self.copy(out, key, c, ccp);
                     }
                     continue;

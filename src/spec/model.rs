@@ -157,7 +157,11 @@ pub struct ServiceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
     /// How its containers are replaced (`update { order … }`).
-    #[serde(rename = "update", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "update",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_update"
+    )]
     pub update_order: Option<UpdateOrder>,
     /// Resource limits.
     #[serde(skip_serializing_if = "LimitsSpec::is_empty")]
@@ -527,6 +531,17 @@ impl Serialize for HealthCommand {
             Self::Disabled => serializer.serialize_str("none"),
         }
     }
+}
+
+/// `update { order "…" }`, as the stack file spells it.
+fn ser_update<S: Serializer>(
+    order: &Option<UpdateOrder>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(1))?;
+    map.serialize_entry("order", order)?;
+    map.end()
 }
 
 /// How a service's container is replaced when it is recreated.

@@ -664,7 +664,11 @@ fn a_host_dropped_after_its_daemon_was_killed_leaves_nothing_behind() {
     .unwrap();
     drop(host);
 
-    assert_eq!(crate::host::shims_of(&root), Vec::<i32>::new(), "shims left");
+    assert_eq!(
+        crate::host::shims_of(&root),
+        Vec::<i32>::new(),
+        "shims left"
+    );
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),

@@ -490,7 +490,11 @@ pub(crate) fn sweep(dir: &Path, root: &Path) {
     unmount_under(dir);
     // The links its networks made, as its network store records them.
     let mut links = vec![stack::net::default_bridge_name(root)];
-    for e in fs::read_dir(root.join("network")).into_iter().flatten().flatten() {
+    for e in fs::read_dir(root.join("network"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let Some(record) = fs::read_to_string(e.path())
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -546,9 +550,7 @@ fn kill(pid: i32) {
 
 /// The pids of the shims of containers under `root`.
 pub(crate) fn shims_of(root: &Path) -> Vec<i32> {
-    let under = |arg: &[u8]| {
-        Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(root)
-    };
+    let under = |arg: &[u8]| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(root);
     fs::read_dir("/proc")
         .into_iter()
         .flatten()

@@ -16,7 +16,6 @@ use stack::net::netlink;
 
 use crate::host::{Host, subnet, unique};
 
-
 /// `fd00:X:Y::` in canonical form (as the daemon prints addresses), to
 /// which the last group is appended.
 fn v6_prefix(x: u8, y: u8) -> String {
@@ -454,7 +453,6 @@ fn create_remove_cycles_leak_no_link_namespace_mount_or_address() {
         "no allocation left"
     );
 }
-
 
 /// Runs `ip ARGS`, which must succeed; its stdout.
 fn ip(args: &[&str]) -> String {

@@ -24,7 +24,6 @@ static NEXT_LOOPBACK: AtomicU8 = AtomicU8::new(0);
 /// How long a name may take to start (or stop) answering.
 const SETTLE: Duration = Duration::from_secs(20);
 
-
 /// A loopback address no other test (or test process) uses.
 fn unique_loopback() -> Ipv4Addr {
     let n = NEXT_LOOPBACK.fetch_add(1, Ordering::SeqCst);

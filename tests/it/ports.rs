@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use crate::host::{Host, prefix};
 use crate::output_within;
 
-
 /// How long a published port may take to answer (the container's server
 /// starting up included).
 const ANSWER: Duration = Duration::from_secs(20);

@@ -136,7 +136,10 @@ fn a_stack_comes_up_follows_its_file_and_comes_down() {
 
 /// `network "default"` on a /24 of this test's own.
 fn default_network() -> String {
-    format!("network \"default\" subnet=\"{}.0/24\"\n", crate::host::prefix())
+    format!(
+        "network \"default\" subnet=\"{}.0/24\"\n",
+        crate::host::prefix()
+    )
 }
 
 /// How long a foreground `stack up` may take to show what a test waits for.
@@ -1155,28 +1158,34 @@ fn address(host: &Host, name: &str) -> String {
 fn a_start_first_update_replaces_a_container_only_once_the_new_one_is_healthy() {
     let host = own_host();
     let file = host.work().join("stack.kdl");
-    fs::write(&file, with_own_default_network(ROLLING)).unwrap();
+    // One network for every version: a change to it would recreate all.
+    let network = default_network();
+    let with_network = |stack: &str| format!("{stack}{network}");
+    fs::write(&file, with_network(ROLLING)).unwrap();
     host.ok(&["up", "-d", "--wait"]);
     let first = ids(&host)["roll-web-1"].clone();
 
     // Edit 1: a new environment. The new container runs under a
     // temporary name next to the old one, then takes the replica's name.
-    fs::write(
-        &file,
-        with_own_default_network(&ROLLING.replace("V=\"1\"", "V=\"2\"")),
-    )
-    .unwrap();
-    eventually(Duration::from_secs(60), "the new web-1 replaced the old", || {
-        let now = containers(&host);
-        now.get("roll-web-1").is_some_and(|(id, status)| {
-            *id != first && status.contains("(healthy)")
-        }) && !now.contains_key("roll-web-1-next")
-            && !now.values().any(|(id, _)| *id == first)
-    });
+    fs::write(&file, with_network(&ROLLING.replace("V=\"1\"", "V=\"2\""))).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the new web-1 replaced the old",
+        || {
+            let now = containers(&host);
+            now.get("roll-web-1")
+                .is_some_and(|(id, status)| *id != first && status.contains("(healthy)"))
+                && !now.contains_key("roll-web-1-next")
+                && !now.values().any(|(id, _)| *id == first)
+        },
+    );
     let second = ids(&host)["roll-web-1"].clone();
     assert!(host.sh("roll-web-1", "echo $V").trim() == "2");
     let time = |id: &str, action: &str| -> i128 {
-        let t = event_times(&host, &[&format!("container={id}"), &format!("event={action}")]);
+        let t = event_times(
+            &host,
+            &[&format!("container={id}"), &format!("event={action}")],
+        );
         *t.first()
             .unwrap_or_else(|| panic!("no {action} event of {id}"))
     };
@@ -1204,37 +1213,50 @@ fn a_start_first_update_replaces_a_container_only_once_the_new_one_is_healthy() 
     // The replica's name (and the service's) answer for the new one.
     let new_address = address(&host, "roll-web-1");
     assert!(!new_address.is_empty());
-    eventually(Duration::from_secs(20), "roll-web-1 resolves to the new one", || {
-        resolves_to(&host, "roll-client-1", "roll-web-1") == new_address
-    });
+    eventually(
+        Duration::from_secs(20),
+        "roll-web-1 resolves to the new one",
+        || resolves_to(&host, "roll-client-1", "roll-web-1") == new_address,
+    );
     assert_eq!(resolves_to(&host, "roll-client-1", "web"), new_address);
     let ps = host.ok(&["ps", "--stack", "roll", "--format", "{{.Name}}"]);
-    assert_eq!(ps.lines().collect::<Vec<_>>(), ["roll-client-1", "roll-web-1"]);
+    assert_eq!(
+        ps.lines().collect::<Vec<_>>(),
+        ["roll-client-1", "roll-web-1"]
+    );
 
     // Edit 2: the new container never gets healthy. The old one runs on,
     // the new one is stopped, and the failure is reported.
-    let broken = ROLLING
-        .replace("V=\"1\"", "V=\"3\"")
-        .replace(
-            "command \"sleep\" \"1000\"\n    env",
-            "command \"sh\" \"-c\" \"touch /bad; exec sleep 1000\"\n    env",
-        );
+    let broken = ROLLING.replace("V=\"1\"", "V=\"3\"").replace(
+        "command \"sleep\" \"1000\"\n    env",
+        "command \"sh\" \"-c\" \"touch /bad; exec sleep 1000\"\n    env",
+    );
     assert_ne!(broken, ROLLING.replace("V=\"1\"", "V=\"3\""));
-    fs::write(&file, with_own_default_network(&broken)).unwrap();
-    eventually(Duration::from_secs(60), "the update is reported failed", || {
-        !events(&host, &["type=stack", "event=update-failed"]).is_empty()
-    });
+    fs::write(&file, with_network(&broken)).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the update is reported failed",
+        || !events(&host, &["type=stack", "event=update-failed"]).is_empty(),
+    );
     let failed = &events(&host, &["type=stack", "event=update-failed"])[0];
     assert_eq!(
         failed["Actor"]["Attributes"]["container"], "roll-web-1-next",
         "{failed}"
     );
-    eventually(Duration::from_secs(30), "status says the update failed", || {
-        host.ok(&["status", "roll"])
-            .contains("update failed: roll-web-1-next never got ready, roll-web-1 keeps running")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "status says the update failed",
+        || {
+            host.ok(&["status", "roll"]).contains(
+                "update failed: roll-web-1-next never got ready, roll-web-1 keeps running",
+            )
+        },
+    );
     let now = containers(&host);
-    assert_eq!(now["roll-web-1"].0, second, "the old one was replaced: {now:?}");
+    assert_eq!(
+        now["roll-web-1"].0, second,
+        "the old one was replaced: {now:?}"
+    );
     assert!(now["roll-web-1"].1.starts_with("Up "), "{now:?}");
     assert!(now["roll-web-1-next"].1.starts_with("Exited"), "{now:?}");
     assert!(
@@ -1248,11 +1270,7 @@ fn a_start_first_update_replaces_a_container_only_once_the_new_one_is_healthy() 
 
     // Edit 3: a fix applies, through a replacement under the same
     // temporary name.
-    fs::write(
-        &file,
-        with_own_default_network(&ROLLING.replace("V=\"1\"", "V=\"4\"")),
-    )
-    .unwrap();
+    fs::write(&file, with_network(&ROLLING.replace("V=\"1\"", "V=\"4\""))).unwrap();
     eventually(Duration::from_secs(60), "the fix replaced web-1", || {
         let now = containers(&host);
         now.get("roll-web-1")
@@ -1277,10 +1295,11 @@ fn interpolation_reads_the_callers_environment_never_the_daemons() {
         &["--bip", &bip],
         &[("WHO", "the-daemon"), ("LATER", "the-daemon")],
     );
+    let network = default_network();
     let stack = |extra: &str| {
-        with_own_default_network(&format!(
-            "name \"vars\"\nservice \"app\" {{\n    image \"bb\"\n    command \"sleep\" \"1000\"\n    env-file \"app.env\"\n    env FROM_STACK=\"${{WHO}}\"{extra}\n}}\n"
-        ))
+        format!(
+            "name \"vars\"\nservice \"app\" {{\n    image \"bb\"\n    command \"sleep\" \"1000\"\n    env-file \"app.env\"\n    env FROM_STACK=\"${{WHO}}\"{extra}\n}}\n{network}"
+        )
     };
     let file = host.work().join("stack.kdl");
     fs::write(host.work().join("app.env"), "GREETING=hello ${WHO}\n").unwrap();
@@ -1297,7 +1316,11 @@ fn interpolation_reads_the_callers_environment_never_the_daemons() {
         );
     };
     up(&[("WHO", "the-caller")]);
-    let env = |host: &Host| host.sh("vars-app-1", "env | sort");
+    // The container's environment; empty while it is being recreated.
+    let env = |host: &Host| {
+        let out = host.stack(&["exec", "vars-app-1", "sh", "-c", "env | sort"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let now = env(&host);
     assert!(now.contains("GREETING=hello the-caller\n"), "{now}");
     assert!(now.contains("FROM_STACK=the-caller\n"), "{now}");
@@ -1350,7 +1373,8 @@ fn a_stack_network_with_ipv6_gives_containers_addresses_of_both_families() {
     )
     .unwrap();
     host.ok(&["up", "-d"]);
-    let settings = |name: &str| host.inspect(name)["NetworkSettings"]["Networks"]["six_dual"].clone();
+    let settings =
+        |name: &str| host.inspect(name)["NetworkSettings"]["Networks"]["six_dual"].clone();
     let a = settings("six-a-1");
     let b = settings("six-b-1");
     for s in [&a, &b] {
@@ -1371,7 +1395,72 @@ fn a_stack_network_with_ipv6_gives_containers_addresses_of_both_families() {
     let network: serde_json::Value = serde_json::from_str(&network).unwrap();
     assert_eq!(network[0]["EnableIPv6"], true, "{network}");
     let b6 = b["GlobalIPv6Address"].as_str().unwrap();
-    let ping = host.sh("six-a-1", &format!("ping -6 -c1 -W5 {b6} >/dev/null && echo ok"));
+    let ping = host.sh(
+        "six-a-1",
+        &format!("ping -6 -c1 -W5 {b6} >/dev/null && echo ok"),
+    );
     assert_eq!(ping.trim(), "ok");
+    host.ok(&["down"]);
+}
+
+/// `stack logs -f SERVICE` follows the service's containers made later
+/// (recreated by an edit, scaled up) and a restarted one, as the
+/// foreground `up` does.
+#[test]
+fn logs_follow_a_service_through_recreation_scaling_and_restarts() {
+    crate::host::require_root();
+    let host = Host::new();
+    let file = host.work().join("stack.kdl");
+    let network = default_network();
+    let stack = |version: &str| {
+        format!(
+            "name \"lf\"\n{network}{}{}",
+            talker("talk", &format!("talk says {version}"), ""),
+            talker("other", "other says hi", "")
+        )
+    };
+    fs::write(&file, stack("v1")).unwrap();
+    host.ok(&["up", "-d"]);
+    let mut logs = Foreground::start(&host, &["logs", "-f", "talk"]);
+    logs.expect("talk-1 | talk says v1");
+
+    // Recreated by an edit.
+    let before = ids(&host)["lf-talk-1"].clone();
+    fs::write(&file, stack("v2")).unwrap();
+    logs.expect("talk-1 | talk says v2");
+    assert_ne!(ids(&host)["lf-talk-1"], before);
+
+    // Scaled up.
+    host.ok(&["scale", "talk=2"]);
+    logs.expect("talk-2 | talk says v2");
+
+    // Restarted: the same containers print again.
+    host.ok(&["restart", "talk"]);
+    let deadline = Instant::now() + SHOW;
+    let twice = |seen: &[String], line: &str| seen.iter().filter(|l| *l == line).count() >= 2;
+    while !(twice(&logs.seen, "talk-1 | talk says v2")
+        && twice(&logs.seen, "talk-2 | talk says v2"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarts' lines are missing:\n{}",
+            logs.output()
+        );
+        if let Ok(l) = logs.lines.recv_timeout(Duration::from_millis(100)) {
+            logs.seen.push(l);
+        }
+    }
+    // Only the service's own lines, each once per run.
+    assert!(!logs.output().contains("other says"), "{}", logs.output());
+    assert_eq!(
+        logs.seen
+            .iter()
+            .filter(|l| *l == "talk-1 | talk says v1")
+            .count(),
+        1,
+        "{}",
+        logs.output()
+    );
+    drop(logs);
     host.ok(&["down"]);
 }
