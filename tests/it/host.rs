@@ -58,6 +58,17 @@ pub(crate) fn unique() -> String {
     format!("{:06x}", (std::process::id() << 8 ^ n) & 0xff_ffff)
 }
 
+/// A loopback address no other test (or test process) uses,
+/// `127.N.PID_HI.PID_LO` with N counted: a server of the test's own binds
+/// it (port 53 included).
+pub(crate) fn unique_loopback() -> std::net::Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let [_, _, hi, lo] = std::process::id().to_be_bytes();
+    let n = u8::try_from(100 + n % 150).unwrap();
+    std::net::Ipv4Addr::new(127, n, hi, lo.clamp(1, 254))
+}
+
 /// How long one `stack` command may take before the test fails.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 

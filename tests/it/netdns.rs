@@ -12,24 +12,14 @@
 //! ranges).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use stack::net::dns::{DnsConfig, DnsServer};
 
-use crate::host::{Host, prefix};
-
-static NEXT_LOOPBACK: AtomicU8 = AtomicU8::new(0);
+use crate::host::{Host, prefix, unique_loopback};
 
 /// How long a name may take to start (or stop) answering.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// A loopback address no other test (or test process) uses.
-fn unique_loopback() -> Ipv4Addr {
-    let n = NEXT_LOOPBACK.fetch_add(1, Ordering::SeqCst);
-    let [_, _, hi, lo] = std::process::id().to_be_bytes();
-    Ipv4Addr::new(127, 220u8.wrapping_add(n % 30), hi, lo.clamp(1, 254))
-}
 
 /// A DNS server of the test's own on `127.x.y.z:53` answering `names`
 /// (and SERVFAIL for anything else: it has no upstream).
