@@ -1124,13 +1124,39 @@ pub fn logs(root: &Path, args: &LogsArgs) -> miette::Result<i32> {
             .flag("follow", args.follow)
             .stream()
     };
+    // Events from before the service's containers are listed: none
+    // started meanwhile is missed.
+    let listed_at = std::time::SystemTime::now();
+    let services = Services::new(&c);
     let members = match open(&args.container) {
         Ok(body) => return copy_log(body, None, args.follow),
-        Err(e) if is_no_such_container(&e) => {
-            Services::new(&c).containers(&args.container, args.index)?
-        }
+        Err(e) if is_no_such_container(&e) => services.containers(&args.container, args.index)?,
         Err(e) => return Err(api_error(e)),
     };
+    // A service followed: its containers made later (recreated, scaled
+    // up) join, and a restarted one goes on, as with the foreground `up`.
+    if args.follow
+        && let Some(stack) = services.stack()
+    {
+        let from = match &args.since {
+            Some(t) => logs::parse_time_filter(t, now).into_diagnostic()?,
+            None => std::time::SystemTime::UNIX_EPOCH,
+        };
+        let tail = (!matches!(args.tail.as_str(), "all" | "-1")).then(|| args.tail.clone());
+        return super::follow::follow_service(
+            &std::sync::Arc::new(client(root)?),
+            &super::follow::ServiceLogs {
+                stack,
+                service: args.container.clone(),
+                index: args.index,
+                events_since: listed_at,
+                from,
+                tail,
+                timestamps: args.timestamps,
+            },
+            &members,
+        );
+    }
     if let [one] = members.as_slice() {
         return copy_log(open(&one.id).map_err(api_error)?, None, args.follow);
     }

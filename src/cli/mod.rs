@@ -17,6 +17,7 @@ mod containers;
 mod containers_extra;
 mod daemon;
 mod filter;
+mod follow;
 mod images;
 mod networks;
 mod output;

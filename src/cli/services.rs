@@ -173,6 +173,15 @@ impl<'a> Services<'a> {
 
     /// The containers `name` stands for, knowing the daemon has no
     /// container of that name.
+    /// The stack of the current directory, once [`Services::containers`]
+    /// found it.
+    pub fn stack(&self) -> Option<String> {
+        self.project
+            .get()
+            .and_then(Option::as_ref)
+            .map(|p| p.stack.clone())
+    }
+
     pub fn containers(&self, name: &str, index: Option<u32>) -> miette::Result<Vec<Member>> {
         let project = self.project.get_or_init(|| find_project(self.client));
         let Some(project) = project else {

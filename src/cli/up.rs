@@ -11,7 +11,7 @@
 //! kills them (`POST /stacks/{name}/kill`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -20,12 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 use miette::{IntoDiagnostic, miette};
 
 use super::daemon::{api_error, client};
+use super::follow::{EndedFn, Followers, LineFn};
 use crate::api::client::{Client, segment};
 use crate::api::stacks::WaitResult;
 use crate::daemon::events::Event;
 use crate::daemon::stacks::{ApplyOptions, PullPolicy, Report, StackStatus};
 use crate::reconcile::desired::{LABEL_REPLICA, LABEL_SERVICE, LABEL_STACK};
-use crate::runtime::attach::{self, Kind};
 use crate::spec::load::LoadOptions;
 use crate::spec::model::StackSpec;
 
@@ -262,19 +262,6 @@ fn color_stdout(no_color: bool) -> bool {
         && std::io::stdout().is_terminal()
 }
 
-/// A time as the API's `since` takes it: Unix seconds with nanoseconds.
-fn api_time(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
-
-/// Splits `TIMESTAMP text` (a log line with `timestamps=1`).
-fn split_timestamp(line: &str) -> Option<(SystemTime, &str)> {
-    let (ts, text) = line.split_once(' ').unwrap_or((line, ""));
-    let time = crate::runtime::logs::parse_time_filter(ts, SystemTime::now()).ok()?;
-    Some((time, text))
-}
-
 /// What the foreground's threads tell its main loop.
 enum Msg {
     Signal(i32),
@@ -286,12 +273,6 @@ enum Msg {
     FollowerEnded(String),
 }
 
-/// One container whose log is followed.
-struct Follower {
-    /// Told when the container starts again.
-    restarted: mpsc::Sender<()>,
-}
-
 struct Foreground<'a> {
     client: Arc<Client>,
     name: String,
@@ -300,7 +281,7 @@ struct Foreground<'a> {
     out: Arc<Mutex<std::io::Stdout>>,
     tx: mpsc::Sender<Msg>,
     rx: mpsc::Receiver<Msg>,
-    followers: BTreeMap<String, Follower>,
+    followers: Followers,
     /// Containers whose log is being streamed now.
     streaming: BTreeSet<String>,
     since: SystemTime,
@@ -314,19 +295,31 @@ impl<'a> Foreground<'a> {
         args: &'a ForegroundArgs,
     ) -> Foreground<'a> {
         let (tx, rx) = mpsc::channel();
+        let prefixes = Arc::new(Prefixes::new(
+            spec,
+            color_stdout(args.no_color),
+            !args.no_log_prefix,
+        ));
+        let out = Arc::new(Mutex::new(std::io::stdout()));
+        let line: LineFn = {
+            let (out, prefixes) = (out.clone(), prefixes.clone());
+            Arc::new(move |service, replica, _, text| {
+                print_to(&out, &prefixes.line(service, replica, text));
+            })
+        };
+        let ended: EndedFn = {
+            let tx = tx.clone();
+            Arc::new(move |id| tx.send(Msg::FollowerEnded(id)).is_ok())
+        };
         Foreground {
+            followers: Followers::new(client.clone(), line, ended),
             client,
             name: name.to_string(),
             args,
-            prefixes: Arc::new(Prefixes::new(
-                spec,
-                color_stdout(args.no_color),
-                !args.no_log_prefix,
-            )),
-            out: Arc::new(Mutex::new(std::io::stdout())),
+            prefixes,
+            out,
             tx,
             rx,
-            followers: BTreeMap::new(),
             streaming: BTreeSet::new(),
             since: SystemTime::now(),
         }
@@ -367,45 +360,19 @@ impl<'a> Foreground<'a> {
     /// Follows the stack's container events (from just before the first
     /// apply, so its containers' starts are in).
     fn events(&self) {
-        let client = self.client.clone();
         let tx = self.tx.clone();
-        let filters = serde_json::json!({
-            "type": ["container"],
-            "label": [format!("{LABEL_STACK}={}", self.name)],
-        })
-        .to_string();
-        let since = api_time(self.since);
-        std::thread::spawn(move || {
-            let body = match client
-                .get("/events")
-                .query("since", since)
-                .query("filters", filters)
-                .stream()
-            {
-                Ok(body) => body,
-                Err(e) => {
-                    let _ = tx.send(Msg::EventsEnded(crate::error_chain(&e)));
-                    return;
+        super::follow::stack_events(
+            self.client.clone(),
+            &self.name,
+            self.since,
+            move |e| match e {
+                Ok(event) => tx.send(Msg::Event(Box::new(event))).is_ok(),
+                Err(why) => {
+                    let _ = tx.send(Msg::EventsEnded(why));
+                    false
                 }
-            };
-            for line in std::io::BufReader::new(body).lines() {
-                let line = match line {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Msg::EventsEnded(e.to_string()));
-                        return;
-                    }
-                };
-                if let Ok(event) = serde_json::from_str::<Event>(&line)
-                    && tx.send(Msg::Event(Box::new(event))).is_err()
-                {
-                    return;
-                }
-            }
-            let _ = tx.send(Msg::EventsEnded(
-                "the daemon closed the event stream".into(),
-            ));
-        });
+            },
+        );
     }
 
     /// Looks at the stack's status every second and passes on each new
@@ -477,36 +444,8 @@ impl<'a> Foreground<'a> {
     /// Follows container `id`'s log (again, when it runs again).
     fn follow(&mut self, id: &str, service: &str, replica: u32) {
         self.streaming.insert(id.to_string());
-        if let Some(f) = self.followers.get(id) {
-            let _ = f.restarted.send(());
-            return;
-        }
-        let (restarted, wake) = mpsc::channel();
         self.followers
-            .insert(id.to_string(), Follower { restarted });
-        let client = self.client.clone();
-        let tx = self.tx.clone();
-        let out = self.out.clone();
-        let prefixes = self.prefixes.clone();
-        let id = id.to_string();
-        let service = service.to_string();
-        let since = self.since;
-        std::thread::spawn(move || {
-            let mut last = since;
-            loop {
-                stream_log(&client, &id, &mut last, |text| {
-                    print_to(&out, &prefixes.line(&service, replica, text));
-                });
-                if tx.send(Msg::FollowerEnded(id.clone())).is_err() {
-                    return;
-                }
-                // Until the container starts again, or the session ends.
-                if wake.recv().is_err() {
-                    return;
-                }
-                while wake.try_recv().is_ok() {}
-            }
-        });
+            .follow(id, service, replica, self.since, None);
     }
 
     fn main_loop(mut self) -> miette::Result<i32> {
@@ -672,53 +611,6 @@ fn print_to(out: &Mutex<std::io::Stdout>, text: &str) {
     let _ = out.flush();
 }
 
-/// Streams container `id`'s log from `last` on until its run ends,
-/// calling `line` for each line after `last`; `last` moves on.
-fn stream_log(client: &Client, id: &str, last: &mut SystemTime, mut line: impl FnMut(&str)) {
-    let body = match client
-        .get(&format!("/containers/{}/logs", segment(id)))
-        .query("follow", "1")
-        .query("timestamps", "1")
-        .query("since", api_time(*last))
-        .stream()
-    {
-        Ok(body) => body,
-        Err(_) => return,
-    };
-    let mut reader = std::io::BufReader::new(body);
-    let mut pending: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-    let mut emit = |bytes: &[u8], last: &mut SystemTime| {
-        let text = String::from_utf8_lossy(bytes);
-        if let Some((time, text)) = split_timestamp(&text) {
-            if time <= *last {
-                return;
-            }
-            *last = time;
-            line(text);
-        }
-    };
-    loop {
-        let (kind, data) = match attach::read_frame(&mut reader) {
-            Ok(Some((kind @ (Kind::Stdout | Kind::Stderr), data))) => (kind, data),
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break,
-        };
-        let buf = pending.entry(kind as u8).or_default();
-        buf.extend_from_slice(&data);
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let rest = buf.split_off(i + 1);
-            let mut done = std::mem::replace(buf, rest);
-            done.pop();
-            emit(&done, last);
-        }
-    }
-    for (_, buf) in pending {
-        if !buf.is_empty() {
-            emit(&buf, last);
-        }
-    }
-}
-
 /// SIGINT and SIGTERM go to `tx` instead of ending the process.
 fn signals(tx: mpsc::Sender<Msg>) -> miette::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -793,14 +685,6 @@ mod tests {
         // No prefix, no color.
         let bare = Prefixes::new(&spec(&[("a", 1)]), true, false);
         assert_eq!(bare.line("a", 1, "x"), "x");
-    }
-
-    #[test]
-    fn log_lines_lose_their_timestamp() {
-        let (t, text) = split_timestamp("2026-11-29T13:00:00.5Z hello world").unwrap();
-        assert_eq!(text, "hello world");
-        assert_eq!(api_time(t), "1795957200.500000000");
-        assert!(split_timestamp("no timestamp").is_none());
     }
 
     #[derive(Debug, clap::Parser)]

@@ -385,6 +385,19 @@ impl DaemonDns {
         }
     }
 
+    /// A container was renamed: a running one answers to its new name
+    /// (and no longer to the old one), as Docker's embedded DNS.
+    pub fn container_renamed(&self, id: &str) {
+        let running = self.containers().is_some_and(|c| {
+            c.runtime
+                .state(id)
+                .is_ok_and(|s| s.status == crate::runtime::state::Status::Running)
+        });
+        if running {
+            self.container_started(id);
+        }
+    }
+
     /// A container stopped: its names no longer answer.
     pub fn container_stopped(&self, id: &str) {
         for (network, endpoint) in self.endpoints_of(id) {
@@ -473,6 +486,7 @@ impl DaemonDns {
                     let work = match event.action.as_str() {
                         "start" => tokio::task::spawn_blocking(move || dns.container_started(&id)),
                         "die" => tokio::task::spawn_blocking(move || dns.container_stopped(&id)),
+                        "rename" => tokio::task::spawn_blocking(move || dns.container_renamed(&id)),
                         _ => continue,
                     };
                     let _ = work.await;

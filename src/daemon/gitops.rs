@@ -802,10 +802,11 @@ impl DirWatch {
                 let relevant = match result {
                     // Of the parent's entries only the directory itself.
                     Ok(events) => events.iter().any(|e| {
-                        e.paths.is_empty()
-                            || e.paths
-                                .iter()
-                                .any(|p| p.parent() != parent.as_deref() || p == &own)
+                        super::stacks::is_change(&e.kind)
+                            && (e.paths.is_empty()
+                                || e.paths
+                                    .iter()
+                                    .any(|p| p.parent() != parent.as_deref() || p == &own))
                     }),
                     Err(_) => true,
                 };

@@ -585,10 +585,25 @@ async fn run_step(
         Action::Rename { target, name } => {
             let id = target_id(&target)?;
             blocking(d, move |d| {
+                let old = d
+                    .containers
+                    .runtime
+                    .record(&id)
+                    .map_err(|x| crate::error_chain(&x))?
+                    .name;
                 d.containers
                     .runtime
                     .rename(&id, &name)
-                    .map_err(|x| crate::error_chain(&x))
+                    .map_err(|x| crate::error_chain(&x))?;
+                // As the API's rename: the event, which the embedded DNS
+                // follows (the replica's name answers for the new one).
+                if let Ok(record) = d.containers.runtime.record(&id) {
+                    d.events.emit(
+                        super::events::Event::container("rename", &record)
+                            .with_attribute("oldName", format!("/{old}")),
+                    );
+                }
+                Ok(())
             })
             .await?;
             Ok(None)
@@ -683,41 +698,20 @@ async fn run_step(
         }
         Action::AwaitReady { target, healthy } => {
             let id = target_id(&target)?;
-            let mut cancel = cancel;
-            let mut events = subscribe(
-                d,
-                &["type=container".to_string(), format!("container={id}")],
-            );
-            loop {
-                let state = d.containers.runtime.state(&id).map_err(|x| e(&x))?;
-                match state.status {
-                    Status::Running => {
-                        if !healthy {
-                            return Ok(None);
-                        }
-                        match d.containers.health(&id).map(|h| h.status) {
-                            Some(crate::reconcile::health::HealthStatus::Healthy) | None => {
-                                return Ok(None);
-                            }
-                            Some(crate::reconcile::health::HealthStatus::Unhealthy) => {
-                                return Err("the new container is unhealthy".into());
-                            }
-                            Some(crate::reconcile::health::HealthStatus::Starting) => {}
-                        }
+            let cancel_seen = cancel.clone();
+            let outcome = await_ready(d, &id, healthy, cancel).await;
+            match &outcome {
+                Ok(_) => {}
+                // Called off by a newer version of the stack: the next plan
+                // makes the replacement it wants.
+                Err(_) if *cancel_seen.borrow() => {
+                    if let Err(error) = d.supervisor.remove(&id, true, false).await {
+                        tracing::warn!(container = %id, error = %crate::error_chain(&error), "removing a replacement called off");
                     }
-                    Status::Exited | Status::Removing => {
-                        return Err(format!(
-                            "the new container exited with code {}",
-                            state.exit_code
-                        ));
-                    }
-                    Status::Created | Status::Paused => {}
                 }
-                if *cancel.borrow() {
-                    return Err("called off: the stack changed".into());
-                }
-                next_change(&mut events, &mut cancel).await;
+                Err(why) => fail_replacement(d, &resolved.desired.stack, &id, why).await,
             }
+            outcome
         }
         Action::GiveUp { id } => {
             remember(d, &id, |m, _| m.given_up = true).await?;
@@ -727,6 +721,74 @@ async fn run_step(
             Ok(None)
         }
     }
+}
+
+/// Waits until the new container `id` of a start-first update runs (and,
+/// with `healthy`, passes its health check); an error when it ends, turns
+/// unhealthy or the wait is called off.
+async fn await_ready(
+    d: &Arc<Daemon>,
+    id: &str,
+    healthy: bool,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<String>, String> {
+    let e = |e: &dyn std::error::Error| crate::error_chain(e);
+    let id = id.to_string();
+    let mut cancel = cancel;
+    let mut events = subscribe(
+        d,
+        &["type=container".to_string(), format!("container={id}")],
+    );
+    loop {
+        let state = d.containers.runtime.state(&id).map_err(|x| e(&x))?;
+        match state.status {
+            Status::Running => {
+                if !healthy {
+                    return Ok(None);
+                }
+                // No status yet: its first check has not run.
+                match d.containers.health(&id).map(|h| h.status) {
+                    Some(crate::reconcile::health::HealthStatus::Healthy) => {
+                        return Ok(None);
+                    }
+                    Some(crate::reconcile::health::HealthStatus::Unhealthy) => {
+                        return Err("the new container is unhealthy".into());
+                    }
+                    Some(crate::reconcile::health::HealthStatus::Starting) | None => {}
+                }
+            }
+            Status::Exited | Status::Removing => {
+                return Err(format!(
+                    "the new container exited with code {}",
+                    state.exit_code
+                ));
+            }
+            Status::Created | Status::Paused => {}
+        }
+        if *cancel.borrow() {
+            return Err("called off: the stack changed".into());
+        }
+        next_change(&mut events, &mut cancel).await;
+    }
+}
+
+/// A start-first replacement that never got ready: stopped at once (out of
+/// DNS and off its ports, its old container running on), kept for `ps` to
+/// show, and reported as an `update-failed` stack event.
+async fn fail_replacement(d: &Arc<Daemon>, stack: &str, id: &str, why: &str) {
+    let record = d.containers.runtime.record(id).ok();
+    let name = record
+        .as_ref()
+        .map_or_else(|| id.to_string(), |r| r.name.clone());
+    if let Err(error) = d.supervisor.stop(id, libc::SIGKILL, Duration::ZERO).await {
+        tracing::warn!(%stack, container = %name, error = %crate::error_chain(&error), "stopping a failed replacement");
+    }
+    tracing::warn!(%stack, container = %name, %why, "start-first update failed: the old container keeps running");
+    d.events.emit(super::events::Event::stack(
+        "update-failed",
+        stack,
+        &[("container", name.as_str()), ("error", why)],
+    ));
 }
 
 /// A subscription to the daemon's events matching `filters` (none when
@@ -879,10 +941,42 @@ fn create_network(
             )),
         }
     };
-    let gateway = match spec.gateway {
+    // An IPv6 subnet given as `subnet` (a network of IPv6 only in the
+    // file) is the IPv6 one.
+    let (subnet, subnet6) = match (spec.subnet, spec.subnet6) {
+        (Some(s), None) if s.addr.is_ipv6() => (None, Some(s)),
+        other => other,
+    };
+    let (gateway, gateway6) = match (spec.gateway, spec.gateway6) {
+        (Some(g), None) if g.is_ipv6() => (None, Some(g)),
+        other => other,
+    };
+    let gateway = match gateway {
         None => None,
         Some(std::net::IpAddr::V4(g)) => Some(g),
-        Some(other) => return Err(format!("{other}: an IPv6 gateway needs an IPv6 subnet")),
+        Some(other) => return Err(format!("{other}: the gateway of an IPv4 subnet is IPv4")),
+    };
+    let subnet6 = match subnet6 {
+        None => None,
+        Some(crate::spec::model::IpNet {
+            addr: std::net::IpAddr::V6(addr),
+            prefix,
+        }) => Some(
+            ipnet::Ipv6Net::new(addr, prefix)
+                .map(|n| n.trunc())
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(other) => {
+            return Err(format!(
+                "{}/{}: subnet6 is an IPv6 subnet",
+                other.addr, other.prefix
+            ));
+        }
+    };
+    let gateway6 = match gateway6 {
+        None => None,
+        Some(std::net::IpAddr::V6(g)) => Some(g),
+        Some(other) => return Err(format!("{other}: gateway6 is an IPv6 address")),
     };
     let mut options = BTreeMap::new();
     if let Some(bridge) = &spec.bridge {
@@ -890,12 +984,15 @@ fn create_network(
     }
     let request = crate::net::CreateRequest {
         name: template.name.clone(),
-        subnet: v4(spec.subnet)?,
+        subnet: v4(subnet)?,
         gateway,
         ip_range: v4(spec.ip_range)?,
         internal: spec.internal,
         options,
         labels,
+        enable_ipv6: spec.ipv6 || subnet6.is_some(),
+        subnet6,
+        gateway6,
         ..crate::net::CreateRequest::default()
     };
     d.containers
@@ -1875,6 +1972,7 @@ async fn run_loop(
             let mut last = Report::default();
             let mut converged = false;
             let mut given_up = Vec::new();
+            let mut held_updates = Vec::new();
             for _ in 0..ROUNDS {
                 let observed = {
                     let d = d.clone();
@@ -1897,6 +1995,7 @@ async fn run_loop(
                     .filter(|c| c.given_up)
                     .map(|c| c.name.clone())
                     .collect();
+                held_updates = crate::reconcile::plan::failed_updates(&resolved.desired, &observed);
                 let this = once.take();
                 let options = this.as_ref().unwrap_or(&source.options);
                 let plan_options = match options.plan_options(&resolved.desired, this.is_some()) {
@@ -1967,6 +2066,17 @@ async fn run_loop(
                     && s.last_error.is_none()
                 {
                     s.last_error = Some(f.clone());
+                }
+                // A failed start-first update holds until the service
+                // changes again: said for as long as it holds.
+                if s.last_error.is_none() && !held_updates.is_empty() {
+                    let held: Vec<String> = held_updates
+                        .iter()
+                        .map(|(new, old)| {
+                            format!("update failed: {new} never got ready, {old} keeps running")
+                        })
+                        .collect();
+                    s.last_error = Some(held.join("\n"));
                 }
             });
         }
@@ -2071,6 +2181,18 @@ fn real_dirs(files: &[PathBuf]) -> Vec<PathBuf> {
 /// Watches the directories of `files` (editors and git replace files by
 /// renaming, so the directory is what to watch) and sends on `tx` when
 /// one of `files` changes.
+/// Whether a file event is a change: not a read (inotify reports opens
+/// and closes without a write too, and the loop's own reading of the
+/// files must not wake it again, round after round, nor call off the
+/// waits of an execution).
+pub(crate) fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
 fn watch(
     files: &[PathBuf],
     tx: tokio::sync::mpsc::UnboundedSender<()>,
@@ -2099,9 +2221,9 @@ fn watch(
             let Ok(events) = result else {
                 return;
             };
-            let relevant = events
-                .iter()
-                .any(|e| any_dir || e.paths.iter().any(|p| wanted.contains(p)));
+            let relevant = events.iter().any(|e| {
+                is_change(&e.kind) && (any_dir || e.paths.iter().any(|p| wanted.contains(p)))
+            });
             if relevant {
                 let _ = tx.send(());
             }

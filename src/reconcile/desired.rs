@@ -242,7 +242,7 @@ fn service_template(
         image: image.reference().to_string(),
         entrypoint: s.entrypoint.clone(),
         cmd: s.command.clone().unwrap_or_default(),
-        env: environment(s)?,
+        env: environment(s, &spec.variables)?,
         workdir: s.workdir.clone(),
         user: s.user.clone(),
         hostname: s.hostname.clone(),
@@ -482,7 +482,10 @@ fn service_template(
             HealthCommand::Disabled => None,
             _ => Some(h.on_unhealthy),
         }),
-        update: UpdateOrder::StopFirst,
+        update: match s.update_order {
+            Some(crate::spec::model::UpdateOrder::StartFirst) => UpdateOrder::StartFirst,
+            Some(crate::spec::model::UpdateOrder::StopFirst) | None => UpdateOrder::StopFirst,
+        },
     };
     Ok((
         Template {
@@ -561,7 +564,10 @@ fn resources(s: &ServiceSpec) -> Resources {
 
 /// The service's environment: its env files in order (Compose's `.env`
 /// format), then `env`, which wins.
-fn environment(s: &ServiceSpec) -> Result<Vec<String>, DesiredError> {
+fn environment(
+    s: &ServiceSpec,
+    variables: &BTreeMap<String, String>,
+) -> Result<Vec<String>, DesiredError> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for file in &s.env_file {
         let path = &file.value;
@@ -569,8 +575,9 @@ fn environment(s: &ServiceSpec) -> Result<Vec<String>, DesiredError> {
             path: path.clone(),
             source,
         })?;
-        let lookup = |name: &str| std::env::var(name).ok();
-        let pairs = parse_dotenv(&text, &lookup).map_err(|e| DesiredError::EnvFile {
+        // `${VAR}` in it: the stack's interpolation variables, as the
+        // stack file's own (an unset one is empty, as Compose has it).
+        let pairs = parse_dotenv(&text, variables).map_err(|e| DesiredError::EnvFile {
             path: path.clone(),
             message: e.to_string(),
         })?;

@@ -669,6 +669,8 @@ pub fn plan_with(
         network_steps: BTreeMap::new(),
         volume_steps: BTreeMap::new(),
         started: BTreeMap::new(),
+        replica_removals: Vec::new(),
+        update_held: false,
     }
     .run()
 }
@@ -850,6 +852,44 @@ fn short(value: &str) -> &str {
 /// The replica kept when several containers claim one (a crash between
 /// create and the removal of the old one): a running one whose config
 /// matches, then any running one, then any matching, then the first.
+/// Whether `c` is a start-first replacement of `kept`'s replica that
+/// never got ready: stopped under its temporary name, made from the
+/// service's configuration now (the change it was made for), while the
+/// old container runs.
+fn is_failed_update(
+    stack: &str,
+    service: &DesiredService,
+    c: &ObservedContainer,
+    kept: &ObservedContainer,
+    want: Option<&Fields>,
+) -> bool {
+    service.update == UpdateOrder::StartFirst
+        && c.id != kept.id
+        && c.name == replacement_name(stack, &c.service, c.replica)
+        && matches!(c.state, State::Exited { .. } | State::Created)
+        && is_running(kept)
+        && c.config != kept.config
+        && want.is_none_or(|w| &c.config == w)
+}
+
+/// The start-first updates that failed and hold: `(new, old)` container
+/// names, for the stack's status (the plan leaves them as they are).
+pub fn failed_updates(desired: &Desired, observed: &Observed) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for c in &observed.containers {
+        let Some(service) = desired.services.get(&c.service) else {
+            continue;
+        };
+        let old = container_name(&desired.stack, &c.service, c.replica);
+        if let Some(kept) = observed.containers.iter().find(|k| k.name == old)
+            && is_failed_update(&desired.stack, service, c, kept, None)
+        {
+            out.push((c.name.clone(), old));
+        }
+    }
+    out
+}
+
 fn keep_index(candidates: &[&ObservedContainer], want: Option<&Fields>) -> usize {
     let matches = |c: &ObservedContainer| want.is_some_and(|w| &c.config == w);
     let rank = |c: &ObservedContainer| match (is_running(c), matches(c)) {
@@ -873,6 +913,11 @@ struct Planner<'a> {
     volume_steps: BTreeMap<&'a str, usize>,
     /// Per service: the steps that start its containers in this plan.
     started: BTreeMap<&'a str, Vec<usize>>,
+    /// The removals of the replica being planned's extra containers.
+    replica_removals: Vec<usize>,
+    /// The replica being planned has a failed start-first replacement:
+    /// its container is not recreated again for the same change.
+    update_held: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -1204,21 +1249,43 @@ impl<'a> Planner<'a> {
         for replica in 1..=service.replicas {
             let containers = by_replica.get(&replica).cloned().unwrap_or_default();
             let mut removed = Vec::new();
+            let mut held_back = false;
             let current = if containers.is_empty() {
                 None
             } else {
                 let keep = keep_index(&containers, want.as_ref());
                 for (i, c) in containers.iter().enumerate() {
-                    if i != keep {
-                        removed.extend(self.remove_container(
-                            c,
-                            vec![],
-                            "another container runs this replica",
-                        ));
+                    if i == keep {
+                        continue;
                     }
+                    // A start-first replacement that never got ready stays
+                    // (stopped, for `ps` to show) and the old container
+                    // runs on: no retry until the service changes again or
+                    // an explicit `up` asks.
+                    if !self.options.start_stopped
+                        && !self.options.force_recreate
+                        && is_failed_update(
+                            &self.desired.stack,
+                            service,
+                            c,
+                            containers[keep],
+                            want.as_ref(),
+                        )
+                    {
+                        held_back = true;
+                        continue;
+                    }
+                    removed.extend(self.remove_container(
+                        c,
+                        vec![],
+                        "another container runs this replica",
+                    ));
                 }
                 Some(containers[keep])
             };
+            // A replacement made now takes a name one removed here had.
+            self.replica_removals.clone_from(&removed);
+            self.update_held = held_back;
             self.replica(name, service, replica, current, want.as_ref(), image_step);
             // A kept replacement still under its temporary name (a crash
             // cut a start-first update short) takes the replica's name.
@@ -1315,6 +1382,7 @@ impl<'a> Planner<'a> {
         // known).
         if let Some(want) = want
             && &c.config != want
+            && !self.update_held
         {
             let why = format!("recreate: {}", differences(&c.config, want).join("; "));
             self.recreate(name, service, replica, c, &why, image_step);
@@ -1378,7 +1446,10 @@ impl<'a> Planner<'a> {
         let final_name = container_name(&self.desired.stack, name, replica);
         if service.update == UpdateOrder::StartFirst && is_running(c) {
             let next = replacement_name(&self.desired.stack, name, replica);
-            let after = image_step.into_iter().collect();
+            let after = image_step
+                .into_iter()
+                .chain(self.replica_removals.iter().copied())
+                .collect();
             let (create, start) = self.create_and_start(name, service, replica, after, next, why);
             let ready = self.plan.push(
                 Action::AwaitReady {

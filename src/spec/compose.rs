@@ -983,14 +983,20 @@ const SERVICE_NETWORK_UNSUPPORTED: &[&str] = &[
     "priority",
 ];
 const DEPENDENCY_KEYS: &[&str] = &["condition", "restart", "required"];
-const DEPLOY_KEYS: &[&str] = &["replicas", "resources", "restart_policy"];
+const DEPLOY_KEYS: &[&str] = &["replicas", "resources", "restart_policy", "update_config"];
 const DEPLOY_UNSUPPORTED: &[&str] = &[
     "endpoint_mode",
     "labels",
     "mode",
     "placement",
     "rollback_config",
-    "update_config",
+];
+const UPDATE_CONFIG_UNSUPPORTED: &[&str] = &[
+    "parallelism",
+    "delay",
+    "failure_action",
+    "monitor",
+    "max_failure_ratio",
 ];
 const RESTART_POLICY_KEYS: &[&str] = &["condition", "max_attempts", "delay"];
 const RESTART_POLICY_UNSUPPORTED: &[&str] = &["window"];
@@ -1675,6 +1681,18 @@ impl Converter<'_> {
         for (e, p) in self.entries(v, path, DEPLOY_KEYS, DEPLOY_UNSUPPORTED) {
             match e.key.as_str() {
                 "replicas" => self.copy(out, "replicas", e, p),
+                // `order: start-first` is `update { order "start-first" }`.
+                "update_config" => {
+                    let mut update = Out::new();
+                    for (u, up) in self.entries(&e.value, &p, &["order"], UPDATE_CONFIG_UNSUPPORTED)
+                    {
+                        self.copy(&mut update, "order", u, up);
+                    }
+                    if !update.is_empty() {
+                        let value = update.into_value(e.value.span);
+                        self.put(out, "update", e.key_span, value, p);
+                    }
+                }
                 "resources" => {
                     for (r, rp) in self.entries(&e.value, &p, &["limits", "reservations"], &[]) {
                         if r.key == "limits" {
@@ -1913,11 +1931,23 @@ impl Converter<'_> {
             };
             for (i, config) in configs.iter().enumerate() {
                 let cp = format!("{p}[{i}]");
-                if i > 0 {
+                // A second config: the IPv6 subnet of a dual-stack network.
+                if i == 1 {
+                    for (c, ccp) in self.entries(config, &cp, &["subnet", "gateway"], &[]) {
+                        let key = if c.key == "subnet" {
+                            "subnet6"
+                        } else {
+                            "gateway6"
+                        };
+                        self.copy(out, key, c, ccp);
+                    }
+                    continue;
+                }
+                if i > 1 {
                     self.unsupported_because(
                         &cp,
                         config.span,
-                        "a network has one subnet; only the first config is used",
+                        "a network has one IPv4 and one IPv6 subnet; only the first two configs are used",
                     );
                     continue;
                 }
@@ -2431,6 +2461,22 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].kind, ProblemKind::Unsupported);
         assert!(service(&tree.unwrap(), "db").get("health").is_none());
+    }
+
+    #[test]
+    fn deploy_update_config_order_becomes_the_update_order() {
+        let text = "services:\n  web:\n    image: busybox\n    deploy:\n      update_config:\n        order: start-first\n        parallelism: 2\n";
+        let (tree, problems) = convert(text);
+        let tree = tree.unwrap();
+        let update = service(&tree, "web").get("update").cloned().unwrap();
+        assert_eq!(
+            update.get("order").and_then(Value::as_str),
+            Some("start-first")
+        );
+        assert!(
+            problems.iter().any(|p| p.message.contains("parallelism")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::model::{
     BackoffSpec, BuildSpec, Condition, Declared, Dependency, ExposeSpec, HealthCommand, HealthSpec,
     IpNet, LimitsSpec, Link, Located, LoggingSpec, NetworkDriver, NetworkMode, NetworkSpec,
     OnUnhealthy, RestartSpec, ServiceNetwork, ServiceSpec, StackSpec, StartLimit, SwapLimit,
-    VolumeSpec, VolumesFrom, VolumesFromSource,
+    UpdateOrder, VolumeSpec, VolumesFrom, VolumesFromSource,
 };
 use super::mount::{MountKind, MountSpec, Propagation, parse_tmpfs};
 use super::port::{PortRange, PortSpec, Protocol};
@@ -69,6 +69,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "sysctls",
     "stop-signal",
     "stop-grace-period",
+    "update",
     "labels",
     "replicas",
     "init",
@@ -82,6 +83,7 @@ const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "target", "no-cac
 const RESTART_KEYS: &[&str] = &["policy", "max-retries", "backoff", "start-limit"];
 const BACKOFF_KEYS: &[&str] = &["min", "max", "factor", "reset-after"];
 const START_LIMIT_KEYS: &[&str] = &["burst", "interval"];
+const UPDATE_KEYS: &[&str] = &["order"];
 const HEALTH_KEYS: &[&str] = &[
     "command",
     "interval",
@@ -120,8 +122,8 @@ const DEPENDENCY_KEYS: &[&str] = &["service", "condition", "restart-dependents"]
 const LINK_KEYS: &[&str] = &["service", "alias"];
 const EXTRA_HOST_KEYS: &[&str] = &["host", "ip"];
 const NETWORK_KEYS: &[&str] = &[
-    "driver", "subnet", "gateway", "ip-range", "internal", "ipv6", "bridge", "parent", "vlan",
-    "external", "labels",
+    "driver", "subnet", "gateway", "ip-range", "internal", "ipv6", "subnet6", "gateway6", "bridge",
+    "parent", "vlan", "external", "labels",
 ];
 const VOLUME_KEYS: &[&str] = &["driver", "driver-opts", "labels", "external"];
 
@@ -595,6 +597,7 @@ impl Decoder<'_, '_> {
                 "depends-on" => s.depends_on = self.depends_on(val),
                 "restart" => s.restart = self.restart(val),
                 "health" => s.health = self.health(val),
+                "update" => s.update_order = self.update(val),
                 "limits" => s.limits = self.limits(val),
                 "user" => s.user = self.text(val),
                 "workdir" => s.workdir = self.string(val),
@@ -1180,6 +1183,29 @@ impl Decoder<'_, '_> {
         }
     }
 
+    /// `update { order "start-first" }` (Compose's `deploy.update_config`).
+    fn update(&mut self, v: &Value) -> Option<UpdateOrder> {
+        let mut order = None;
+        for e in self.entries(v, "update", UPDATE_KEYS) {
+            if e.key == "order" {
+                order = match self.string(&e.value).as_deref() {
+                    Some("start-first") => Some(UpdateOrder::StartFirst),
+                    Some("stop-first") => Some(UpdateOrder::StopFirst),
+                    Some(other) => {
+                        self.invalid(
+                            &e.value,
+                            "update order",
+                            format!("`{other}` is not one of stop-first, start-first"),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+            }
+        }
+        order
+    }
+
     fn health(&mut self, v: &Value) -> Option<HealthSpec> {
         if !matches!(v.kind, Kind::Map(_)) {
             let command = self.health_command(v)?;
@@ -1506,6 +1532,8 @@ impl Decoder<'_, '_> {
                 "ip-range" => n.ip_range = self.parsed::<IpNet>(val, "ip-range"),
                 "internal" => n.internal = self.boolean(val).unwrap_or(false),
                 "ipv6" => n.ipv6 = self.boolean(val).unwrap_or(false),
+                "subnet6" => n.subnet6 = self.parsed::<IpNet>(val, "subnet6"),
+                "gateway6" => n.gateway6 = self.parsed::<IpAddr>(val, "gateway6"),
                 "bridge" => {
                     if let Some(b) = self.string(val) {
                         if is_valid_ifname(&b) {

@@ -26,6 +26,7 @@ enum Ctx {
     Restart,
     Backoff,
     StartLimit,
+    Update,
     Health,
     Limits,
     Logging,
@@ -170,6 +171,15 @@ const SERVICE: &[Rule] = &[
         },
     ),
     rule(
+        "update",
+        "update",
+        Shape::Block {
+            fields: &[],
+            rest: false,
+            ctx: Ctx::Update,
+        },
+    ),
+    rule(
         "limits",
         "limits",
         Shape::Block {
@@ -255,6 +265,7 @@ const BACKOFF: &[Rule] = &[
     scalar("reset-after"),
 ];
 const START_LIMIT: &[Rule] = &[scalar("burst"), scalar("interval")];
+const UPDATE: &[Rule] = &[scalar("order")];
 
 const HEALTH: &[Rule] = &[
     rule("command", "command", Shape::Args { repeat: false }),
@@ -315,6 +326,8 @@ const NETWORK: &[Rule] = &[
     scalar("ip-range"),
     scalar("internal"),
     scalar("ipv6"),
+    scalar("subnet6"),
+    scalar("gateway6"),
     scalar("bridge"),
     scalar("parent"),
     scalar("vlan"),
@@ -337,6 +350,7 @@ fn rules(ctx: Ctx) -> &'static [Rule] {
         Ctx::Restart => RESTART,
         Ctx::Backoff => BACKOFF,
         Ctx::StartLimit => START_LIMIT,
+        Ctx::Update => UPDATE,
         Ctx::Health => HEALTH,
         Ctx::Limits => LIMITS,
         Ctx::Logging => LOGGING,
@@ -358,6 +372,7 @@ fn describe(ctx: Ctx) -> &'static str {
         Ctx::Restart => "restart",
         Ctx::Backoff => "backoff",
         Ctx::StartLimit => "start-limit",
+        Ctx::Update => "update",
         Ctx::Health => "health",
         Ctx::Limits => "limits",
         Ctx::Logging => "logging",

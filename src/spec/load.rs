@@ -213,7 +213,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, SpecError> {
             }
         }
     }
-    let spec = merged.unwrap_or_default();
+    let mut spec = merged.unwrap_or_default();
+    spec.variables = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let partial = problems.has_errors();
     validate(&spec, &sources, partial, &mut problems);
     check_env_files(&spec, &mut sources, &vars, &mut problems);

@@ -82,6 +82,7 @@ fn merge_service(base: &mut ServiceSpec, over: ServiceSpec) {
     merge_by(&mut base.depends_on, over.depends_on, |d| d.service.clone());
     replace(&mut base.restart, over.restart);
     replace(&mut base.health, over.health);
+    replace(&mut base.update_order, over.update_order);
     merge_limits(&mut base.limits, over.limits);
     replace(&mut base.user, over.user);
     replace(&mut base.workdir, over.workdir);

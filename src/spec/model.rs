@@ -90,6 +90,12 @@ pub struct StackSpec {
     /// Named volumes by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// The interpolation variables it was loaded with (the caller's
+    /// environment, then `.env` or `--env-file`s): services' env files
+    /// read `${VAR}` from them too, never from the process that resolves
+    /// the stack (the daemon's own environment).
+    #[serde(skip)]
+    pub variables: BTreeMap<String, String>,
 }
 
 /// One service: a container template, run `replicas` times.
@@ -150,6 +156,13 @@ pub struct ServiceSpec {
     /// The health check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// How its containers are replaced (`update { order … }`).
+    #[serde(
+        rename = "update",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_update"
+    )]
+    pub update_order: Option<UpdateOrder>,
     /// Resource limits.
     #[serde(skip_serializing_if = "LimitsSpec::is_empty")]
     pub limits: LimitsSpec,
@@ -520,6 +533,30 @@ impl Serialize for HealthCommand {
     }
 }
 
+/// `update { order "…" }`, as the stack file spells it.
+fn ser_update<S: Serializer>(
+    order: &Option<UpdateOrder>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(1))?;
+    map.serialize_entry("order", order)?;
+    map.end()
+}
+
+/// How a service's container is replaced when it is recreated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// The old one stops, then the new one starts (Compose's way).
+    #[default]
+    StopFirst,
+    /// The new one starts, is waited for (healthy, when it has a check),
+    /// then the old one stops; one that never gets ready leaves the old
+    /// one running.
+    StartFirst,
+}
+
 /// What the supervisor does with an unhealthy container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -642,6 +679,12 @@ pub struct NetworkSpec {
     /// Also give containers IPv6 addresses.
     #[serde(skip_serializing_if = "is_false")]
     pub ipv6: bool,
+    /// The IPv6 subnet (with `ipv6`; chosen automatically when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<IpNet>,
+    /// The IPv6 gateway address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<IpAddr>,
     /// The Linux bridge's name (bridge driver).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,

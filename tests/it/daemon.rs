@@ -588,3 +588,110 @@ fn the_configuration_file_sets_what_flags_do_and_conflicts_are_refused() {
     crate::stop_daemon(&host.root());
     let _ = daemon.wait();
 }
+
+/// The names of the host's links (`ip -o link`).
+fn host_links() -> Vec<String> {
+    let out = crate::output_within(
+        Command::new("ip").args(["-o", "link", "show"]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "ip link show failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// The host's nftables tables (`nft list tables`).
+fn nft_tables() -> String {
+    let out = crate::output_within(
+        Command::new("nft").args(["list", "tables"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "nft list tables failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test whose daemon was SIGKILLed with containers running (and that
+/// never started it again) leaves nothing behind once its host is
+/// dropped: no shim, no container process, no mount under its directory,
+/// none of its links (the networks' bridges, the containers' veth ends,
+/// its default bridge), no nftables table of its, no directory.
+#[test]
+fn a_host_dropped_after_its_daemon_was_killed_leaves_nothing_behind() {
+    let bip = format!("{}.1/24", crate::host::prefix());
+    let host = Host::with_daemon(&["--bip", &bip]);
+    let subnet = format!("{}.0/24", crate::host::prefix());
+    host.ok(&["network", "create", "--subnet", &subnet, "leaknet"]);
+    host.sleeper("on-default", &[]);
+    host.sleeper("on-leaknet", &["--network", "leaknet"]);
+    let (dir, root) = (host.dir(), host.root());
+    let shims = crate::host::shims_of(&root);
+    assert_eq!(shims.len(), 2, "one shim per container: {shims:?}");
+    let pids: Vec<i64> = ["on-default", "on-leaknet"]
+        .iter()
+        .map(|c| host.inspect(c)["State"]["Pid"].as_i64().unwrap())
+        .collect();
+    assert!(!crate::host::mounts_under(&dir).is_empty());
+    // Its links, as the network store and the daemon name them.
+    let mut links = vec![stack::net::default_bridge_name(&root)];
+    for record in fs::read_dir(root.join("network")).unwrap().flatten() {
+        let Ok(text) = fs::read_to_string(record.path()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        links.extend(record["bridge"].as_str().map(str::to_string));
+        for e in record["endpoints"].as_object().into_iter().flatten() {
+            links.extend(e.1["host_veth"].as_str().map(str::to_string));
+        }
+    }
+    let present = host_links();
+    for link in &links {
+        assert!(present.contains(link), "{link} is not there: {present:?}");
+    }
+    assert!(links.len() >= 4, "two bridges and two veths: {links:?}");
+    let table = format!("table inet {}", stack::daemon::firewall::table_name(&root));
+    assert!(nft_tables().lines().any(|l| l == table), "{table}");
+
+    let daemon = i32::try_from(host.daemon_pid().unwrap()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(host);
+
+    assert_eq!(
+        crate::host::shims_of(&root),
+        Vec::<i32>::new(),
+        "shims left"
+    );
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "container process {pid} left"
+        );
+    }
+    assert_eq!(
+        crate::host::mounts_under(&dir),
+        Vec::<PathBuf>::new(),
+        "mounts left"
+    );
+    // A namespace's veth goes with it, which the kernel finishes a little
+    // later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let present = host_links();
+        let left: Vec<&String> = links.iter().filter(|l| present.contains(l)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "links left: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!nft_tables().lines().any(|l| l == table), "{table} left");
+    assert!(!dir.exists(), "{} left", dir.display());
+}

@@ -9,24 +9,16 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use stack::net::dns::{DnsConfig, DnsServer};
 
+use crate::host::unique_loopback;
+
 /// Far longer than any answer takes: only a hung server reaches it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A loopback address no other test (or test run) uses.
-fn unique_loopback() -> Ipv4Addr {
-    static NEXT: AtomicU8 = AtomicU8::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    let [_, _, hi, lo] = pid.to_be_bytes();
-    Ipv4Addr::new(127, 100u8.wrapping_add(n), hi, lo.clamp(1, 254))
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,8 +20,6 @@ use stack::net::firewall::{
 };
 
 use crate::output_within;
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a connection that must succeed may take to answer.
 const ANSWER: Duration = Duration::from_secs(5);
@@ -50,10 +48,10 @@ fn run(program: &str, args: &[&str]) -> String {
 struct Lab {
     prefix: String,
     namespaces: Vec<String>,
-    /// Second octet of every address of this test.
-    a: u8,
-    /// Third octet of the bridge subnet; the uplink is `b + 1`.
-    b: u8,
+    /// The bridge's /24, `10.X.Y.0` as (X, Y).
+    bridge: (u8, u8),
+    /// The uplink's /24.
+    uplink: (u8, u8),
     table: String,
 }
 
@@ -63,20 +61,13 @@ impl Lab {
             nix::unistd::geteuid().is_root(),
             "firewall tests need root (network namespaces, nftables)"
         );
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let prefix = format!(
-            "stkfw{:06x}",
-            (pid << 6 | u32::try_from(n % 64).unwrap()) & 0xff_ffff
-        );
-        let a = u8::try_from(20 + pid % 200).unwrap();
-        let b = u8::try_from((n * 2) % 250).unwrap();
+        let prefix = format!("stkfw{}", crate::host::unique());
         let mut lab = Lab {
             table: format!("t{}", &prefix),
             prefix,
             namespaces: Vec::new(),
-            a,
-            b,
+            bridge: crate::host::subnet(),
+            uplink: crate::host::subnet(),
         };
         let host = lab.netns("h");
         let outside = lab.netns("x");
@@ -116,23 +107,25 @@ impl Lab {
     }
 
     fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.a, self.b, 1)
+        Ipv4Addr::new(10, self.bridge.0, self.bridge.1, 1)
     }
 
     fn subnet(&self) -> ipnet::IpNet {
-        format!("10.{}.{}.0/24", self.a, self.b).parse().unwrap()
+        format!("10.{}.{}.0/24", self.bridge.0, self.bridge.1)
+            .parse()
+            .unwrap()
     }
 
     fn uplink_host(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.a, self.b + 1, 1)
+        Ipv4Addr::new(10, self.uplink.0, self.uplink.1, 1)
     }
 
     fn outside(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.a, self.b + 1, 2)
+        Ipv4Addr::new(10, self.uplink.0, self.uplink.1, 2)
     }
 
     fn container_ip(&self, n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.a, self.b, 1 + n)
+        Ipv4Addr::new(10, self.bridge.0, self.bridge.1, 1 + n)
     }
 
     /// A "container" namespace `c<n>` on the bridge at `.1+n`, with a

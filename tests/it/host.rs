@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The busybox applets the image links.
@@ -25,6 +27,47 @@ const APPLETS: &[&str] = &[
 /// and never the host's.
 pub(crate) const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+
+/// Counts the subnets and names handed out in this test process.
+static NEXT_SUBNET: AtomicU32 = AtomicU32::new(0);
+static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
+
+/// A /24 of this test's own, `10.X.Y.0/24` as (X, Y): X in 101..=109 from
+/// the pid, Y counted, so tests (and test processes) running at the same
+/// time never share one; never 172.17/16 or 192.0.2/24, which the host
+/// uses. The one helper every test module takes its subnets from.
+pub(crate) fn subnet() -> (u8, u8) {
+    let n = NEXT_SUBNET.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    let x = 101 + (pid + n / 250) % 9;
+    let y = (pid / 9 + n) % 250;
+    (u8::try_from(x).unwrap(), u8::try_from(y).unwrap())
+}
+
+/// [`subnet`] as the prefix `10.X.Y` (append `.0/24`, `.1/24`, …).
+pub(crate) fn prefix() -> String {
+    let (x, y) = subnet();
+    format!("10.{x}.{y}")
+}
+
+/// 6 hex digits unique to this test process and call, for the names of
+/// the test's own interfaces, bridges and namespaces (Linux names are at
+/// most 15 bytes): `stk` + `unique()`.
+pub(crate) fn unique() -> String {
+    let n = NEXT_NAME.fetch_add(1, Ordering::SeqCst);
+    format!("{:06x}", (std::process::id() << 8 ^ n) & 0xff_ffff)
+}
+
+/// A loopback address no other test (or test process) uses,
+/// `127.N.PID_HI.PID_LO` with N counted: a server of the test's own binds
+/// it (port 53 included).
+pub(crate) fn unique_loopback() -> std::net::Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let [_, _, hi, lo] = std::process::id().to_be_bytes();
+    let n = u8::try_from(100 + n % 150).unwrap();
+    std::net::Ipv4Addr::new(127, n, hi, lo.clamp(1, 254))
+}
 
 /// How long one `stack` command may take before the test fails.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
@@ -80,6 +123,8 @@ pub(crate) struct Host {
     /// The daemon this test started itself (with its own flags).
     daemon: Option<std::process::Child>,
     daemon_args: Vec<String>,
+    /// Variables set in the environment of the daemon the test starts.
+    daemon_env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -90,6 +135,12 @@ impl Host {
     /// A host whose daemon is started by the test with `daemon_args`
     /// (when there are any) before anything else runs.
     pub(crate) fn with_daemon(daemon_args: &[&str]) -> Host {
+        Host::with_daemon_env(daemon_args, &[])
+    }
+
+    /// [`Host::with_daemon`], the daemon started with `env` set in its
+    /// environment too.
+    pub(crate) fn with_daemon_env(daemon_args: &[&str], env: &[(&str, &str)]) -> Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("work")).unwrap();
@@ -97,10 +148,14 @@ impl Host {
             dir,
             daemon: None,
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            daemon_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // The test's daemon first, so the import does not autostart one
         // with other settings (and another default bridge subnet).
-        if !daemon_args.is_empty() {
+        if !daemon_args.is_empty() || !env.is_empty() {
             host.start_daemon();
         }
         busybox_image(&host.root(), &host.dir.path().join("image"));
@@ -118,6 +173,7 @@ impl Host {
         let log = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let mut child = self
             .cmd(&args)
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -157,6 +213,12 @@ impl Host {
     /// The pid of the daemon the test started.
     pub(crate) fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(std::process::Child::id)
+    }
+
+    /// The test's directory (the state root, the scratch directory, the
+    /// daemon's log): gone once the host is dropped.
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
     }
 
     /// The state root.
@@ -350,13 +412,25 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        // Kill what is left so no shim or cgroup outlives the test.
-        let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = self.stack(&["rm", "-f", id]);
+        // The polite way first, while a daemon answers (never autostarting
+        // one just to clean up): stacks down, so their loops make nothing
+        // again, then every container removed and the networks pruned.
+        if UnixStream::connect(self.root().join("run/stack.sock")).is_ok() {
+            if let Ok(entries) = fs::read_dir(self.root().join("stacks")) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(stack) = name.strip_suffix(".json") {
+                        let _ = self.stack(&["down", "--stack", stack]);
+                    }
+                }
+            }
+            let out = self.stack(&["ps", "-a", "-q", "--no-trunc"]);
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.stack(&["rm", "-f", id]);
+            }
+            // User-defined networks' bridges go with them.
+            let _ = self.stack(&["network", "prune", "-f"]);
         }
-        // User-defined networks' bridges go with them.
-        let _ = self.stack(&["network", "prune", "-f"]);
         if let Some(mut daemon) = self.daemon.take() {
             // SIGTERM first: a clean stop removes the default bridge.
             if let Ok(pid) = i32::try_from(daemon.id()) {
@@ -374,6 +448,155 @@ impl Drop for Host {
         }
         // The commands autostarted a daemon on this root: stop it.
         crate::stop_daemon(&self.root());
-        crate::forget_host_state(&self.root());
+        // Then whatever a daemon killed mid-work (or a failed test) left in
+        // the kernel, found from the root itself.
+        sweep(self.dir.path(), &self.root());
+    }
+}
+
+/// Removes from the host everything of state root `root` (in the test
+/// directory `dir`) that outlives its daemon: the containers' processes
+/// and cgroups, their shims, the mounts under `dir`, the links its
+/// networks made (bridges, veth ends, VLAN parents), its default bridge
+/// and its nftables table. The daemon must be stopped.
+pub(crate) fn sweep(dir: &Path, root: &Path) {
+    let containers: Vec<String> = fs::read_dir(root.join("containers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Each container's processes: its cgroup's (every process of it, also
+    // one that left the pid namespace's init), and its init as recorded.
+    let hierarchy = stack::runtime::cgroup::Hierarchy::detect().ok();
+    let mut cgroups = Vec::new();
+    for id in &containers {
+        if let Some(cgroup) = hierarchy
+            .as_ref()
+            .and_then(|h| h.open(format!("stack/{id}")).ok())
+        {
+            let _ = cgroup.kill_all(rustix::process::Signal::KILL);
+            cgroups.push(cgroup);
+        }
+        let state = fs::read_to_string(root.join("containers").join(id).join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(pid) = state
+            .as_ref()
+            .and_then(|s| s["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 1)
+        {
+            kill(pid);
+        }
+    }
+    // The shims: `stack __shim <root>/containers/<id> <root>/run/<id>.sock`.
+    for pid in shims_of(root) {
+        kill(pid);
+    }
+    for cgroup in &cgroups {
+        let _ = cgroup.delete();
+    }
+    unmount_under(dir);
+    // The links its networks made, as its network store records them.
+    let mut links = vec![stack::net::default_bridge_name(root)];
+    for e in fs::read_dir(root.join("network"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(record) = fs::read_to_string(e.path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        if let Some(endpoints) = record["endpoints"].as_object() {
+            links.extend(
+                endpoints
+                    .values()
+                    .filter_map(|e| e["host_veth"].as_str())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if record["external_bridge"] != serde_json::Value::Bool(true)
+            && let Some(bridge) = record["bridge"].as_str()
+        {
+            links.push(bridge.to_string());
+        }
+        if record["created_parent"] == serde_json::Value::Bool(true)
+            && let Some(parent) = record["parent"].as_str()
+        {
+            links.push(parent.to_string());
+        }
+    }
+    let present = crate::output_within(
+        Command::new("ip").args(["-o", "link", "show"]),
+        Duration::from_secs(10),
+    );
+    let present = String::from_utf8_lossy(&present.stdout).into_owned();
+    let present: Vec<&str> = present
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    for link in links.iter().filter(|l| present.contains(&l.as_str())) {
+        let _ = crate::output_within(
+            Command::new("ip").args(["link", "del", link]),
+            Duration::from_secs(10),
+        );
+    }
+    crate::forget_host_state(root);
+}
+
+/// SIGKILLs `pid` (gone already is fine).
+fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// The pids of the shims of containers under `root`.
+pub(crate) fn shims_of(root: &Path) -> Vec<i32> {
+    let under = |arg: &[u8]| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(root);
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.get(1) == Some(&b"__shim".as_slice())
+                && args.get(2..4).is_some_and(|a| a.iter().any(|a| under(a))))
+            .then_some(pid)
+        })
+        .collect()
+}
+
+/// The mount points under `dir`, per /proc/self/mountinfo.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Unmounts (lazily) everything mounted under `dir`, the latest first.
+fn unmount_under(dir: &Path) {
+    for _ in 0..3 {
+        let mounts = mounts_under(dir);
+        if mounts.is_empty() {
+            return;
+        }
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }

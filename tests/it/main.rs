@@ -102,6 +102,18 @@ pub fn stop_daemon(root: &std::path::Path) {
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // One that does not stop in time is killed: nothing of it may outlive
+    // the test (its pid checked to still be this root's daemon).
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let root = root.as_os_str().as_encoded_bytes();
+        c.windows(root.len()).any(|w| w == root)
+    });
+    let _ = ours
+        && nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok();
     forget_host_state(root);
 }
 

@@ -10,23 +10,11 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use stack::net::netlink;
 
-use crate::host::Host;
-
-static NEXT: AtomicU8 = AtomicU8::new(0);
-
-/// A fresh 10.x.y.0/24 for this test process: x from the pid, y from a
-/// counter (never 172.17/16 or 192.0.2/24, which the host uses).
-fn subnet() -> (u8, u8) {
-    let pid = std::process::id();
-    let x = 100 + u8::try_from(pid % 100).unwrap();
-    let y = NEXT.fetch_add(1, Ordering::SeqCst);
-    (x, y)
-}
+use crate::host::{Host, subnet, unique};
 
 /// `fd00:X:Y::` in canonical form (as the daemon prints addresses), to
 /// which the last group is appended.
@@ -464,14 +452,6 @@ fn create_remove_cycles_leak_no_link_namespace_mount_or_address() {
         0,
         "no allocation left"
     );
-}
-
-/// 6 hex digits unique to this test process and call: interface and
-/// namespace names of the test's own (Linux names are at most 15 bytes).
-fn unique() -> String {
-    static N: AtomicU8 = AtomicU8::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("{:04x}{n:02x}", std::process::id() & 0xffff)
 }
 
 /// Runs `ip ARGS`, which must succeed; its stdout.

@@ -12,32 +12,14 @@
 //! ranges).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use stack::net::dns::{DnsConfig, DnsServer};
 
-use crate::host::Host;
-
-static NEXT_SUBNET: AtomicU8 = AtomicU8::new(0);
-static NEXT_LOOPBACK: AtomicU8 = AtomicU8::new(0);
+use crate::host::{Host, prefix, unique_loopback};
 
 /// How long a name may take to start (or stop) answering.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// A fresh 10.x.y for this test process.
-fn subnet() -> String {
-    let x = 230 + std::process::id() % 20;
-    let y = NEXT_SUBNET.fetch_add(1, Ordering::SeqCst);
-    format!("10.{x}.{y}")
-}
-
-/// A loopback address no other test (or test process) uses.
-fn unique_loopback() -> Ipv4Addr {
-    let n = NEXT_LOOPBACK.fetch_add(1, Ordering::SeqCst);
-    let [_, _, hi, lo] = std::process::id().to_be_bytes();
-    Ipv4Addr::new(127, 220u8.wrapping_add(n % 30), hi, lo.clamp(1, 254))
-}
 
 /// A DNS server of the test's own on `127.x.y.z:53` answering `names`
 /// (and SERVFAIL for anything else: it has no upstream).
@@ -90,7 +72,7 @@ struct DnsHost {
 
 impl DnsHost {
     fn new(upstream: &Upstream) -> DnsHost {
-        let bip = format!("{}.1/24", subnet());
+        let bip = format!("{}.1/24", prefix());
         let dns = upstream.ip.to_string();
         DnsHost {
             host: Host::with_daemon(&["--bip", &bip, "--dns", &dns]),
@@ -99,7 +81,7 @@ impl DnsHost {
 
     /// Creates a network with a fresh subnet; its gateway.
     fn network(&self, name: &str) -> String {
-        let prefix = subnet();
+        let prefix = prefix();
         self.host.ok(&[
             "network",
             "create",
@@ -433,7 +415,7 @@ fn a_link_on_a_user_network_is_a_name_in_its_dns() {
 
 #[test]
 fn default_bridge_containers_get_the_hosts_resolvers_not_the_gateway() {
-    let bip = format!("{}.1/24", subnet());
+    let bip = format!("{}.1/24", prefix());
     let host = Host::with_daemon(&["--bip", &bip]);
     let (code, out, err) = host.run(&[], &["cat", "/etc/resolv.conf"]);
     assert_eq!(code, 0, "{err}");

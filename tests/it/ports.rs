@@ -16,26 +16,14 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::host::Host;
+use crate::host::{Host, prefix};
 use crate::output_within;
-
-static NEXT: AtomicU8 = AtomicU8::new(0);
 
 /// How long a published port may take to answer (the container's server
 /// starting up included).
 const ANSWER: Duration = Duration::from_secs(20);
-
-/// A fresh 10.x.y.0/24 prefix ("10.x.y") for this test process: x from the
-/// pid in 200..250 (net.rs uses 100..200), y from a counter.
-fn prefix() -> String {
-    let pid = std::process::id();
-    let x = 200 + pid % 50;
-    let y = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!("10.{x}.{y}")
-}
 
 fn run(program: &str, args: &[&str]) -> String {
     let out = output_within(Command::new(program).args(args), Duration::from_secs(20));
@@ -57,9 +45,7 @@ struct Outside {
 
 impl Outside {
     fn new() -> Outside {
-        let pid = std::process::id();
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("stkp{:06x}", (pid << 8 | u32::from(n)) & 0xff_ffff);
+        let name = format!("stkp{}", crate::host::unique());
         let outside = Outside {
             name: name.clone(),
             prefix: prefix(),

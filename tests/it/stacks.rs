@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::BufRead;
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -135,13 +134,12 @@ fn a_stack_comes_up_follows_its_file_and_comes_down() {
     assert!(!host.ok(&["ls"]).contains("shop"));
 }
 
-static NEXT: AtomicU8 = AtomicU8::new(0);
-
-/// `network "default"` on a fresh 10.215.y.0/24 for this test: y from the
-/// pid and a counter (never 172.17/16 or 192.0.2/24, which the host uses).
+/// `network "default"` on a /24 of this test's own.
 fn default_network() -> String {
-    let y = (std::process::id() % 50) * 5 + u32::from(NEXT.fetch_add(1, Ordering::SeqCst) % 5);
-    format!("network \"default\" subnet=\"10.215.{y}.0/24\"\n")
+    format!(
+        "network \"default\" subnet=\"{}.0/24\"\n",
+        crate::host::prefix()
+    )
 }
 
 /// How long a foreground `stack up` may take to show what a test waits for.
@@ -516,13 +514,10 @@ fn pull_never_fails_a_missing_image_instead_of_pulling_it() {
     host.ok(&["down"]);
 }
 
-/// A /24 of this test's own, `10.X.Y` (X from the pid, Y counted): the
-/// default address pools are shared by every daemon on the machine.
+/// A /24 of this test's own, `10.X.Y`: the default address pools are
+/// shared by every daemon on the machine.
 fn own_subnet() -> String {
-    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
-    let x = 150 + std::process::id() % 40;
-    let y = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    format!("10.{x}.{y}")
+    crate::host::prefix()
 }
 
 /// A host whose daemon's default bridge is on a subnet of the test's own.
@@ -639,6 +634,28 @@ fn a_crash_looping_service_backs_off_and_gives_up_at_its_start_limit() {
         4
     );
     assert_eq!(events(&host, &gave_up).len(), 1);
+    // `ps --stack` marks it, with its restarts and no next try.
+    let ps = host.ok(&[
+        "ps",
+        "--stack",
+        "crash",
+        "--format",
+        "{{.Name}}\t{{.Restarts}}\t{{.Status}}",
+    ]);
+    let row: Vec<&str> = ps
+        .lines()
+        .find(|l| l.starts_with("crash-loop-1\t"))
+        .unwrap_or_else(|| panic!("{ps}"))
+        .split('\t')
+        .collect();
+    assert_eq!(row[1], "3", "{ps}");
+    assert!(
+        row[2].starts_with("Exited (3)")
+            && row[2].contains("3 restarts")
+            && row[2].ends_with("given up")
+            && !row[2].contains("next try"),
+        "{ps}"
+    );
 }
 
 const DEPENDS: &str = r#"
@@ -1099,4 +1116,351 @@ fn the_web_db_example_comes_up_and_answers() {
 #[test]
 fn the_worker_pool_example_comes_up_and_answers() {
     example_comes_up_answers_and_goes_down("worker-pool", octet(4));
+}
+
+const ROLLING: &str = r#"
+name "roll"
+service "web" {
+    image "bb"
+    command "sleep" "1000"
+    env V="1"
+    health "test ! -e /bad" interval="200ms" retries=2
+    update { order "start-first"; }
+    restart "always" { backoff min="100ms" max="1s"; }
+}
+service "client" {
+    image "bb"
+    command "sleep" "1000"
+}
+"#;
+
+/// The address `name` resolves to in container `from` (the embedded
+/// DNS), as `ping` prints it.
+fn resolves_to(host: &Host, from: &str, name: &str) -> String {
+    let out = host.sh(from, &format!("ping -c1 -W1 {name} 2>&1 | head -1"));
+    out.split(['(', ')']).nth(1).unwrap_or_default().to_string()
+}
+
+/// The container's address on the stack's default network.
+fn address(host: &Host, name: &str) -> String {
+    host.inspect(name)["NetworkSettings"]["Networks"]["roll_default"]["IPAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `update { order "start-first" }`: an edit starts the new container
+/// while the old one runs, and stops the old one only once the new one is
+/// healthy; the replica's name then answers for the new one. An edit
+/// whose new container never gets healthy leaves the old one running and
+/// says so, until the next edit.
+#[test]
+fn a_start_first_update_replaces_a_container_only_once_the_new_one_is_healthy() {
+    let host = own_host();
+    let file = host.work().join("stack.kdl");
+    // One network for every version: a change to it would recreate all.
+    let network = default_network();
+    let with_network = |stack: &str| format!("{stack}{network}");
+    fs::write(&file, with_network(ROLLING)).unwrap();
+    host.ok(&["up", "-d", "--wait"]);
+    let first = ids(&host)["roll-web-1"].clone();
+
+    // Edit 1: a new environment. The new container runs under a
+    // temporary name next to the old one, then takes the replica's name.
+    fs::write(&file, with_network(&ROLLING.replace("V=\"1\"", "V=\"2\""))).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the new web-1 replaced the old",
+        || {
+            let now = containers(&host);
+            now.get("roll-web-1")
+                .is_some_and(|(id, status)| *id != first && status.contains("(healthy)"))
+                && !now.contains_key("roll-web-1-next")
+                && !now.values().any(|(id, _)| *id == first)
+        },
+    );
+    let second = ids(&host)["roll-web-1"].clone();
+    assert!(host.sh("roll-web-1", "echo $V").trim() == "2");
+    let time = |id: &str, action: &str| -> i128 {
+        let t = event_times(
+            &host,
+            &[&format!("container={id}"), &format!("event={action}")],
+        );
+        *t.first()
+            .unwrap_or_else(|| panic!("no {action} event of {id}"))
+    };
+    let new_created = time(&second, "create");
+    let new_started = time(&second, "start");
+    let new_healthy = time(&second, "health_status");
+    let old_stopped = time(&first, "die");
+    assert!(
+        new_created < new_started && new_started < new_healthy && new_healthy < old_stopped,
+        "create {new_created}, start {new_started}, healthy {new_healthy} of the new one, \
+         die of the old {old_stopped}: {:?}",
+        events(&host, &["type=container"])
+            .iter()
+            .map(|e| format!(
+                "{} {} {}",
+                e["timeNano"], e["Action"], e["Actor"]["Attributes"]["name"]
+            ))
+            .collect::<Vec<_>>()
+    );
+    let created = events(&host, &[&format!("container={second}"), "event=create"]);
+    assert_eq!(
+        created[0]["Actor"]["Attributes"]["name"], "roll-web-1-next",
+        "{created:?}"
+    );
+    // The replica's name (and the service's) answer for the new one.
+    let new_address = address(&host, "roll-web-1");
+    assert!(!new_address.is_empty());
+    eventually(
+        Duration::from_secs(20),
+        "roll-web-1 resolves to the new one",
+        || resolves_to(&host, "roll-client-1", "roll-web-1") == new_address,
+    );
+    assert_eq!(resolves_to(&host, "roll-client-1", "web"), new_address);
+    let ps = host.ok(&["ps", "--stack", "roll", "--format", "{{.Name}}"]);
+    assert_eq!(
+        ps.lines().collect::<Vec<_>>(),
+        ["roll-client-1", "roll-web-1"]
+    );
+
+    // Edit 2: the new container never gets healthy. The old one runs on,
+    // the new one is stopped, and the failure is reported.
+    let broken = ROLLING.replace("V=\"1\"", "V=\"3\"").replace(
+        "command \"sleep\" \"1000\"\n    env",
+        "command \"sh\" \"-c\" \"touch /bad; exec sleep 1000\"\n    env",
+    );
+    assert_ne!(broken, ROLLING.replace("V=\"1\"", "V=\"3\""));
+    fs::write(&file, with_network(&broken)).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the update is reported failed",
+        || !events(&host, &["type=stack", "event=update-failed"]).is_empty(),
+    );
+    let failed = &events(&host, &["type=stack", "event=update-failed"])[0];
+    assert_eq!(
+        failed["Actor"]["Attributes"]["container"], "roll-web-1-next",
+        "{failed}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "status says the update failed",
+        || {
+            host.ok(&["status", "roll"]).contains(
+                "update failed: roll-web-1-next never got ready, roll-web-1 keeps running",
+            )
+        },
+    );
+    let now = containers(&host);
+    assert_eq!(
+        now["roll-web-1"].0, second,
+        "the old one was replaced: {now:?}"
+    );
+    assert!(now["roll-web-1"].1.starts_with("Up "), "{now:?}");
+    assert!(now["roll-web-1-next"].1.starts_with("Exited"), "{now:?}");
+    assert!(
+        event_times(&host, &[&format!("container={second}"), "event=die"]).is_empty(),
+        "the old one was stopped"
+    );
+    assert_eq!(host.sh("roll-web-1", "echo $V").trim(), "2");
+    // The next round (a kick of the loop's own) does not try again.
+    let next = host.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(next.matches("roll-web-1-next").count(), 1, "{next}");
+
+    // Edit 3: a fix applies, through a replacement under the same
+    // temporary name.
+    fs::write(&file, with_network(&ROLLING.replace("V=\"1\"", "V=\"4\""))).unwrap();
+    eventually(Duration::from_secs(60), "the fix replaced web-1", || {
+        let now = containers(&host);
+        now.get("roll-web-1")
+            .is_some_and(|(id, status)| *id != second && status.contains("(healthy)"))
+            && !now.contains_key("roll-web-1-next")
+    });
+    assert_eq!(host.sh("roll-web-1", "echo $V").trim(), "4");
+    eventually(Duration::from_secs(30), "status is clean again", || {
+        !host.ok(&["status", "roll"]).contains("update failed")
+    });
+    host.ok(&["down"]);
+}
+
+/// `${VAR}` in the stack file and in a service's env file read the
+/// environment of the `stack up` that registered the stack, never the
+/// daemon's own; a variable a later save starts to read is empty (with
+/// the stack file's warning) until the next `up` brings it.
+#[test]
+fn interpolation_reads_the_callers_environment_never_the_daemons() {
+    let bip = format!("{}.1/24", own_subnet());
+    let host = Host::with_daemon_env(
+        &["--bip", &bip],
+        &[("WHO", "the-daemon"), ("LATER", "the-daemon")],
+    );
+    let network = default_network();
+    let stack = |extra: &str| {
+        format!(
+            "name \"vars\"\nservice \"app\" {{\n    image \"bb\"\n    command \"sleep\" \"1000\"\n    env-file \"app.env\"\n    env FROM_STACK=\"${{WHO}}\"{extra}\n}}\n{network}"
+        )
+    };
+    let file = host.work().join("stack.kdl");
+    fs::write(host.work().join("app.env"), "GREETING=hello ${WHO}\n").unwrap();
+    fs::write(&file, stack("")).unwrap();
+    let up = |vars: &[(&str, &str)]| {
+        let mut cmd = host.cmd(&["up", "-d"]);
+        cmd.env_remove("WHO").env_remove("LATER");
+        cmd.envs(vars.iter().copied());
+        let out = crate::output_within(cmd.stdin(Stdio::null()), Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    up(&[("WHO", "the-caller")]);
+    // The container's environment; empty while it is being recreated.
+    let env = |host: &Host| {
+        let out = host.stack(&["exec", "vars-app-1", "sh", "-c", "env | sort"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let now = env(&host);
+    assert!(now.contains("GREETING=hello the-caller\n"), "{now}");
+    assert!(now.contains("FROM_STACK=the-caller\n"), "{now}");
+
+    // Saved later, reading a variable the caller never sent: empty, not
+    // the daemon's.
+    fs::write(
+        host.work().join("app.env"),
+        "GREETING=hello ${WHO}\nSECOND=x${LATER}x\n",
+    )
+    .unwrap();
+    fs::write(&file, stack(" THIRD=\"y${LATER}y\"")).unwrap();
+    eventually(Duration::from_secs(60), "the saved files applied", || {
+        running(&host, "vars-app-1") && env(&host).contains("SECOND=")
+    });
+    let now = env(&host);
+    assert!(now.contains("SECOND=xx\n"), "{now}");
+    assert!(now.contains("THIRD=yy\n"), "{now}");
+    assert!(now.contains("GREETING=hello the-caller\n"), "{now}");
+    assert!(!now.contains("the-daemon"), "{now}");
+
+    // The next `up` brings it.
+    up(&[("WHO", "the-caller"), ("LATER", "now")]);
+    eventually(Duration::from_secs(60), "the new value applied", || {
+        running(&host, "vars-app-1") && env(&host).contains("SECOND=xnowx\n")
+    });
+    let now = env(&host);
+    assert!(now.contains("THIRD=ynowy\n"), "{now}");
+    host.ok(&["down"]);
+}
+
+/// A stack network with `ipv6 true` and subnets of both families gives
+/// its containers an address of each, and they reach each other over
+/// IPv6.
+#[test]
+fn a_stack_network_with_ipv6_gives_containers_addresses_of_both_families() {
+    let host = own_host();
+    let (x, y) = crate::host::subnet();
+    let v6 = format!("fd00:{x}:{y}::")
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_string();
+    fs::write(
+        host.work().join("stack.kdl"),
+        format!(
+            "name \"six\"\nnetwork \"dual\" subnet=\"10.{x}.{y}.0/24\" ipv6=#true subnet6=\"{v6}/64\"\n\
+             service \"a\" {{\n    image \"bb\"\n    command \"sleep\" \"1000\"\n    network \"dual\"\n}}\n\
+             service \"b\" {{\n    image \"bb\"\n    command \"sleep\" \"1000\"\n    network \"dual\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    host.ok(&["up", "-d"]);
+    let settings =
+        |name: &str| host.inspect(name)["NetworkSettings"]["Networks"]["six_dual"].clone();
+    let a = settings("six-a-1");
+    let b = settings("six-b-1");
+    for s in [&a, &b] {
+        assert!(
+            s["IPAddress"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with(&format!("10.{x}.{y}."))),
+            "{s}"
+        );
+        assert!(
+            s["GlobalIPv6Address"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with(&v6)),
+            "{s}"
+        );
+    }
+    let network = host.ok(&["network", "inspect", "six_dual"]);
+    let network: serde_json::Value = serde_json::from_str(&network).unwrap();
+    assert_eq!(network[0]["EnableIPv6"], true, "{network}");
+    let b6 = b["GlobalIPv6Address"].as_str().unwrap();
+    let ping = host.sh(
+        "six-a-1",
+        &format!("ping -6 -c1 -W5 {b6} >/dev/null && echo ok"),
+    );
+    assert_eq!(ping.trim(), "ok");
+    host.ok(&["down"]);
+}
+
+/// `stack logs -f SERVICE` follows the service's containers made later
+/// (recreated by an edit, scaled up) and a restarted one, as the
+/// foreground `up` does.
+#[test]
+fn logs_follow_a_service_through_recreation_scaling_and_restarts() {
+    crate::host::require_root();
+    let host = Host::new();
+    let file = host.work().join("stack.kdl");
+    let network = default_network();
+    let stack = |version: &str| {
+        format!(
+            "name \"lf\"\n{network}{}{}",
+            talker("talk", &format!("talk says {version}"), ""),
+            talker("other", "other says hi", "")
+        )
+    };
+    fs::write(&file, stack("v1")).unwrap();
+    host.ok(&["up", "-d"]);
+    let mut logs = Foreground::start(&host, &["logs", "-f", "talk"]);
+    logs.expect("talk-1 | talk says v1");
+
+    // Recreated by an edit.
+    let before = ids(&host)["lf-talk-1"].clone();
+    fs::write(&file, stack("v2")).unwrap();
+    logs.expect("talk-1 | talk says v2");
+    assert_ne!(ids(&host)["lf-talk-1"], before);
+
+    // Scaled up.
+    host.ok(&["scale", "talk=2"]);
+    logs.expect("talk-2 | talk says v2");
+
+    // Restarted: the same containers print again.
+    host.ok(&["restart", "talk"]);
+    let deadline = Instant::now() + SHOW;
+    let twice = |seen: &[String], line: &str| seen.iter().filter(|l| *l == line).count() >= 2;
+    while !(twice(&logs.seen, "talk-1 | talk says v2")
+        && twice(&logs.seen, "talk-2 | talk says v2"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarts' lines are missing:\n{}",
+            logs.output()
+        );
+        if let Ok(l) = logs.lines.recv_timeout(Duration::from_millis(100)) {
+            logs.seen.push(l);
+        }
+    }
+    // Only the service's own lines, each once per run.
+    assert!(!logs.output().contains("other says"), "{}", logs.output());
+    assert_eq!(
+        logs.seen
+            .iter()
+            .filter(|l| *l == "talk-1 | talk says v1")
+            .count(),
+        1,
+        "{}",
+        logs.output()
+    );
+    drop(logs);
+    host.ok(&["down"]);
 }

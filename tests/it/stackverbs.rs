@@ -8,7 +8,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,9 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// be taken by other runs): its daemon's default bridge, and its stack's
 /// network.
 fn subnets() -> (String, String) {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let third = (std::process::id() % 125 * 2 + n) % 250;
     (
-        format!("10.171.{third}.1/24"),
-        format!("10.172.{third}.0/24"),
+        format!("{}.1/24", crate::host::prefix()),
+        format!("{}.0/24", crate::host::prefix()),
     )
 }
 

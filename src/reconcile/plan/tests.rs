@@ -542,6 +542,67 @@ fn start_first_starts_the_new_container_before_stopping_the_old() {
 }
 
 #[test]
+fn a_failed_start_first_update_holds_until_the_service_changes_again() {
+    let mut desired = stack(vec![("web", service("web:1", &[("env", "A=1")]))]);
+    let mut observed = converged(&desired);
+    let web = desired.services.get_mut("web").unwrap();
+    web.update = UpdateOrder::StartFirst;
+    web.health = Some(OnUnhealthy::None);
+    web.config.insert("env".into(), "A=2".into());
+    // The replacement made for A=2 never got ready: stopped, the old one
+    // running.
+    let mut next = matching(&desired, &observed, "web", 1);
+    next.id = "next".into();
+    next.name = replacement_name("shop", "web", 1);
+    next.state = State::Exited {
+        code: 137,
+        started: at(1),
+        finished: at(2),
+    };
+    observed.containers.push(next);
+    assert!(plan(&desired, &observed, at(3)).is_empty());
+    assert_eq!(
+        failed_updates(&desired, &observed),
+        [("shop-web-1-next".to_string(), "shop-web-1".to_string())]
+    );
+    // An explicit `up` tries again: the failed one goes first, the new
+    // replacement takes its name after it.
+    let again = plan_with(
+        &desired,
+        &observed,
+        at(3),
+        &PlanOptions {
+            start_stopped: true,
+            ..PlanOptions::default()
+        },
+    );
+    let steps = actions(&again);
+    assert_eq!(steps[0], "remove next", "{steps:?}");
+    assert!(
+        steps.contains(&"create shop-web-1-next".to_string()),
+        "{steps:?}"
+    );
+    let create = steps
+        .iter()
+        .position(|s| s == "create shop-web-1-next")
+        .unwrap();
+    assert!(waits_for(&again, create, 0), "{steps:?}");
+    // A new change replaces it the same way.
+    desired
+        .services
+        .get_mut("web")
+        .unwrap()
+        .config
+        .insert("env".into(), "A=3".into());
+    let changed = actions(&plan(&desired, &observed, at(3)));
+    assert_eq!(changed[0], "remove next", "{changed:?}");
+    assert!(
+        changed.contains(&"ready shop-web-1-next true".to_string()),
+        "{changed:?}"
+    );
+}
+
+#[test]
 fn a_replacement_left_under_its_temporary_name_takes_the_replica_name() {
     let desired = stack(vec![("web", service("web:1", &[]))]);
     let mut observed = converged(&desired);
