@@ -51,6 +51,8 @@ trait Engine {
     /// watches the file).
     fn after_edit(&self) {}
     fn ports(&self) -> u16;
+    /// Prints what is left (after a failed check).
+    fn diagnose(&self) {}
 }
 
 struct Stack {
@@ -94,6 +96,20 @@ impl Engine for Stack {
     }
     fn ports(&self) -> u16 {
         31100
+    }
+    fn diagnose(&self) {
+        let ps = self.run(&["ps", "-a"]);
+        eprintln!(
+            "stack ps -a after down:\n{}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+        let log = std::fs::read_to_string(self.root.with_file_name("stack-daemon.log"))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "daemon log (last lines, newest first):\n{}",
+            tail.join("\n")
+        );
     }
 }
 
@@ -320,11 +336,10 @@ fn measure(engine: &dyn Engine, subnet: &str, rounds: usize) -> Times {
         engine.down();
         times.down.push(t.elapsed());
         for i in 1..=SERVICES {
-            assert!(
-                get(base + i).is_none(),
-                "port {} still answers after down",
-                base + i
-            );
+            if let Some(body) = get(base + i) {
+                engine.diagnose();
+                panic!("port {} still answers ({body}) after down", base + i);
+            }
         }
         eprintln!(
             "{}: round {round}: cold {}, down {} (load {})",

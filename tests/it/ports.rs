@@ -348,7 +348,10 @@ fn ports_of_containers_started_at_once_all_answer_and_the_kept_listing_catches_u
     let kept = std::fs::read_to_string(&listing).unwrap();
     for name in &names {
         let ip = ip_of(&host, name, "bridge");
-        assert!(kept.contains(&format!("dnat ip to {ip}:80")), "{name}: {kept}");
+        assert!(
+            kept.contains(&format!("dnat ip to {ip}:80")),
+            "{name}: {kept}"
+        );
     }
 }
 
