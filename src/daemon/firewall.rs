@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::net::Networks;
@@ -153,14 +154,22 @@ pub fn ruleset(
     rules
 }
 
-/// What the publisher remembers between calls.
+/// The publisher's port allocations in flight.
 #[derive(Debug, Default)]
 struct Published {
     /// Forwards allocated to containers whose record is not written yet
     /// (their create is in flight), by container id, with the name.
     pending: BTreeMap<String, (String, Vec<Forward>)>,
+}
+
+/// What the publisher applied.
+#[derive(Debug, Default)]
+struct Applied {
     /// The ruleset applied last by this daemon.
-    applied: Option<Ruleset>,
+    rules: Option<Ruleset>,
+    /// The last sync request the applied ruleset covers (see
+    /// [`Publisher::sync`]).
+    covered: u64,
 }
 
 /// Keeps the kernel's rules equal to [`ruleset`] of the daemon's state,
@@ -173,8 +182,17 @@ pub struct Publisher {
     runtime: Runtime,
     /// The listing of our table after the last apply.
     listing_file: PathBuf,
-    /// Serializes allocations and applies.
+    /// Serializes allocations.
     state: Mutex<Published>,
+    /// Serializes applies (apart from allocations: a create does not wait
+    /// for an `nft` run).
+    applied: Mutex<Applied>,
+    /// Sync requests so far: each caller of [`Publisher::sync`] takes the
+    /// next number after its change is on disk.
+    requested: AtomicU64,
+    /// Tells the thread that keeps the listing that the rules changed
+    /// (none when it could not start: listings are then kept in line).
+    relist: Option<Mutex<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Publisher {
@@ -185,13 +203,38 @@ impl Publisher {
         networks: Arc<Networks>,
         runtime: Runtime,
     ) -> Result<Publisher, FirewallError> {
+        let firewall = Firewall::new(&options.table)?;
+        let listing_file = root.join("firewall.nft");
+        // The listing is taken off the path of the start that changed the
+        // rules: a burst of changes is listed once, after the last of them
+        // (each is signalled after its apply, and the thread lists after
+        // taking every signal waiting). The thread ends with the publisher.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let relist = {
+            let firewall = firewall.clone();
+            let file = listing_file.clone();
+            std::thread::Builder::new()
+                .name("firewall-listing".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        while rx.try_recv().is_ok() {}
+                        keep_listing(&firewall, &file);
+                    }
+                })
+                .map_err(|e| tracing::warn!(error = %e, "cannot start the firewall listing thread"))
+                .ok()
+                .map(|_| Mutex::new(tx))
+        };
         Ok(Publisher {
-            firewall: Firewall::new(&options.table)?,
+            firewall,
             options,
             networks,
             runtime,
-            listing_file: root.join("firewall.nft"),
+            listing_file,
             state: Mutex::new(Published::default()),
+            applied: Mutex::new(Applied::default()),
+            requested: AtomicU64::new(0),
+            relist,
         })
     }
 
@@ -203,6 +246,11 @@ impl Publisher {
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
         // Every change under the lock is a single assignment or insert.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_applied(&self) -> std::sync::MutexGuard<'_, Applied> {
+        // Likewise.
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Chooses host ports for container `(id, name)` at `ip` on `bridge`
@@ -281,18 +329,45 @@ impl Publisher {
 
     /// Applies the ruleset of the daemon's state when it differs from the
     /// one applied last.
+    ///
+    /// Syncs of a burst (30 containers starting at once) are coalesced:
+    /// a caller whose change a sync begun after it already read returns
+    /// when that sync is done, without computing and applying again. The
+    /// caller's change is on disk before it takes its number, and a sync
+    /// reads the numbers taken before it reads the state, so every number
+    /// it covers is in what it applied. The listing kept for the next
+    /// start is taken by a thread of its own after the apply.
     pub fn sync(&self) -> Result<(), FirewallError> {
         if !self.options.enabled {
             return Ok(());
         }
-        let mut state = self.lock();
-        let rules = self.compute();
-        if state.applied.as_ref() == Some(&rules) {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut applied = self.lock_applied();
+        if applied.covered >= ticket {
             return Ok(());
         }
-        self.apply(&rules)?;
-        state.applied = Some(rules);
+        let upto = self.requested.load(Ordering::SeqCst);
+        let rules = self.compute();
+        if applied.rules.as_ref() != Some(&rules) {
+            self.apply(&rules)?;
+            applied.rules = Some(rules);
+            self.relist();
+        }
+        applied.covered = upto;
         Ok(())
+    }
+
+    /// Has the listing kept for the next start taken again.
+    fn relist(&self) {
+        let sent = self.relist.as_ref().is_some_and(|tx| {
+            tx.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send(())
+                .is_ok()
+        });
+        if !sent {
+            keep_listing(&self.firewall, &self.listing_file);
+        }
     }
 
     /// [`Publisher::sync`], logging a failure (callers have no one to
@@ -331,7 +406,7 @@ impl Publisher {
     }
 
     fn restore(&self) -> Result<(), FirewallError> {
-        let mut state = self.lock();
+        let mut state = self.lock_applied();
         let rules = self.compute();
         let current = self.firewall.current()?;
         let saved = std::fs::read_to_string(&self.listing_file).ok();
@@ -339,7 +414,7 @@ impl Publisher {
         match (&current, &saved) {
             (Some(now), Some(then)) if same_rules && now == then => {
                 tracing::info!(table = %self.options.table, "firewall rules in place");
-                state.applied = Some(rules);
+                state.rules = Some(rules);
                 return Ok(());
             }
             (None, Some(_)) => {
@@ -353,7 +428,8 @@ impl Publisher {
             }
         }
         self.apply(&rules)?;
-        state.applied = Some(rules);
+        keep_listing(&self.firewall, &self.listing_file);
+        state.rules = Some(rules);
         Ok(())
     }
 
@@ -364,7 +440,7 @@ impl Publisher {
         ruleset(&networks, &containers, &self.options)
     }
 
-    /// Applies `rules` and keeps the listing for the next start's check.
+    /// Applies `rules`.
     fn apply(&self, rules: &Ruleset) -> Result<(), FirewallError> {
         self.firewall.apply(rules)?;
         tracing::debug!(
@@ -373,21 +449,36 @@ impl Publisher {
             ports = rules.ports.len(),
             "firewall rules applied"
         );
-        match self.firewall.current() {
-            Ok(Some(listing)) => {
-                if let Err(e) =
-                    crate::image::store::write_atomic(&self.listing_file, listing.as_bytes())
-                {
-                    tracing::warn!(error = %e, "cannot keep the firewall listing");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "cannot list the firewall rules")
-            }
-        }
         Ok(())
     }
+}
+
+/// Keeps the listing of our rules as they are now in `file`, for the next
+/// start's check.
+fn keep_listing(firewall: &Firewall, file: &Path) {
+    match firewall.current() {
+        Ok(Some(listing)) => {
+            if let Err(e) = write_listing(file, &listing) {
+                tracing::warn!(error = %e, "cannot keep the firewall listing");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot list the firewall rules")
+        }
+    }
+}
+
+/// Replaces the kept listing atomically, without waiting for the disk: it
+/// is written after applies, on the path of container starts, and a stale
+/// one after a host crash only makes the next start re-apply the rules.
+fn write_listing(path: &Path, listing: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(listing.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Follows container starts, exits and removals on the event bus and

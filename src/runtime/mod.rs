@@ -882,6 +882,18 @@ impl Runtime {
         state::write_json(&path, record).map_err(io_err("write", &path))
     }
 
+    /// [`Runtime::write_record`] without waiting for the disk: for
+    /// bookkeeping that a host crash may lose (the stack loop's notes on a
+    /// container, which it rebuilds from the stack file), on the path of a
+    /// create, start or stop.
+    pub fn write_record_fast(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
+        let path = self.bundle(&record.id).record();
+        if !path.exists() {
+            return Err(RuntimeError::NotFound(record.id.clone()));
+        }
+        state::write_json_fast(&path, record).map_err(io_err("write", &path))
+    }
+
     /// Renames a container.
     pub fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
         let mut record = self.record(id)?;

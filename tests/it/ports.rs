@@ -295,6 +295,52 @@ fn published_tcp_and_udp_ports_answer_on_the_host_and_keep_the_clients_address()
     assert!(ps.contains(&format!("web 0.0.0.0:{web}->80/tcp")), "{ps}");
 }
 
+/// Containers started at once, whose firewall syncs the daemon coalesces,
+/// all answer on their ports; the listing kept for the next start's drift
+/// check (taken off the path of the starts) catches up with every rule.
+#[test]
+fn ports_of_containers_started_at_once_all_answer_and_the_kept_listing_catches_up() {
+    let host = port_host(&[]);
+    let names: Vec<String> = (0..6).map(|i| format!("w{i}")).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            let host = &host;
+            s.spawn(move || serve_http(host, name, &["-p", "80"], &format!("hello-{name}")));
+        }
+    });
+    for name in &names {
+        let port = host_port(&host, name, "80");
+        let page = tcp_exchange(
+            (Ipv4Addr::LOCALHOST, port).into(),
+            b"GET / HTTP/1.0\r\n\r\n",
+        );
+        assert!(page.contains(&format!("hello-{name}")), "{name}: {page}");
+    }
+    let listing = host.root().join("firewall.nft");
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        let kept = std::fs::read_to_string(&listing).unwrap_or_default();
+        // Our table first (DOCKER-USER rules follow on a host with Docker).
+        if kept.starts_with(&rules(&host)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kept listing never matched the rules:\n{kept}\n---\n{}",
+            rules(&host)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kept = std::fs::read_to_string(&listing).unwrap();
+    for name in &names {
+        let ip = ip_of(&host, name, "bridge");
+        assert!(
+            kept.contains(&format!("dnat ip to {ip}:80")),
+            "{name}: {kept}"
+        );
+    }
+}
+
 #[test]
 fn publish_all_maps_every_exposed_port_and_a_taken_port_names_its_container() {
     let host = port_host(&[]);
