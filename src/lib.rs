@@ -6,6 +6,7 @@
 //! images, [`cli`] is the command line.
 
 pub mod api;
+pub mod build;
 pub mod chunks;
 pub mod cli;
 pub mod daemon;
