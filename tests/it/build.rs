@@ -174,3 +174,285 @@ CMD ["cat /app/made.txt /app/hello.txt; id -u"]
         "{history}"
     );
 }
+
+fn hits(out: &str) -> usize {
+    out.matches(" ---> Using cache").count()
+}
+
+fn built_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_else(|| panic!("no id in {out}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn cache_hits_and_misses_where_docker_has_them() {
+    let mut host = build_host();
+    let dir = context(
+        &host,
+        "cache",
+        "FROM bb\nRUN echo one > /one\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\nRUN cat /b.txt > /c\nCMD [\"cat\", \"/c\"]\n",
+        &[("a.txt", "a\n"), ("b.txt", "b\n")],
+    );
+    let first = built_ok(&host, &dir, &["-t", "cached"]);
+    assert_eq!(hits(&first), 0, "{first}");
+    let again = built_ok(&host, &dir, &["-t", "cached"]);
+    assert_eq!(hits(&again), 5, "{again}");
+    assert_eq!(built_id(&again), built_id(&first));
+    // Touched with the same content: still every step from the cache.
+    fs::write(dir.join("a.txt"), "a\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(100);
+    fs::File::options()
+        .write(true)
+        .open(dir.join("a.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touched = built_ok(&host, &dir, &["-t", "cached"]);
+    assert_eq!(hits(&touched), 5, "{touched}");
+    assert_eq!(built_id(&touched), built_id(&first));
+    // The daemon restarted: the cache is still there.
+    let pid = host.daemon_pid().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    host.start_daemon();
+    let restarted = built_ok(&host, &dir, &["-t", "cached"]);
+    assert_eq!(hits(&restarted), 5, "{restarted}");
+    // A changed file: its step and the later ones miss, earlier ones hit.
+    fs::write(dir.join("b.txt"), "changed\n").unwrap();
+    let changed = built_ok(&host, &dir, &["-t", "cached"]);
+    assert_eq!(hits(&changed), 2, "{changed}");
+    assert_eq!(host.ok(&["run", "--rm", "cached"]), "changed\n");
+    // --no-cache: nothing from the cache.
+    let fresh = built_ok(&host, &dir, &["--no-cache", "-t", "cached"]);
+    assert_eq!(hits(&fresh), 0, "{fresh}");
+    // An entry whose image was removed is ignored.
+    host.ok(&["rmi", "cached"]);
+    let after_rmi = built_ok(&host, &dir, &["-t", "cached"]);
+    assert!(after_rmi.contains("Successfully built"), "{after_rmi}");
+    assert_eq!(host.ok(&["run", "--rm", "cached"]), "changed\n");
+}
+
+#[test]
+fn stages_copy_from_each_other_and_unneeded_ones_are_skipped() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "multi",
+        "FROM bb AS builder\nRUN echo built > /out.txt\n\
+         FROM bb AS unused\nRUN false\n\
+         FROM bb\nCOPY --from=builder /out.txt /res/\nCOPY --from=0 /out.txt /res/zero.txt\n\
+         COPY --from=bb /etc/group /res/group\nCMD [\"cat\", \"/res/out.txt\", \"/res/zero.txt\"]\n",
+        &[],
+    );
+    let out = built_ok(&host, &dir, &["-t", "multi"]);
+    assert!(
+        !out.contains("RUN false"),
+        "the unused stage was built: {out}"
+    );
+    assert_eq!(host.ok(&["run", "--rm", "multi"]), "built\nbuilt\n");
+    let group = host.ok(&["run", "--rm", "multi", "cat", "/res/group"]);
+    assert!(group.starts_with("root:x:0:"), "{group}");
+    // --target stops at a stage.
+    built_ok(&host, &dir, &["--target", "builder", "-t", "multi-builder"]);
+    assert_eq!(
+        host.ok(&["run", "--rm", "multi-builder", "cat", "/out.txt"]),
+        "built\n"
+    );
+    let (code, _, _) = host.run(&[], &["true"]);
+    assert_eq!(code, 0);
+    let missing = host.stack(&["run", "--rm", "multi-builder", "test", "-e", "/res"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let host = build_host();
+    let parent = context(
+        &host,
+        "parent",
+        "FROM bb\nONBUILD RUN echo triggered > /trig\nONBUILD COPY x.txt /x.txt\n",
+        &[],
+    );
+    built_ok(&host, &parent, &["-t", "parent:1"]);
+    let child = context(
+        &host,
+        "child",
+        "FROM parent:1\nRUN cat /trig /x.txt > /both\n",
+        &[("x.txt", "from the child\n")],
+    );
+    let out = built_ok(&host, &child, &["-t", "child:1"]);
+    assert!(out.contains("# Executing 2 build triggers"), "{out}");
+    assert_eq!(
+        host.ok(&["run", "--rm", "child:1", "cat", "/both"]),
+        "triggered\nfrom the child\n"
+    );
+    assert!(config(&host, "child:1")["OnBuild"].is_null());
+}
+
+#[test]
+fn dockerignore_excludes_files_from_copy() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "ignore",
+        "FROM bb\nCOPY . /ctx/\n",
+        &[
+            (".dockerignore", "*.log\nsecret\n!secret/keep\n"),
+            ("a.log", "no"),
+            ("b.txt", "yes"),
+            ("secret/s", "no"),
+            ("secret/keep", "kept"),
+        ],
+    );
+    built_ok(&host, &dir, &["-t", "ignored"]);
+    let out = host.ok(&[
+        "run",
+        "--rm",
+        "ignored",
+        "sh",
+        "-c",
+        "cat /ctx/b.txt /ctx/secret/keep; ls /ctx/a.log /ctx/secret/s 2>&1 | wc -l",
+    ]);
+    assert_eq!(out, "yeskept2\n");
+    let bad = context(
+        &host,
+        "ignore2",
+        "FROM bb\nCOPY a.log /\n",
+        &[(".dockerignore", "*.log\n"), ("a.log", "x")],
+    );
+    let (ok, out, err) = build(&host, &bad, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("file not found in build context or excluded by .dockerignore"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_contexts_are_refused() {
+    let host = build_host();
+    let dir = context(&host, "hostile", "FROM bb\nCOPY link/passwd /p\n", &[]);
+    std::os::unix::fs::symlink("/etc", dir.join("link")).unwrap();
+    let (ok, _, err) = build(&host, &dir, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("forbidden path outside the build context"),
+        "{err}"
+    );
+    let up = context(
+        &host,
+        "hostile2",
+        "FROM bb\nCOPY ../hostile/Dockerfile /p\n",
+        &[],
+    );
+    let (ok, _, err) = build(&host, &up, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("forbidden path outside the build context"),
+        "{err}"
+    );
+    // A symlink inside a copied directory is copied as a symlink.
+    let links = context(&host, "links", "FROM bb\nCOPY d /d\n", &[("d/f", "f")]);
+    std::os::unix::fs::symlink("/etc/passwd", links.join("d/l")).unwrap();
+    built_ok(&host, &links, &["-t", "links"]);
+    let out = host.ok(&[
+        "run",
+        "--rm",
+        "links",
+        "sh",
+        "-c",
+        "readlink /d/l; cat /d/l",
+    ]);
+    assert_eq!(out, format!("/etc/passwd\n{}", crate::host::PASSWD));
+    // An absurd size.
+    let big = context(&host, "big", "FROM bb\nCOPY small /\n", &[("small", "s")]);
+    let f = fs::File::create(big.join("huge")).unwrap();
+    f.set_len(stack::build::context::MAX_FILE_SIZE + 1).unwrap();
+    let (ok, _, err) = build(&host, &big, &[]);
+    assert!(!ok);
+    assert!(err.contains("larger than the limit"), "{err}");
+    // A context the daemon cannot read.
+    let answer = host.http("POST", "/build?context=/nonexistent/ctx", "text/plain", b"");
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(
+        answer.text().contains("cannot read the build context"),
+        "{}",
+        answer.text()
+    );
+}
+
+#[test]
+fn a_failing_run_fails_the_build_with_dockers_message() {
+    let host = build_host();
+    let dir = context(&host, "fail", "FROM bb\nRUN echo before\nRUN false\n", &[]);
+    let (ok, out, err) = build(&host, &dir, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("before"), "{out}");
+    assert!(
+        err.contains("The command '/bin/sh -c false' returned a non-zero code: 1"),
+        "{err}"
+    );
+    // No container is left behind.
+    assert_eq!(host.ok(&["ps", "-aq"]).trim(), "");
+}
+
+#[test]
+fn dockerfiles_and_contexts_come_from_stdin() {
+    let host = build_host();
+    let out = host.stack_with_input(
+        &["build", "-t", "stdin1", "-"],
+        b"FROM bb\nRUN echo piped > /p\n".to_vec(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(host.ok(&["run", "--rm", "stdin1", "cat", "/p"]), "piped\n");
+    let dir = context(
+        &host,
+        "withfile",
+        "FROM bb\n",
+        &[("f.txt", "from the context\n")],
+    );
+    let out = host.stack_with_input(
+        &["build", "-t", "stdin2", "-f", "-", dir.to_str().unwrap()],
+        b"FROM bb\nCOPY f.txt /\n".to_vec(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        host.ok(&["run", "--rm", "stdin2", "cat", "/f.txt"]),
+        "from the context\n"
+    );
+    // A context tarball on stdin.
+    let tar = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C", dir.to_str().unwrap(), "."])
+        .output()
+        .unwrap();
+    fs::write(dir.join("Dockerfile"), "FROM bb\nCOPY f.txt /t.txt\n").unwrap();
+    let tar2 = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C", dir.to_str().unwrap(), "."])
+        .output()
+        .unwrap();
+    drop(tar);
+    let out = host.stack_with_input(&["build", "-t", "stdin3", "-"], tar2.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        host.ok(&["run", "--rm", "stdin3", "cat", "/t.txt"]),
+        "from the context\n"
+    );
+}
