@@ -189,10 +189,7 @@ fn prepare_and_build(
             unpacked = Some(dir);
         }
     }
-    let host = DaemonBuildHost {
-        daemon: d.clone(),
-        handle,
-    };
+    let host = DaemonBuildHost { daemon: d, handle };
     let result = build(&d.containers.images, &host, &d.root, &opts, out)
         .map(|id| id.to_string())
         .map_err(|e| crate::error_chain(&e));

@@ -413,6 +413,23 @@ fn hash_file(path: &Path) -> Result<String, BuildError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A hash of a build's inputs on disk: the Dockerfile (`dockerfile`
+/// relative to `context`, `Dockerfile` by default) and the context as its
+/// `.dockerignore` leaves it. Every file is read (no metadata cache): what
+/// a stack's input hash holds.
+pub fn build_digest(context: &Path, dockerfile: Option<&Path>) -> Result<String, BuildError> {
+    let ignore_text = fs::read_to_string(context.join(".dockerignore")).unwrap_or_default();
+    let ignore = Ignore::parse(&ignore_text)?;
+    let scratch = tempfile::tempdir().map_err(|source| BuildError::Context {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let ctx = scan(context, &ignore, scratch.path())?;
+    let file = context.join(dockerfile.unwrap_or(Path::new("Dockerfile")));
+    let text = fs::read(&file).map_err(|source| BuildError::Context { path: file, source })?;
+    Ok(format!("{}:{}", ctx.digest(), hex::encode(Sha256::digest(&text))))
+}
+
 impl Context {
     /// A hash of exactly the entries `paths` name and everything below
     /// those that are directories: names, modes, content hashes and

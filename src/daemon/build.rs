@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::build::{BuildError, BuildHost, RunStep};
@@ -25,9 +25,9 @@ use super::Daemon;
 
 /// The daemon as a build host.
 #[derive(Debug)]
-pub struct DaemonBuildHost {
+pub struct DaemonBuildHost<'a> {
     /// The daemon.
-    pub daemon: Arc<Daemon>,
+    pub daemon: &'a Daemon,
     /// The runtime the daemon's async work runs in (pulls, downloads).
     pub handle: tokio::runtime::Handle,
 }
@@ -36,7 +36,7 @@ fn host_err(what: &str, e: &dyn std::error::Error) -> BuildError {
     BuildError::Host(format!("{what}: {}", crate::error_chain(e)))
 }
 
-impl BuildHost for DaemonBuildHost {
+impl BuildHost for DaemonBuildHost<'_> {
     fn run(
         &self,
         step: &RunStep,
@@ -114,7 +114,7 @@ impl BuildHost for DaemonBuildHost {
     }
 }
 
-impl DaemonBuildHost {
+impl DaemonBuildHost<'_> {
     fn run_created(
         &self,
         id: &str,
@@ -179,6 +179,87 @@ impl DaemonBuildHost {
         };
         Ok((code, Some(layer)))
     }
+}
+
+/// Which build of a stack service's context made the image its tag names:
+/// `<root>/build/stacks.json`, tag → (build hash, image id). A service's
+/// image counts as present only while its tag still names that image and
+/// its context hashes the same.
+#[derive(Debug, Default)]
+pub struct StackBuilds {
+    path: std::path::PathBuf,
+    entries: BTreeMap<String, (String, String)>,
+}
+
+impl StackBuilds {
+    /// Reads the record (missing or unreadable: empty).
+    pub fn open(root: &Path) -> StackBuilds {
+        let path = root.join("build").join("stacks.json");
+        let entries = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StackBuilds { path, entries }
+    }
+
+    /// Whether `tag` names `id` built from a context hashing `hash`.
+    pub fn is_current(&self, tag: &str, hash: &str, id: &Digest) -> bool {
+        self.entries
+            .get(tag)
+            .is_some_and(|(h, i)| h == hash && *i == id.to_string())
+    }
+
+    fn record(&mut self, tag: &str, hash: &str, id: &Digest) -> Result<(), String> {
+        self.entries
+            .insert(tag.to_string(), (hash.to_string(), id.to_string()));
+        let bytes = serde_json::to_vec(&self.entries).map_err(|e| e.to_string())?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("cannot record the build of {tag}: {e}"))
+    }
+}
+
+/// Builds a stack service's image as its `build` section says and tags it
+/// `tag`; records it as built from `hash`.
+pub fn build_service(
+    d: &Daemon,
+    handle: tokio::runtime::Handle,
+    tag: &str,
+    hash: &str,
+    how: &crate::reconcile::plan::BuildHow,
+) -> Result<Option<String>, String> {
+    let reference: crate::image::reference::Reference = tag
+        .parse()
+        .map_err(|e| format!("invalid image name {tag:?}: {e}"))?;
+    let opts = crate::build::BuildOptions {
+        context: how.dir.clone(),
+        dockerfile: how
+            .dockerfile
+            .as_ref()
+            .map(|f| f.to_string_lossy().into_owned()),
+        tags: vec![reference],
+        build_args: how
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect(),
+        target: how.target.clone(),
+        no_cache: how.no_cache,
+        ..crate::build::BuildOptions::default()
+    };
+    let host = DaemonBuildHost { daemon: d, handle };
+    let mut log = String::new();
+    let id = crate::build::build(&d.containers.images, &host, &d.root, &opts, &mut |t| {
+        log.push_str(t);
+    })
+    .map_err(|e| format!("building {tag}: {}", crate::error_chain(&e)))?;
+    tracing::debug!(image = %tag, output = %log, "stack service built");
+    StackBuilds::open(&d.root).record(tag, hash, &id)?;
+    Ok(None)
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).

@@ -456,3 +456,50 @@ fn dockerfiles_and_contexts_come_from_stdin() {
         "from the context\n"
     );
 }
+
+fn ids(host: &Host) -> std::collections::BTreeMap<String, String> {
+    crate::stacks::containers(host)
+        .into_iter()
+        .map(|(k, (id, _))| (k, id))
+        .collect()
+}
+
+#[test]
+fn a_stack_service_is_built_and_rebuilt_when_its_context_changes() {
+    let host = build_host();
+    let y = NEXT.fetch_add(1, Ordering::SeqCst);
+    let x = 81 + u8::try_from(std::process::id() % 9).unwrap();
+    let subnet = format!("10.{x}.{}.0/24", y.wrapping_add(100));
+    fs::write(
+        host.work().join("compose.yaml"),
+        format!(
+            "name: bst\nnetworks:\n  default:\n    ipam:\n      config:\n        - subnet: {subnet}\n\
+             services:\n  app:\n    build: ./app\n    command: [\"sleep\", \"1000\"]\n  other:\n    image: bb\n    command: [\"sleep\", \"1000\"]\n"
+        ),
+    )
+    .unwrap();
+    let app = host.work().join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("Dockerfile"), "FROM bb\nCOPY v.txt /v.txt\n").unwrap();
+    fs::write(app.join("v.txt"), "1\n").unwrap();
+    let out = host.ok(&["up", "-d"]);
+    assert!(out.contains("build bst-app:latest"), "{out}");
+    assert_eq!(host.ok(&["exec", "bst-app-1", "cat", "/v.txt"]), "1\n");
+    let first = ids(&host);
+    // Unchanged: nothing to do, even with --build (the cache gives the same image).
+    assert!(host.ok(&["plan"]).contains("up to date"));
+    host.ok(&["up", "-d", "--build"]);
+    assert_eq!(ids(&host), first, "--build of an unchanged context recreated");
+    // The context changes: only that service is rebuilt and recreated.
+    fs::write(app.join("v.txt"), "2\n").unwrap();
+    host.ok(&["apply"]);
+    let second = ids(&host);
+    assert_ne!(second["bst-app-1"], first["bst-app-1"]);
+    assert_eq!(second["bst-other-1"], first["bst-other-1"]);
+    assert_eq!(host.ok(&["exec", "bst-app-1", "cat", "/v.txt"]), "2\n");
+    // `stack build` in the project builds the stack's services.
+    let out = host.ok(&["build"]);
+    assert!(out.contains("Building app"), "{out}");
+    assert!(out.contains("Successfully tagged bst-app:latest"), "{out}");
+    host.ok(&["down"]);
+}
