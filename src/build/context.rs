@@ -68,142 +68,42 @@ pub struct Context {
     pub entries: BTreeMap<String, Entry>,
 }
 
-/// `.dockerignore` rules: patterns (Docker's `patternmatcher` syntax) and
-/// `!` exceptions; the last pattern a path matches decides.
+/// `.dockerignore` rules, as [`super::ignore::Matcher`] reads them
+/// (moby's patternmatcher): none when the context has no ignore file.
 #[derive(Debug, Clone, Default)]
-pub struct Ignore {
-    rules: Vec<(regex::Regex, bool)>,
-    has_exceptions: bool,
-}
+pub struct Ignore(Option<super::ignore::Matcher>);
 
 impl Ignore {
     /// Reads the lines of a `.dockerignore` file.
     pub fn parse(text: &str) -> Result<Self, BuildError> {
-        let mut rules = Vec::new();
-        let mut has_exceptions = false;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (exception, pattern) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let pattern = clean(pattern);
-            if pattern.is_empty() || pattern == "." {
-                continue;
-            }
-            has_exceptions |= exception;
-            let re = regex::Regex::new(&pattern_regex(&pattern)).map_err(|e| {
-                BuildError::Refused(format!("invalid .dockerignore pattern {line:?}: {e}"))
-            })?;
-            rules.push((re, exception));
-        }
-        Ok(Self {
-            rules,
-            has_exceptions,
-        })
+        super::ignore::Matcher::from_file_text(text)
+            .map(|m| Ignore(Some(m)))
+            .map_err(|e| BuildError::Refused(format!("invalid .dockerignore: {e}")))
     }
 
-    /// Whether `path` (relative, `/`-separated) is excluded: a pattern
-    /// matches the path or one of its parent directories.
+    /// The ignore file of a build (`<Dockerfile>.dockerignore`, else the
+    /// context's `.dockerignore`), read; none: nothing is excluded.
+    pub fn for_build(context: &Path, dockerfile: &Path) -> Result<Self, BuildError> {
+        match super::ignore::ignore_file_for(context, dockerfile) {
+            Some(path) => {
+                let text = fs::read_to_string(&path)
+                    .map_err(|source| BuildError::Context { path, source })?;
+                Ignore::parse(&text)
+            }
+            None => Ok(Ignore::default()),
+        }
+    }
+
+    /// Whether `path` (relative, `/`-separated) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
-        let mut excluded = false;
-        for (re, exception) in &self.rules {
-            let mut hit = re.is_match(path);
-            if !hit {
-                let mut parent = path;
-                while let Some((p, _)) = parent.rsplit_once('/') {
-                    if re.is_match(p) {
-                        hit = true;
-                        break;
-                    }
-                    parent = p;
-                }
-            }
-            if hit {
-                excluded = !exception;
-            }
-        }
-        excluded
+        self.0.as_ref().is_some_and(|m| m.matches(path))
     }
 
-    /// Whether an excluded directory must still be walked (an exception
-    /// may re-include something below it).
-    pub fn walk_excluded(&self) -> bool {
-        self.has_exceptions
+    /// Whether the excluded directory `dir` must still be walked (an
+    /// exception may re-include something below it).
+    pub fn walk_excluded(&self, dir: &str) -> bool {
+        self.0.as_ref().is_some_and(|m| m.may_include_below(dir))
     }
-}
-
-/// A pattern cleaned as Go's `filepath.Clean` would, leading `/` and `./`
-/// removed.
-fn clean(pattern: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in pattern.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
-/// moby/patternmatcher's regex for a pattern.
-fn pattern_regex(pattern: &str) -> String {
-    let mut re = String::from("^");
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                i += 1;
-                if chars.get(i + 1) == Some(&'/') {
-                    // `**/` matches zero or more directories.
-                    i += 1;
-                    re.push_str("(.*/)?");
-                } else {
-                    re.push_str(".*");
-                }
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '[' => {
-                re.push('[');
-                i += 1;
-                if chars.get(i) == Some(&'^') {
-                    re.push('^');
-                    i += 1;
-                }
-                while i < chars.len() && chars[i] != ']' {
-                    if chars[i] == '\\' && i + 1 < chars.len() {
-                        i += 1;
-                    }
-                    let ch = chars[i];
-                    if ch == '[' || ch == '\\' || ch == '&' || ch == '~' {
-                        re.push('\\');
-                    }
-                    re.push(ch);
-                    i += 1;
-                }
-                re.push(']');
-            }
-            '\\' => {
-                i += 1;
-                if let Some(&n) = chars.get(i) {
-                    re.push_str(&regex::escape(&n.to_string()));
-                }
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-        i += 1;
-    }
-    re.push('$');
-    re
 }
 
 /// One file's entry in the metadata cache.
@@ -313,7 +213,7 @@ impl Walk<'_> {
                 path: full.clone(),
                 source,
             })?;
-            if excluded && !(meta.is_dir() && self.ignore.walk_excluded()) {
+            if excluded && !(meta.is_dir() && self.ignore.walk_excluded(&path)) {
                 continue;
             }
             if self.entries.len() >= MAX_ENTRIES {
@@ -418,8 +318,7 @@ fn hash_file(path: &Path) -> Result<String, BuildError> {
 /// `.dockerignore` leaves it. Every file is read (no metadata cache): what
 /// a stack's input hash holds.
 pub fn build_digest(context: &Path, dockerfile: Option<&Path>) -> Result<String, BuildError> {
-    let ignore_text = fs::read_to_string(context.join(".dockerignore")).unwrap_or_default();
-    let ignore = Ignore::parse(&ignore_text)?;
+    let ignore = Ignore::for_build(context, dockerfile.unwrap_or(Path::new("Dockerfile")))?;
     let scratch = tempfile::tempdir().map_err(|source| BuildError::Context {
         path: std::env::temp_dir(),
         source,
@@ -427,7 +326,11 @@ pub fn build_digest(context: &Path, dockerfile: Option<&Path>) -> Result<String,
     let ctx = scan(context, &ignore, scratch.path())?;
     let file = context.join(dockerfile.unwrap_or(Path::new("Dockerfile")));
     let text = fs::read(&file).map_err(|source| BuildError::Context { path: file, source })?;
-    Ok(format!("{}:{}", ctx.digest(), hex::encode(Sha256::digest(&text))))
+    Ok(format!(
+        "{}:{}",
+        ctx.digest(),
+        hex::encode(Sha256::digest(&text))
+    ))
 }
 
 impl Context {
@@ -497,7 +400,7 @@ mod tests {
         assert!(i.excluded("tmp/z"));
         assert!(i.excluded("docs/b.md"));
         assert!(!i.excluded("docs/d.md"));
-        assert!(i.walk_excluded());
+        assert!(i.walk_excluded("build"));
     }
 
     #[test]

@@ -198,8 +198,8 @@ pub fn build(
             std::fs::read_to_string(&path).map_err(|source| BuildError::Context { path, source })?
         }
     };
-    let ignore_text =
-        std::fs::read_to_string(opts.context.join(".dockerignore")).unwrap_or_default();
+    let dockerfile_path = Path::new(opts.dockerfile.as_deref().unwrap_or("Dockerfile"));
+    let ignore = Ignore::for_build(&opts.context, dockerfile_path)?;
     let mut b = Build {
         images,
         host,
@@ -207,7 +207,7 @@ pub fn build(
         opts,
         work: work.path().to_path_buf(),
         context: None,
-        ignore: Ignore::parse(&ignore_text)?,
+        ignore,
         out,
         step: 0,
         total: 0,
@@ -227,6 +227,13 @@ impl Build<'_> {
     }
 
     fn run(&mut self, text: &str) -> Result<Digest, BuildError> {
+        // The parser checks the whole file first (Docker's messages, at
+        // the line); the dispatcher then runs the engine's reading of it.
+        let name = self.opts.dockerfile.as_deref().unwrap_or("Dockerfile");
+        super::dockerfile::parse(text, name).map_err(|e| BuildError::Parse {
+            line: e.line,
+            message: e.message.clone(),
+        })?;
         let instructions = steps::parse(text)?;
         let mut stages: Vec<StageDef> = Vec::new();
         let mut meta = Vec::new();

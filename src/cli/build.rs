@@ -69,7 +69,8 @@ fn build_stack(root: &Path, args: &BuildArgs) -> miette::Result<()> {
     };
     let (source, spec) = super::stacks::load_source(&options).map_err(|e| {
         miette!(
-            help = "give a context directory (or - for stdin), or run it in a stack project directory",
+            help =
+                "give a context directory (or - for stdin), or run it in a stack project directory",
             "stack build: {} is not a directory and no stack file was found: {e}",
             args.targets.first().map_or("no PATH", String::as_str)
         )
@@ -97,7 +98,10 @@ fn build_stack(root: &Path, args: &BuildArgs) -> miette::Result<()> {
         let mut one = BuildArgs {
             targets: Vec::new(),
             tags: vec![tag],
-            file: b.dockerfile.as_ref().map(|f| b.context.join(f).display().to_string()),
+            file: b
+                .dockerfile
+                .as_ref()
+                .map(|f| b.context.join(f).display().to_string()),
             build_args: args.build_args.clone(),
             labels: args.labels.clone(),
             target: b.target.clone().or_else(|| args.target.clone()),

@@ -6,10 +6,10 @@
 //! over that socket, no polling), its writable layer stored as the step's
 //! layer, and the container removed.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::build::{BuildError, BuildHost, RunStep};

@@ -489,7 +489,11 @@ fn a_stack_service_is_built_and_rebuilt_when_its_context_changes() {
     // Unchanged: nothing to do, even with --build (the cache gives the same image).
     assert!(host.ok(&["plan"]).contains("up to date"));
     host.ok(&["up", "-d", "--build"]);
-    assert_eq!(ids(&host), first, "--build of an unchanged context recreated");
+    assert_eq!(
+        ids(&host),
+        first,
+        "--build of an unchanged context recreated"
+    );
     // The context changes: only that service is rebuilt and recreated.
     fs::write(app.join("v.txt"), "2\n").unwrap();
     host.ok(&["apply"]);
