@@ -525,7 +525,7 @@ mod tests {
         let p = parse("# escape=\\\nFROM busybox AS b\n# c\nRUN echo a \\\n  # x\n  b\nCMD [\"sh\", \"-c\"]\nCOPY --chown=1:2 a /b/\n").unwrap();
         assert_eq!(p.len(), 4);
         assert_eq!(p[1].args, Args::Shell("echo a   b".into()));
-        assert_eq!(p[1].line, 3);
+        assert_eq!(p[1].line, 4);
         assert_eq!(p[2].args, Args::Exec(vec!["sh".into(), "-c".into()]));
         assert_eq!(p[3].flag("chown"), Some("1:2"));
     }
