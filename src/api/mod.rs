@@ -9,6 +9,7 @@
 //! ([`crate::runtime::attach`]), so the same relay code serves `run`,
 //! `attach` and `exec`.
 
+pub mod build;
 pub mod client;
 pub mod images;
 pub mod networks;

@@ -347,6 +347,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/commit", post(commit))
         .route("/events", get(events))
         .merge(super::images::routes())
+        .merge(super::build::routes())
         .merge(super::verbs::routes())
         .merge(super::networks::routes())
         .merge(super::stacks::routes())

@@ -12,6 +12,7 @@ use miette::IntoDiagnostic;
 
 use crate::spec::{self, LoadOptions, SpecError};
 
+mod build;
 pub mod config_file;
 mod containers;
 mod containers_extra;
@@ -193,6 +194,8 @@ enum Command {
     Load(images::LoadArgs),
     /// Make an image from a root file system tarball or directory
     Import(images::ImportArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// Manage images
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -581,6 +584,9 @@ fn run(cli: Cli, given: &[(String, String)]) -> Result<i32, Failure> {
             images::run(&cli.root, images::ImageCommand::Import(args)).map_err(Failure::from)
         }
         Command::Image(command) => images::run(&cli.root, command).map_err(Failure::from),
+        Command::Build(args) => build::build(&cli.root, &args)
+            .map(|()| 0)
+            .map_err(Failure::from),
         Command::System(command) => Ok(system::run(&root, &command)?),
         Command::Network(command) => Ok(networks::run(&root, &command)?),
         Command::Up {

@@ -58,7 +58,7 @@ pub struct UpArgs {
         action = clap::ArgAction::Set
     )]
     pub remove_orphans: bool,
-    /// Build images before starting (needs the image builder)
+    /// Build the images of services that build, even present ones (cached steps are reused)
     #[arg(long)]
     pub build: bool,
     /// Return only when every service runs, and is healthy where it has a
@@ -82,6 +82,7 @@ impl UpArgs {
             no_deps: self.no_deps,
             remove_orphans: self.remove_orphans,
             pull: self.pull,
+            build: self.build,
             force_recreate: self.force_recreate,
         }
     }
@@ -115,9 +116,6 @@ pub fn up(
     fg: Option<&ForegroundArgs>,
 ) -> miette::Result<i32> {
     let (mut source, spec) = super::stacks::load_source(load)?;
-    if args.build {
-        check_build(&spec, &args.services)?;
-    }
     source.options = args.apply_options();
     let fg = match fg {
         Some(fg) if !detach && !args.wait => Some(fg),
@@ -145,26 +143,6 @@ pub fn up(
         return Ok(0);
     };
     Foreground::new(c, &source.name, &spec, fg).run(&source)
-}
-
-/// `--build`: nothing here builds images yet.
-fn check_build(spec: &StackSpec, selected: &[String]) -> miette::Result<()> {
-    let builds: Vec<&str> = spec
-        .services
-        .iter()
-        .filter(|(name, s)| s.build.is_some() && (selected.is_empty() || selected.contains(name)))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if builds.is_empty() {
-        eprintln!("--build: no service builds its image, nothing to build");
-        return Ok(());
-    }
-    Err(miette!(
-        help = "build and tag the image elsewhere (or with the builder once it exists), then run `stack up` without --build",
-        "--build: {} build{} an image, and building needs the image builder, which this version of stack does not have yet",
-        builds.join(", "),
-        if builds.len() == 1 { "s" } else { "" }
-    ))
 }
 
 /// `--wait`: asks the daemon to wait for the stack.

@@ -9,6 +9,7 @@
 //! files (record, spec, state): a crash leaves the old or the new version
 //! of each, and a create cut short by a crash is swept at the next start.
 
+pub mod build;
 pub mod config;
 pub mod dns;
 pub mod events;

@@ -150,9 +150,15 @@ pub fn observe(d: &Daemon, resolved: &Resolved) -> Result<Observed, StackError> 
     let stack = &resolved.desired.stack;
     let mut observed = Observed::default();
     let images = &d.containers.images;
+    let built = super::build::StackBuilds::open(&d.root);
     for service in resolved.desired.services.values() {
         let reference = service.image.reference();
         if let Ok(id) = images.catalog.resolve(reference) {
+            if let ImageSource::Build { tag, context, .. } = &service.image
+                && !built.is_current(tag, context, &id)
+            {
+                continue;
+            }
             observed
                 .images
                 .insert(reference.to_string(), id.to_string());
@@ -409,9 +415,13 @@ async fn run_step(
                 d.pull(&reference).await.map_err(|x| e(&x))?;
                 Ok(None)
             }
-            ImageSource::Build { tag, .. } => Err(format!(
-                "{tag} has to be built, and builds come with `stack build`: build it, then apply again"
-            )),
+            ImageSource::Build { tag, context, how } => {
+                let handle = tokio::runtime::Handle::current();
+                blocking(d, move |d| {
+                    super::build::build_service(d, handle, &tag, &context, &how)
+                })
+                .await
+            }
         },
         Action::CreateNetwork { network } => {
             let template = resolved
@@ -1142,6 +1152,10 @@ pub struct ApplyOptions {
     /// Where images come from.
     #[serde(default)]
     pub pull: PullPolicy,
+    /// Build the images of services that build, even present ones
+    /// (`up --build`, this apply).
+    #[serde(default)]
+    pub build: bool,
     /// Recreate the selected containers even if unchanged (this apply).
     #[serde(default)]
     pub force_recreate: bool,
@@ -1158,6 +1172,7 @@ impl Default for ApplyOptions {
             no_deps: false,
             remove_orphans: true,
             pull: PullPolicy::Missing,
+            build: false,
             force_recreate: false,
         }
     }
@@ -1168,6 +1183,7 @@ impl ApplyOptions {
     pub fn kept(&self) -> ApplyOptions {
         ApplyOptions {
             force_recreate: false,
+            build: false,
             pull: match self.pull {
                 PullPolicy::Always => PullPolicy::Missing,
                 other => other,
@@ -1187,6 +1203,7 @@ impl ApplyOptions {
             services: crate::reconcile::plan::select(desired, &self.services, !self.no_deps)?,
             force_recreate: once && self.force_recreate,
             pull_always: once && self.pull == PullPolicy::Always,
+            build_always: once && self.build,
             remove_orphans: self.remove_orphans,
             start_stopped: once,
         })

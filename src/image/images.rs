@@ -677,6 +677,60 @@ impl Images {
         Ok(id)
     }
 
+    /// Stores the layer tar `write` produces (uncompressed) and records its
+    /// size: a build step's layer, before it joins an image with
+    /// [`Images::put_image`].
+    pub fn put_layer(
+        &self,
+        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> Result<(), LayerError>,
+    ) -> Result<LayerRecord, ImageError> {
+        let (blob, size) = self.put_tar("layer", write)?;
+        let measured = layer::measure(BufReader::new(self.blobs.open_verified(&blob)?))?;
+        self.catalog.put_diff(
+            &measured.diff_id,
+            DiffRecord {
+                size: measured.content_size,
+            },
+        )?;
+        Ok(LayerRecord {
+            blob,
+            media_type: oci::MEDIA_OCI_LAYER.to_string(),
+            size,
+            diff_id: measured.diff_id,
+        })
+    }
+
+    /// Stores an image made of `layers` (base first) and `config`, whose
+    /// `rootfs.diff_ids` is set here from the layers; returns its id. A
+    /// build makes one per step, as Docker's classic builder does.
+    pub fn put_image(
+        &self,
+        layers: Vec<LayerRecord>,
+        mut config: ImageConfig,
+    ) -> Result<Digest, ImageError> {
+        config.rootfs = RootFs {
+            kind: "layers".into(),
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+        };
+        let config_bytes = serde_json::to_vec(&config).map_err(|source| ImageError::Config {
+            id: Digest::of(b""),
+            source,
+        })?;
+        let id = self.blobs.put_bytes(&config_bytes)?;
+        if self.catalog.get(&id).is_err() {
+            let record = ImageRecord {
+                id: id.clone(),
+                manifest: None,
+                size: layers.iter().map(|l| l.size).sum(),
+                layers,
+                created: config.created.clone(),
+                repo_digests: BTreeSet::new(),
+            };
+            self.catalog.put(&record)?;
+        }
+        Ok(id)
+    }
+
     /// Unpacks an image's layers (if needed) and returns their directories,
     /// base first: the lower directories of a container's overlay. Records
     /// the size of each layer it unpacks.

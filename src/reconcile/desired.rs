@@ -156,6 +156,16 @@ pub fn volume_name(stack: &str, volume: &str) -> String {
     format!("{stack}_{volume}")
 }
 
+/// The hash of everything a service's build reads: its settings, the
+/// Dockerfile and the context's content (as `.dockerignore` leaves it).
+/// A context that cannot be read hashes as such; the build then says why.
+pub fn build_hash(build: &crate::spec::model::BuildSpec) -> String {
+    let settings = serde_json::to_string(build).unwrap_or_default();
+    let content = crate::build::context::build_digest(&build.context, build.dockerfile.as_deref())
+        .unwrap_or_else(|e| format!("unreadable: {}", crate::error_chain(&e)));
+    sha256_hex(format!("{settings}\0{content}").as_bytes())
+}
+
 /// The tag a service's built image gets.
 pub fn build_tag(stack: &str, service: &str) -> String {
     format!("{stack}-{service}:latest")
@@ -233,7 +243,14 @@ fn service_template(
     let image = match (&s.build, &s.image) {
         (Some(build), image) => ImageSource::Build {
             tag: image.clone().unwrap_or_else(|| build_tag(stack, name)),
-            context: sha256_hex(serde_json::to_string(build).unwrap_or_default().as_bytes()),
+            context: build_hash(build),
+            how: crate::reconcile::plan::BuildHow {
+                dir: build.context.clone(),
+                dockerfile: build.dockerfile.clone(),
+                args: build.args.clone(),
+                target: build.target.clone(),
+                no_cache: build.no_cache,
+            },
         },
         (None, Some(image)) => ImageSource::Pull(image.clone()),
         (None, None) => ImageSource::Pull(String::new()),

@@ -88,6 +88,8 @@ pub enum ImageSource {
         tag: String,
         /// The hash of everything the build reads.
         context: String,
+        /// How to build it.
+        how: BuildHow,
     },
 }
 
@@ -95,6 +97,21 @@ impl Default for ImageSource {
     fn default() -> Self {
         Self::Pull(String::new())
     }
+}
+
+/// What a service's build is asked (its `build` section, resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildHow {
+    /// The context directory (absolute).
+    pub dir: std::path::PathBuf,
+    /// The Dockerfile, relative to the context.
+    pub dockerfile: Option<std::path::PathBuf>,
+    /// Build args.
+    pub args: BTreeMap<String, String>,
+    /// The stage to build.
+    pub target: Option<String>,
+    /// Ignore the layer cache.
+    pub no_cache: bool,
 }
 
 impl ImageSource {
@@ -499,6 +516,10 @@ pub struct PlanOptions {
     /// Pull the image of every selected service again (`--pull always`:
     /// one apply only).
     pub pull_always: bool,
+    /// Build the image of every selected service that builds, even one
+    /// present and up to date (`up --build`: one apply only; the build
+    /// cache makes an unchanged one quick and the same image).
+    pub build_always: bool,
     /// Remove the containers of services no longer declared, and the
     /// networks no longer declared (`--remove-orphans`, the default).
     pub remove_orphans: bool,
@@ -513,6 +534,7 @@ impl Default for PlanOptions {
             services: BTreeSet::new(),
             force_recreate: false,
             pull_always: false,
+            build_always: false,
             remove_orphans: true,
             start_stopped: false,
         }
@@ -1205,13 +1227,18 @@ impl<'a> Planner<'a> {
 
     fn service(&mut self, name: &'a str, service: &'a DesiredService) {
         let want = self.want(service);
-        let pull_again = self.options.pull_always && matches!(service.image, ImageSource::Pull(_));
+        let pull_again = (self.options.pull_always
+            && matches!(service.image, ImageSource::Pull(_)))
+            || (self.options.build_always && matches!(service.image, ImageSource::Build { .. }));
         let image_step = if want.is_none() || pull_again {
             let why = match &service.image {
                 ImageSource::Pull(r) if want.is_some() => {
                     format!("pull {r} for {name}: --pull always")
                 }
                 ImageSource::Pull(r) => format!("pull {r} for {name}"),
+                ImageSource::Build { tag, .. } if want.is_some() => {
+                    format!("build {tag} for {name}: --build")
+                }
                 ImageSource::Build { tag, .. } => format!("build {tag} for {name}"),
             };
             Some(self.plan.push(

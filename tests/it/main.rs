@@ -5,6 +5,7 @@
 // Test helpers may panic on what the test itself set up.
 #![allow(clippy::unwrap_used)]
 
+mod build;
 mod cgroup;
 mod cli_grammar;
 mod compose;

@@ -602,6 +602,11 @@ impl RegistryClient {
         })
     }
 
+    /// The HTTP client (ADD of a URL in a build fetches with it).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The options the client was built with.
     pub fn options(&self) -> &RegistryOptions {
         &self.options
