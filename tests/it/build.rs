@@ -3,20 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::host::Host;
 
-static NEXT: AtomicU8 = AtomicU8::new(0);
-
-/// A host whose daemon has a default bridge of its own (10.81–10.89).
+/// A host whose daemon has a default bridge of its own.
 fn build_host() -> Host {
-    let pid = std::process::id();
-    let x = 81 + u8::try_from(pid % 9).unwrap();
-    let y = NEXT
-        .fetch_add(1, Ordering::SeqCst)
-        .wrapping_add(u8::try_from((pid / 9) % 200).unwrap());
-    let bip = format!("10.{x}.{y}.1/24");
+    let bip = format!("{}.1/24", crate::host::prefix());
     Host::with_daemon(&["--bip", &bip])
 }
 
@@ -467,9 +459,7 @@ fn ids(host: &Host) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn a_stack_service_is_built_and_rebuilt_when_its_context_changes() {
     let host = build_host();
-    let y = NEXT.fetch_add(1, Ordering::SeqCst);
-    let x = 81 + u8::try_from(std::process::id() % 9).unwrap();
-    let subnet = format!("10.{x}.{}.0/24", y.wrapping_add(100));
+    let subnet = format!("{}.0/24", crate::host::prefix());
     fs::write(
         host.work().join("compose.yaml"),
         format!(
@@ -501,6 +491,15 @@ fn a_stack_service_is_built_and_rebuilt_when_its_context_changes() {
     assert_ne!(second["bst-app-1"], first["bst-app-1"]);
     assert_eq!(second["bst-other-1"], first["bst-other-1"]);
     assert_eq!(host.ok(&["exec", "bst-app-1", "cat", "/v.txt"]), "2\n");
+    // A build that fails: the apply says so, the running generation stays.
+    fs::write(app.join("Dockerfile"), "FROM bb\nRUN exit 3\n").unwrap();
+    let err = host.fails(&["apply"]);
+    assert!(err.contains("returned a non-zero code: 3"), "{err}");
+    assert!(host.ok(&["status"]).contains("non-zero code: 3"));
+    assert_eq!(ids(&host), second, "a failed build touched the stack");
+    fs::write(app.join("Dockerfile"), "FROM bb\nCOPY v.txt /v.txt\n").unwrap();
+    host.ok(&["apply"]);
+    assert_eq!(ids(&host), second);
     // `stack build` in the project builds the stack's services.
     let out = host.ok(&["build"]);
     assert!(out.contains("Building app"), "{out}");
