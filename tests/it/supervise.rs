@@ -86,15 +86,18 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let Ok(list) = self.runtime().list() else {
-            return;
-        };
-        for (record, _) in list {
-            // A test that failed after killing a shim leaves its container
-            // running unsupervised: end that first.
-            let _ = self.runtime().finish_orphaned(&record.id);
-            let _ = self.runtime().remove(&record.id, true);
+        if let Ok(list) = self.runtime().list() {
+            for (record, _) in list {
+                // A test that failed after killing a shim leaves its
+                // container running unsupervised: end that first.
+                let _ = self.runtime().finish_orphaned(&record.id);
+                let _ = self.runtime().remove(&record.id, true);
+            }
         }
+        // The import autostarted a daemon on this root (with its default
+        // bridge and nft table): stopped, and whatever it left swept.
+        crate::stop_daemon(&self.root());
+        crate::host::sweep(self.dir.path(), &self.root());
     }
 }
 
