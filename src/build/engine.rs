@@ -536,6 +536,7 @@ impl Build<'_> {
                     from: c.from.as_deref(),
                     chown: c.chown.as_deref(),
                     chmod: c.chmod.as_deref(),
+                    checksum: None,
                     line,
                 },
                 &env,
@@ -549,6 +550,7 @@ impl Build<'_> {
                     from: None,
                     chown: a.chown.as_deref(),
                     chmod: a.chmod.as_deref(),
+                    checksum: a.checksum.as_deref(),
                     line,
                 },
                 &env,
@@ -844,6 +846,16 @@ impl Build<'_> {
     }
 
     fn run_step(&mut self, state: &mut State, run: &dockerfile::Run) -> Result<bool, BuildError> {
+        if !run.mounts.is_empty() {
+            return Err(BuildError::Instruction(
+                "RUN --mount is not supported by this builder".into(),
+            ));
+        }
+        if let Some(mode) = run.security.as_deref().filter(|m| *m != "sandbox") {
+            return Err(BuildError::Instruction(format!(
+                "RUN --security={mode} is not supported (sandbox only)"
+            )));
+        }
         let argv = run_argv(run, &state.shell());
         let network_none = match run.network.as_deref() {
             None | Some("default") => false,
@@ -997,6 +1009,11 @@ impl Build<'_> {
                 "ADD --from cannot fetch URLs".into(),
             ));
         }
+        if ins.checksum.is_some() && (urls.is_empty() || urls.len() != words.len()) {
+            return Err(BuildError::Instruction(
+                "checksum can't be specified for non-HTTP(S) sources".into(),
+            ));
+        }
         // Resolve local sources and the content they hash to.
         let mut resolved: Vec<String> = Vec::new();
         for w in words.iter().filter(|w| !(is_add && is_url(w))) {
@@ -1068,12 +1085,20 @@ impl Build<'_> {
             let file = work.join(format!("url-{}", fetched.len()));
             let mtime = host.fetch(url, &file)?;
             let bytes = std::fs::read(&file).map_err(BuildError::io("read", &file))?;
-            fetched.push((
-                (*url).clone(),
-                file,
-                mtime,
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-            ));
+            let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if let Some(want) = ins.checksum {
+                let hex = want.strip_prefix("sha256:").ok_or_else(|| {
+                    BuildError::Instruction(format!(
+                        "unsupported digest algorithm in ADD --checksum={want} (sha256 only)"
+                    ))
+                })?;
+                if !hex.eq_ignore_ascii_case(&sum) {
+                    return Err(BuildError::Instruction(format!(
+                        "digest mismatch for {url}: sha256:{sum}, expected {want}"
+                    )));
+                }
+            }
+            fetched.push(((*url).clone(), file, mtime, sum));
         }
         let url_hashes = fetched
             .iter()
@@ -1230,6 +1255,8 @@ struct CopyArgs<'a> {
     from: Option<&'a str>,
     chown: Option<&'a str>,
     chmod: Option<&'a str>,
+    /// ADD `--checksum` (URL sources only).
+    checksum: Option<&'a str>,
     line: usize,
 }
 

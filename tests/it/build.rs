@@ -439,6 +439,20 @@ fn copy_heredocs_write_inline_files() {
 }
 
 #[test]
+fn run_mounts_are_refused_not_ignored() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "mount",
+        "FROM bb\nRUN --mount=type=cache,target=/c true\n",
+        &[],
+    );
+    let (ok, out, err) = build(&host, &dir, &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("RUN --mount is not supported"), "{err}");
+}
+
+#[test]
 fn a_failing_run_fails_the_build_with_dockers_message() {
     let host = build_host();
     let dir = context(&host, "fail", "FROM bb\nRUN echo before\nRUN false\n", &[]);
