@@ -14,7 +14,7 @@ use super::BuildError;
 use super::cache::{Cache, Key};
 use super::context::{self, Context, Ignore};
 use super::copy::{self, Layers, Ownership, Staging, Tree};
-use super::steps::{self, Args, Instruction};
+use super::dockerfile::{self, CommandLine, Env, Instruction, KeyValue, Lexer, Source, Step};
 use crate::image::catalog::LayerRecord;
 use crate::image::digest::Digest;
 use crate::image::images::{Images, now_rfc3339};
@@ -98,8 +98,27 @@ const PROXY_ARGS: &[&str] = &[
 struct StageDef {
     base: String,
     name: Option<String>,
-    from: Instruction,
-    steps: Vec<Instruction>,
+    from: Step,
+    steps: Vec<Step>,
+}
+
+/// A step's text as Docker prints it in `Step N/M : …`: the keyword upper
+/// case, the rest as written (continuations joined).
+fn display(step: &Step) -> String {
+    let text = step.original.trim();
+    let rest = text
+        .find(char::is_whitespace)
+        .map(|i| text[i..].trim_start())
+        .unwrap_or("");
+    format!("{} {rest}", step.instruction.keyword())
+}
+
+/// A word that failed to expand, as a parse error at its step's line.
+fn shell_error(line: usize) -> impl Fn(dockerfile::ShellError) -> BuildError {
+    move |e| BuildError::Parse {
+        line,
+        message: e.to_string(),
+    }
 }
 
 /// The state of a stage being built.
@@ -118,8 +137,12 @@ impl State {
         self.config.config.get_or_insert_with(RunConfig::default)
     }
 
-    fn env_map(&self) -> BTreeMap<String, String> {
-        let mut env = self.args.clone();
+    /// The variables words expand against: ARGs, then ENV over them.
+    fn env(&self) -> Env {
+        let mut env = Env::new();
+        for (k, v) in &self.args {
+            env.set(k, v);
+        }
         for e in self
             .config
             .config
@@ -127,7 +150,7 @@ impl State {
             .flat_map(|c| c.env.iter().flatten())
         {
             let (k, v) = e.split_once('=').unwrap_or((e, ""));
-            env.insert(k.to_string(), v.to_string());
+            env.set(k, v);
         }
         env
     }
@@ -160,6 +183,8 @@ struct Build<'a> {
     context: Option<Context>,
     ignore: Ignore,
     out: &'a mut dyn FnMut(&str),
+    /// The Dockerfile's lexer (its escape character).
+    lexer: Lexer,
     step: usize,
     total: usize,
     meta_args: BTreeMap<String, String>,
@@ -209,6 +234,7 @@ pub fn build(
         context: None,
         ignore,
         out,
+        lexer: Lexer::new('\\'),
         step: 0,
         total: 0,
         meta_args: BTreeMap::new(),
@@ -227,66 +253,44 @@ impl Build<'_> {
     }
 
     fn run(&mut self, text: &str) -> Result<Digest, BuildError> {
-        // The parser checks the whole file first (Docker's messages, at
-        // the line); the dispatcher then runs the engine's reading of it.
         let name = self.opts.dockerfile.as_deref().unwrap_or("Dockerfile");
-        super::dockerfile::parse(text, name).map_err(|e| BuildError::Parse {
+        let file = dockerfile::parse(text, name).map_err(|e| BuildError::Parse {
             line: e.line,
             message: e.message.clone(),
         })?;
-        let instructions = steps::parse(text)?;
-        let mut stages: Vec<StageDef> = Vec::new();
-        let mut meta = Vec::new();
-        for ins in instructions {
-            if ins.keyword == "FROM" {
-                let words: Vec<String> =
-                    ins.text().split_whitespace().map(str::to_string).collect();
-                let (base, name) = match words.as_slice() {
-                    [b] => (b.clone(), None),
-                    [b, as_, n] if as_.eq_ignore_ascii_case("as") => {
-                        (b.clone(), Some(n.to_ascii_lowercase()))
-                    }
-                    _ => {
-                        return Err(BuildError::Parse {
-                            line: ins.line,
-                            message: "FROM requires either one or three arguments".into(),
-                        });
-                    }
-                };
-                stages.push(StageDef {
-                    base,
-                    name,
-                    from: ins,
-                    steps: Vec::new(),
-                });
-            } else if let Some(stage) = stages.last_mut() {
-                stage.steps.push(ins);
-            } else if ins.keyword == "ARG" {
-                meta.push(ins);
-            } else {
-                return Err(BuildError::Parse {
-                    line: ins.line,
-                    message: format!("{} before the first FROM", ins.keyword),
-                });
-            }
-        }
+        self.lexer = file.lexer();
+        let mut stages: Vec<StageDef> = file
+            .stages
+            .iter()
+            .map(|s| StageDef {
+                base: s.base.clone(),
+                name: s.name.clone(),
+                from: s.from.clone(),
+                steps: s.steps.clone(),
+            })
+            .collect();
         if stages.is_empty() {
             return Err(BuildError::Instruction(
                 "the Dockerfile has no FROM instruction".into(),
             ));
         }
         // Meta args: usable in FROM.
-        for ins in &meta {
-            for (k, v) in steps::key_values(&ins.text(), &self.meta_args.clone(), false)? {
-                let value = match self.opts.build_args.get(&k) {
-                    Some(Some(given)) => {
-                        self.used_args.insert(k.clone());
-                        given.clone()
-                    }
-                    _ => v,
-                };
-                self.meta_args.insert(k, value);
-            }
+        for decl in file.meta_arg_decls() {
+            let meta = self.meta_env();
+            let default = decl
+                .default
+                .as_deref()
+                .map(|d| self.lexer.process_word(d, &meta))
+                .transpose()
+                .map_err(shell_error(0))?;
+            let value = match self.opts.build_args.get(&decl.name) {
+                Some(Some(given)) => {
+                    self.used_args.insert(decl.name.clone());
+                    given.clone()
+                }
+                _ => default.unwrap_or_default(),
+            };
+            self.meta_args.insert(decl.name.clone(), value);
         }
         let target = match &self.opts.target {
             Some(t) => stages
@@ -300,18 +304,32 @@ impl Build<'_> {
             None => stages.len() - 1,
         };
         if !self.opts.labels.is_empty() {
-            let text = self
+            // `--label`s: a LABEL step of literal pairs (line 0: never
+            // expanded).
+            let pairs: Vec<KeyValue> = self
                 .opts
                 .labels
                 .iter()
-                .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            stages[target].steps.push(Instruction {
-                keyword: "LABEL".into(),
-                flags: Vec::new(),
-                args: Args::Shell(text),
-                line: 0,
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            let original = format!(
+                "LABEL {}",
+                self.opts
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            stages[target].steps.push(Step {
+                instruction: Instruction::Label(pairs),
+                start_line: 0,
+                end_line: 0,
+                original,
+                span: 0..0,
             });
         }
         let needed = self.needed(&stages, target)?;
@@ -354,6 +372,15 @@ impl Build<'_> {
         Ok(id)
     }
 
+    /// The meta ARGs as an environment (for FROM lines).
+    fn meta_env(&self) -> Env {
+        let mut env = Env::new();
+        for (k, v) in &self.meta_args {
+            env.set(k, v);
+        }
+        env
+    }
+
     /// The stages the target needs: itself, and every stage reachable
     /// through FROM and `COPY --from`.
     fn needed(&self, stages: &[StageDef], target: usize) -> Result<BTreeSet<usize>, BuildError> {
@@ -363,13 +390,16 @@ impl Build<'_> {
             if !needed.insert(i) {
                 continue;
             }
-            let base = steps::process_word(&stages[i].base, &self.meta_args)?;
+            let base = self
+                .lexer
+                .process_word(&stages[i].base, &self.meta_env())
+                .map_err(shell_error(stages[i].from.start_line))?;
             let mut refs = vec![base];
             for s in &stages[i].steps {
-                if matches!(s.keyword.as_str(), "COPY" | "ADD")
-                    && let Some(f) = s.flag("from")
+                if let Instruction::Copy(c) = &s.instruction
+                    && let Some(f) = &c.from
                 {
-                    refs.push(f.to_string());
+                    refs.push(f.clone());
                 }
             }
             for r in refs {
@@ -381,9 +411,9 @@ impl Build<'_> {
         Ok(needed)
     }
 
-    fn begin(&mut self, ins: &Instruction) -> Instant {
+    fn begin(&mut self, step: &Step) -> Instant {
         self.step += 1;
-        let line = format!("Step {}/{} : {}\n", self.step, self.total, ins.display());
+        let line = format!("Step {}/{} : {}\n", self.step, self.total, display(step));
         self.say(&line);
         Instant::now()
     }
@@ -402,7 +432,10 @@ impl Build<'_> {
 
     fn stage(&mut self, stage: &StageDef) -> Result<Digest, BuildError> {
         let started = self.begin(&stage.from);
-        let base = steps::process_word(&stage.base, &self.meta_args)?;
+        let base = self
+            .lexer
+            .process_word(&stage.base, &self.meta_env())
+            .map_err(shell_error(stage.from.start_line))?;
         let mut state = self.from(&base, stage)?;
         self.finish(&state.id, started, false);
         let triggers = state
@@ -418,23 +451,17 @@ impl Build<'_> {
                 if triggers.len() == 1 { "" } else { "s" }
             ));
             for trigger in &triggers {
-                for ins in steps::parse(trigger)? {
-                    if matches!(ins.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                        return Err(BuildError::Instruction(format!(
-                            "{} isn't allowed as an ONBUILD trigger",
-                            ins.keyword
-                        )));
-                    }
+                for step in trigger_steps(trigger, self.lexer.escape())? {
                     let started = Instant::now();
-                    self.say(&format!(" ---> Running trigger: {}\n", ins.display()));
-                    let cached = self.step_of(&mut state, &ins)?;
+                    self.say(&format!(" ---> Running trigger: {}\n", display(&step)));
+                    let cached = self.step_of(&mut state, &step)?;
                     self.finish(&state.id, started, cached);
                 }
             }
         }
-        for ins in &stage.steps {
-            let started = self.begin(ins);
-            let cached = self.step_of(&mut state, ins)?;
+        for step in &stage.steps {
+            let started = self.begin(step);
+            let cached = self.step_of(&mut state, step)?;
             self.finish(&state.id, started, cached);
         }
         Ok(state.id)
@@ -486,16 +513,50 @@ impl Build<'_> {
         self.host.pull(name, out)
     }
 
-    /// Runs one instruction on `state`; returns whether the cache answered.
-    fn step_of(&mut self, state: &mut State, ins: &Instruction) -> Result<bool, BuildError> {
-        let env = state.env_map();
-        let kw = ins.keyword.as_str();
-        match kw {
-            "RUN" => self.run_step(state, ins),
-            "COPY" | "ADD" => self.copy_step(state, ins, &env),
-            "WORKDIR" => {
-                let dir = steps::process_word(&ins.text(), &env)?;
-                let (path, _) = copy::resolve_dest(&dir, &state.workdir());
+    /// Runs one step on `state`; returns whether the cache answered.
+    fn step_of(&mut self, state: &mut State, step: &Step) -> Result<bool, BuildError> {
+        let env = state.env();
+        let line = step.start_line;
+        // Line 0: the `--label` step, literal already.
+        let ins = if step.instruction.expands() && line != 0 {
+            step.instruction
+                .expand(&self.lexer, &env)
+                .map_err(shell_error(line))?
+        } else {
+            step.instruction.clone()
+        };
+        match &ins {
+            Instruction::Run(run) => self.run_step(state, run),
+            Instruction::Copy(c) => self.copy_step(
+                state,
+                &CopyArgs {
+                    keyword: "COPY",
+                    sources: &c.sources,
+                    dest: &c.dest,
+                    from: c.from.as_deref(),
+                    chown: c.chown.as_deref(),
+                    chmod: c.chmod.as_deref(),
+                    checksum: None,
+                    line,
+                },
+                &env,
+            ),
+            Instruction::Add(a) => self.copy_step(
+                state,
+                &CopyArgs {
+                    keyword: "ADD",
+                    sources: &a.sources,
+                    dest: &a.dest,
+                    from: None,
+                    chown: a.chown.as_deref(),
+                    chmod: a.chmod.as_deref(),
+                    checksum: a.checksum.as_deref(),
+                    line,
+                },
+                &env,
+            ),
+            Instruction::Workdir(dir) => {
+                let (path, _) = copy::resolve_dest(dir, &state.workdir());
                 let text = format!("WORKDIR {path}");
                 state.run_config().working_dir = Some(path.clone());
                 let layers = Layers(self.images.layers(&state.id)?);
@@ -507,96 +568,85 @@ impl Build<'_> {
                     staging.mkdirs(&path, false).map(|_| ())
                 })
             }
-            _ => {
-                let text = self.apply_meta(state, ins, &env)?;
+            other => {
+                let text = self.apply_meta(state, other, line)?;
                 self.meta_step(state, &text, &[])
             }
         }
     }
 
-    /// Applies a config instruction; returns its history text.
+    /// Applies a config instruction (words expanded); returns its history
+    /// text.
     fn apply_meta(
         &mut self,
         state: &mut State,
         ins: &Instruction,
-        env: &BTreeMap<String, String>,
+        line: usize,
     ) -> Result<String, BuildError> {
-        let raw = ins.text();
         let bad = |m: &str| BuildError::Parse {
-            line: ins.line,
+            line,
             message: m.to_string(),
         };
-        Ok(match ins.keyword.as_str() {
-            "ENV" => {
-                let pairs = steps::key_values(&raw, env, true)?;
+        let pairs_text = |pairs: &[KeyValue]| {
+            pairs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        Ok(match ins {
+            Instruction::Env(pairs) => {
                 if pairs.is_empty() {
                     return Err(bad("ENV requires at least one argument"));
                 }
                 let rc = state.run_config();
                 let list = rc.env.get_or_insert_with(Vec::new);
-                for (k, v) in &pairs {
-                    list.retain(|e| e.split('=').next() != Some(k.as_str()));
-                    list.push(format!("{k}={v}"));
+                for kv in pairs {
+                    list.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
+                    list.push(format!("{}={}", kv.key, kv.value));
                 }
-                format!(
-                    "ENV {}",
-                    pairs
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
+                format!("ENV {}", pairs_text(pairs))
             }
-            "LABEL" => {
-                let pairs = steps::key_values(&raw, env, true)?;
+            Instruction::Label(pairs) => {
                 let rc = state.run_config();
                 let labels = rc.labels.get_or_insert_with(BTreeMap::new);
-                for (k, v) in &pairs {
-                    labels.insert(k.clone(), v.clone());
+                for kv in pairs {
+                    labels.insert(kv.key.clone(), kv.value.clone());
                 }
-                format!(
-                    "LABEL {}",
-                    pairs
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
+                format!("LABEL {}", pairs_text(pairs))
             }
-            "MAINTAINER" => {
-                state.config.author = Some(raw.clone());
-                format!("MAINTAINER {raw}")
+            Instruction::Maintainer(who) => {
+                state.config.author = Some(who.clone());
+                format!("MAINTAINER {who}")
             }
-            "ARG" => {
-                let pairs = steps::key_values(&raw, env, false)?;
+            Instruction::Arg(decls) => {
                 let mut shown = Vec::new();
-                for (k, default) in pairs {
-                    let has_default = raw.contains(&format!("{k}="));
-                    let value = match self.opts.build_args.get(&k) {
-                        Some(Some(v)) => Some(v.clone()),
-                        _ if has_default => Some(default.clone()),
-                        _ => self.meta_args.get(&k).cloned(),
+                for decl in decls {
+                    let k = &decl.name;
+                    let value = match (self.opts.build_args.get(k), &decl.default) {
+                        (Some(Some(v)), _) => Some(v.clone()),
+                        (_, Some(default)) => Some(default.clone()),
+                        _ => self.meta_args.get(k).cloned(),
                     };
                     self.used_args.insert(k.clone());
-                    shown.push(if has_default {
-                        format!("{k}={default}")
-                    } else {
-                        k.clone()
+                    shown.push(match &decl.default {
+                        Some(default) => format!("{k}={default}"),
+                        None => k.clone(),
                     });
                     if let Some(v) = value {
-                        state.args.insert(k, v);
+                        state.args.insert(k.clone(), v);
                     }
                 }
                 format!("ARG {}", shown.join(" "))
             }
-            "CMD" => {
-                let cmd = self.command(state, ins);
+            Instruction::Cmd(command) => {
+                let cmd = command.argv(&state.shell());
                 state.run_config().cmd = Some(cmd.clone());
                 state.cmd_set = true;
                 format!("CMD {}", serde_json::to_string(&cmd).unwrap_or_default())
             }
-            "ENTRYPOINT" => {
-                let ep = self.command(state, ins);
+            Instruction::Entrypoint(command) => {
+                let ep = command.argv(&state.shell());
                 let cmd_set = state.cmd_set;
                 let rc = state.run_config();
                 rc.entrypoint = Some(ep.clone());
@@ -608,15 +658,11 @@ impl Build<'_> {
                     serde_json::to_string(&ep).unwrap_or_default()
                 )
             }
-            "SHELL" => {
-                let Args::Exec(words) = &ins.args else {
-                    return Err(bad("SHELL requires the arguments to be in JSON form"));
-                };
+            Instruction::Shell(words) => {
                 state.run_config().shell = Some(words.clone());
                 format!("SHELL {}", serde_json::to_string(words).unwrap_or_default())
             }
-            "EXPOSE" => {
-                let ports = steps::process_words(&raw, env, true)?;
+            Instruction::Expose(ports) => {
                 let rc = state.run_config();
                 let map = rc.exposed_ports.get_or_insert_with(BTreeMap::new);
                 let mut shown = Vec::new();
@@ -638,74 +684,44 @@ impl Build<'_> {
                         .join(" ")
                 )
             }
-            "VOLUME" => {
-                let vols = match &ins.args {
-                    Args::Exec(v) => v
-                        .iter()
-                        .map(|w| steps::process_word(w, env))
-                        .collect::<Result<Vec<_>, _>>()?,
-                    Args::Shell(s) => steps::process_words(s, env, true)?,
-                };
+            Instruction::Volume(vols) => {
                 if vols.iter().any(String::is_empty) || vols.is_empty() {
                     return Err(bad("VOLUME specified can not be an empty string"));
                 }
                 let rc = state.run_config();
                 let map = rc.volumes.get_or_insert_with(BTreeMap::new);
-                for v in &vols {
+                for v in vols {
                     map.insert(v.clone(), Value::Object(serde_json::Map::new()));
                 }
-                format!(
-                    "VOLUME {}",
-                    serde_json::to_string(&vols).unwrap_or_default()
-                )
+                format!("VOLUME {}", serde_json::to_string(vols).unwrap_or_default())
             }
-            "USER" => {
-                let user = steps::process_word(&raw, env)?;
+            Instruction::User(user) => {
                 state.run_config().user = Some(user.clone());
                 format!("USER {user}")
             }
-            "STOPSIGNAL" => {
-                let sig = steps::process_word(&raw, env)?;
+            Instruction::StopSignal(sig) => {
                 state.run_config().stop_signal = Some(sig.clone());
                 format!("STOPSIGNAL {sig}")
             }
-            "ONBUILD" => {
-                let inner = raw.trim();
-                let kw = inner
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_uppercase();
-                if matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") || kw.is_empty() {
-                    return Err(bad(&format!("{kw} isn't allowed as an ONBUILD trigger")));
-                }
+            Instruction::OnBuild(trigger) => {
+                let text = trigger.text.trim().to_string();
                 state
                     .run_config()
                     .on_build
                     .get_or_insert_with(Vec::new)
-                    .push(inner.to_string());
-                format!("ONBUILD {inner}")
+                    .push(text.clone());
+                format!("ONBUILD {text}")
             }
-            "HEALTHCHECK" => {
-                let check = healthcheck(ins)?;
+            Instruction::Healthcheck(check) => {
+                let check = health_config(check, line)?;
                 let shown = serde_json::to_string(&check.test).unwrap_or_default();
                 state.run_config().healthcheck = Some(check);
                 format!("HEALTHCHECK {shown}")
             }
-            other => return Err(bad(&format!("unknown instruction: {other}"))),
-        })
-    }
-
-    /// CMD/ENTRYPOINT argv: the exec form, or the shell form through SHELL.
-    fn command(&self, state: &State, ins: &Instruction) -> Vec<String> {
-        match &ins.args {
-            Args::Exec(words) => words.clone(),
-            Args::Shell(text) => {
-                let mut argv = state.shell();
-                argv.push(text.clone());
-                argv
+            other => {
+                return Err(bad(&format!("{} is not allowed here", other.keyword())));
             }
-        }
+        })
     }
 
     /// A config-only step: a new image with an empty-layer history entry.
@@ -829,16 +845,19 @@ impl Build<'_> {
         Ok(())
     }
 
-    fn run_step(&mut self, state: &mut State, ins: &Instruction) -> Result<bool, BuildError> {
-        let argv = match &ins.args {
-            Args::Exec(words) => words.clone(),
-            Args::Shell(text) => {
-                let mut argv = state.shell();
-                argv.push(text.clone());
-                argv
-            }
-        };
-        let network_none = match ins.flag("network") {
+    fn run_step(&mut self, state: &mut State, run: &dockerfile::Run) -> Result<bool, BuildError> {
+        if !run.mounts.is_empty() {
+            return Err(BuildError::Instruction(
+                "RUN --mount is not supported by this builder".into(),
+            ));
+        }
+        if let Some(mode) = run.security.as_deref().filter(|m| *m != "sandbox") {
+            return Err(BuildError::Instruction(format!(
+                "RUN --security={mode} is not supported (sandbox only)"
+            )));
+        }
+        let argv = run_argv(run, &state.shell());
+        let network_none = match run.network.as_deref() {
             None | Some("default") => false,
             Some("none") => true,
             Some(other) => {
@@ -938,47 +957,43 @@ impl Build<'_> {
     fn copy_step(
         &mut self,
         state: &mut State,
-        ins: &Instruction,
-        env: &BTreeMap<String, String>,
+        ins: &CopyArgs<'_>,
+        env: &Env,
     ) -> Result<bool, BuildError> {
         let is_add = ins.keyword == "ADD";
-        let mut words = match &ins.args {
-            Args::Exec(w) => w
-                .iter()
-                .map(|w| steps::process_word(w, env))
-                .collect::<Result<Vec<_>, _>>()?,
-            Args::Shell(s) => steps::process_words(s, env, true)?,
-        };
-        if words.len() < 2 {
-            return Err(BuildError::Parse {
-                line: ins.line,
-                message: format!(
-                    "{} requires at least two arguments, but only one was provided. Destination could not be determined",
-                    ins.keyword
-                ),
-            });
+        let mut words = Vec::new();
+        // Heredoc sources: (file name, body).
+        let mut inline = Vec::new();
+        for source in ins.sources {
+            match source {
+                Source::Path(p) => words.push(p.clone()),
+                Source::Inline(doc) => {
+                    let body = if doc.expand {
+                        self.lexer
+                            .expand_heredoc(&doc.content, env)
+                            .map_err(shell_error(ins.line))?
+                    } else {
+                        doc.content.clone()
+                    };
+                    inline.push((doc.name.clone(), body));
+                }
+            }
         }
-        let dest_word = words.pop().unwrap_or_default();
+        let dest_word = ins.dest.to_string();
         let (dest, mut dest_dir) = copy::resolve_dest(&dest_word, &state.workdir());
         let layers = Layers(self.images.layers(&state.id)?);
         let own = Ownership {
-            owner: match ins.flag("chown") {
-                Some(c) if !c.is_empty() => {
-                    Some(copy::resolve_chown(&steps::process_word(c, env)?, &layers)?)
-                }
+            owner: match ins.chown {
+                Some(c) if !c.is_empty() => Some(copy::resolve_chown(c, &layers)?),
                 _ => None,
             },
-            mode: match ins.flag("chmod") {
+            mode: match ins.chmod {
                 Some(m) if !m.is_empty() => Some(copy::parse_chmod(m)?),
                 _ => None,
             },
         };
         // Where the sources come from.
-        let from = ins
-            .flag("from")
-            .map(|f| steps::process_word(f, env))
-            .transpose()?;
-        let from_root = match &from {
+        let from_root = match ins.from {
             None => None,
             Some(f) => {
                 let id = match stage_ref(&self.built, f) {
@@ -994,6 +1009,11 @@ impl Build<'_> {
                 "ADD --from cannot fetch URLs".into(),
             ));
         }
+        if ins.checksum.is_some() && (urls.is_empty() || urls.len() != words.len()) {
+            return Err(BuildError::Instruction(
+                "checksum can't be specified for non-HTTP(S) sources".into(),
+            ));
+        }
         // Resolve local sources and the content they hash to.
         let mut resolved: Vec<String> = Vec::new();
         for w in words.iter().filter(|w| !(is_add && is_url(w))) {
@@ -1003,7 +1023,7 @@ impl Build<'_> {
             };
             resolved.extend(found);
         }
-        let count = resolved.len() + urls.len();
+        let count = resolved.len() + urls.len() + inline.len();
         if count > 1 {
             if !dest_word.ends_with('/') {
                 return Err(BuildError::Instruction(format!(
@@ -1016,21 +1036,35 @@ impl Build<'_> {
         if layers.lookup(&dest).is_some_and(|m| m.is_dir()) {
             dest_dir = true;
         }
-        let content = match &from_root {
+        let mut content = match &from_root {
             Some((id, _)) => format!("from {id} {}", resolved.join("\0")),
+            None if resolved.is_empty() => String::new(),
             None => self.context()?.hash_paths(&resolved),
         };
-        let flags = ins
-            .flags
-            .iter()
-            .map(|(k, v)| format!("--{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        if !inline.is_empty() {
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            for (name, body) in &inline {
+                sha2::Digest::update(&mut hasher, name.as_bytes());
+                sha2::Digest::update(&mut hasher, b"\0");
+                sha2::Digest::update(&mut hasher, body.as_bytes());
+                sha2::Digest::update(&mut hasher, b"\0");
+            }
+            content.push_str(&hex::encode(sha2::Digest::finalize(hasher)));
+        }
+        let flags = [
+            ("from", ins.from),
+            ("chown", ins.chown),
+            ("chmod", ins.chmod),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("--{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ");
         let key_text = format!("{} {flags} {} {}", ins.keyword, words.join(" "), dest);
         let history = format!(
             "{} {}{} in {dest} ",
             ins.keyword,
-            if resolved.len() + urls.len() == 1 && !dest_dir {
+            if count == 1 && !dest_dir {
                 "file:"
             } else {
                 "dir:"
@@ -1038,6 +1072,7 @@ impl Build<'_> {
             &content.get(..64).unwrap_or(&content),
         );
         let ctx = match &from_root {
+            None if resolved.is_empty() => None,
             None => Some(self.context()?.clone()),
             Some(_) => None,
         };
@@ -1050,12 +1085,20 @@ impl Build<'_> {
             let file = work.join(format!("url-{}", fetched.len()));
             let mtime = host.fetch(url, &file)?;
             let bytes = std::fs::read(&file).map_err(BuildError::io("read", &file))?;
-            fetched.push((
-                (*url).clone(),
-                file,
-                mtime,
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-            ));
+            let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if let Some(want) = ins.checksum {
+                let hex = want.strip_prefix("sha256:").ok_or_else(|| {
+                    BuildError::Instruction(format!(
+                        "unsupported digest algorithm in ADD --checksum={want} (sha256 only)"
+                    ))
+                })?;
+                if !hex.eq_ignore_ascii_case(&sum) {
+                    return Err(BuildError::Instruction(format!(
+                        "digest mismatch for {url}: sha256:{sum}, expected {want}"
+                    )));
+                }
+            }
+            fetched.push(((*url).clone(), file, mtime, sum));
         }
         let url_hashes = fetched
             .iter()
@@ -1089,7 +1132,10 @@ impl Build<'_> {
                 Tree::Dir(&tree_root)
             }
             (None, Some(c)) => Tree::Context(c),
-            (None, None) => return Err(BuildError::Instruction("no context".into())),
+            (None, None) => {
+                tree_root = dir.path().to_path_buf();
+                Tree::Dir(&tree_root)
+            }
         };
         if dest_dir {
             staging.mkdirs(&dest, true)?;
@@ -1111,6 +1157,14 @@ impl Build<'_> {
                 format!("{}/{base}", dest.trim_end_matches('/'))
             };
             staging.copy(tree, src, &target)?;
+        }
+        for (name, body) in &inline {
+            let target = if dest_dir {
+                format!("{}/{name}", dest.trim_end_matches('/'))
+            } else {
+                dest.clone()
+            };
+            staging.write(&target, body.as_bytes(), 0o644, None)?;
         }
         for (url, file, mtime, _) in &fetched {
             let name = url
@@ -1193,82 +1247,139 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// `HEALTHCHECK [--interval=…] CMD …` or `HEALTHCHECK NONE`.
-fn healthcheck(ins: &Instruction) -> Result<crate::image::oci::HealthConfig, BuildError> {
-    let bad = |m: String| BuildError::Parse {
-        line: ins.line,
-        message: m,
-    };
-    let text = ins.text();
-    let trimmed = text.trim();
-    let mut check = crate::image::oci::HealthConfig::default();
-    if trimmed.eq_ignore_ascii_case("NONE") {
-        check.test = Some(vec!["NONE".into()]);
-        return Ok(check);
-    }
-    let rest = trimmed
-        .strip_prefix("CMD")
-        .or_else(|| trimmed.strip_prefix("cmd"))
-        .ok_or_else(|| bad("HEALTHCHECK requires CMD or NONE".into()))?
-        .trim();
-    check.test = Some(if rest.starts_with('[') {
-        let words: Vec<String> = serde_json::from_str(rest)
-            .map_err(|e| bad(format!("invalid JSON in HEALTHCHECK: {e}")))?;
-        std::iter::once("CMD".to_string()).chain(words).collect()
-    } else {
-        vec!["CMD-SHELL".into(), rest.to_string()]
-    });
-    for (name, value) in &ins.flags {
-        let nanos = || -> Result<i64, BuildError> {
-            let d = parse_duration(value)
-                .ok_or_else(|| bad(format!("invalid --{name} value {value:?}")))?;
-            i64::try_from(d.as_nanos()).map_err(|_| bad(format!("--{name} is too long")))
-        };
-        match name.as_str() {
-            "interval" => check.interval = Some(nanos()?),
-            "timeout" => check.timeout = Some(nanos()?),
-            "start-period" => check.start_period = Some(nanos()?),
-            "start-interval" => check.start_interval = Some(nanos()?),
-            "retries" => {
-                check.retries = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad(format!("invalid --retries value {value:?}")))?,
-                )
-            }
-            other => return Err(bad(format!("unknown flag: {other}"))),
-        }
-    }
-    Ok(check)
+/// What COPY and ADD share, words expanded.
+struct CopyArgs<'a> {
+    keyword: &'static str,
+    sources: &'a [Source],
+    dest: &'a str,
+    from: Option<&'a str>,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    /// ADD `--checksum` (URL sources only).
+    checksum: Option<&'a str>,
+    line: usize,
 }
 
-/// Go's `time.ParseDuration` for the units health checks use.
-fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
+/// The argv of a RUN. With heredocs (`RUN <<EOF`), the body is the
+/// script: a lone heredoc runs as the shell's script, or with the
+/// interpreter its `#!` line names; a command with heredocs runs in the
+/// shell with the bodies attached, as a shell would read them.
+fn run_argv(run: &dockerfile::Run, shell: &[String]) -> Vec<String> {
+    let CommandLine::Shell(cmd) = &run.command else {
+        return run.command.argv(shell);
+    };
+    if run.heredocs.is_empty() {
+        return run.command.argv(shell);
     }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
+    if let [doc] = run.heredocs.as_slice()
+        && cmd.trim().starts_with("<<")
+        && cmd.split_whitespace().count() == 1
+    {
+        if let Some(first) = doc.content.lines().next()
+            && let Some(interp) = first.strip_prefix("#!")
+        {
+            // Feed the whole body (its `#!` line too) to the interpreter.
+            let delim = unique_delimiter(&doc.content);
+            let script = format!(
+                "{} /dev/stdin <<'{delim}'\n{}{}{delim}\n",
+                interp.trim(),
+                doc.content,
+                if doc.content.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                }
+            );
+            let mut argv = shell.to_vec();
+            argv.push(script);
+            return argv;
+        }
+        let mut argv = shell.to_vec();
+        argv.push(doc.content.clone());
+        return argv;
+    }
+    let mut script = cmd.clone();
+    script.push('\n');
+    for doc in &run.heredocs {
+        script.push_str(&doc.content);
+        if !doc.content.is_empty() && !doc.content.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str(&doc.name);
+        script.push('\n');
+    }
+    let mut argv = shell.to_vec();
+    argv.push(script);
+    argv
+}
+
+/// A heredoc delimiter that is no line of `body`.
+fn unique_delimiter(body: &str) -> String {
+    let mut delim = "STACK_EOF".to_string();
+    while body.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    delim
+}
+
+/// The steps of an ONBUILD trigger (one instruction), parsed as the
+/// Dockerfile language reads it.
+fn trigger_steps(trigger: &str, escape: char) -> Result<Vec<Step>, BuildError> {
+    let text = format!("# escape={escape}\nFROM scratch\n{trigger}\n");
+    let file = dockerfile::parse(&text, "ONBUILD").map_err(|e| BuildError::Parse {
+        line: e.line.saturating_sub(2),
+        message: e.message.clone(),
+    })?;
+    let bad =
+        |kw: &str| BuildError::Instruction(format!("{kw} isn't allowed as an ONBUILD trigger"));
+    let [stage] = file.stages.as_slice() else {
+        return Err(bad("FROM"));
+    };
+    for step in &stage.steps {
+        if matches!(
+            step.instruction,
+            Instruction::OnBuild(_) | Instruction::From(_) | Instruction::Maintainer(_)
+        ) {
+            return Err(bad(step.instruction.keyword()));
+        }
+    }
+    Ok(stage.steps.clone())
+}
+
+/// The image config's health check of a HEALTHCHECK.
+fn health_config(
+    check: &dockerfile::Healthcheck,
+    line: usize,
+) -> Result<crate::image::oci::HealthConfig, BuildError> {
+    let mut out = crate::image::oci::HealthConfig {
+        test: Some(check.test()),
+        ..Default::default()
+    };
+    if let dockerfile::Healthcheck::Check {
+        interval,
+        timeout,
+        start_period,
+        start_interval,
+        retries,
+        ..
+    } = check
+    {
+        let nanos = |d: &Option<std::time::Duration>, name: &str| {
+            d.map(|d| {
+                i64::try_from(d.as_nanos()).map_err(|_| BuildError::Parse {
+                    line,
+                    message: format!("--{name} is too long"),
+                })
+            })
+            .transpose()
         };
-        total += n * mult;
-        rest = &rest[unit_end..];
+        out.interval = nanos(interval, "interval")?;
+        out.timeout = nanos(timeout, "timeout")?;
+        out.start_period = nanos(start_period, "start-period")?;
+        out.start_interval = nanos(start_interval, "start-interval")?;
+        out.retries = retries.map(i64::from);
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1276,15 +1387,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_like_go() {
+    fn heredoc_runs_as_the_script_or_with_its_interpreter() {
+        let file = dockerfile::parse(
+            "FROM scratch\nRUN <<EOF\necho hi\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print 1 }\nEOF\nRUN cat <<A\nx\nA\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let sh = vec!["/bin/sh".to_string(), "-c".to_string()];
+        let argv = |i: usize| match &file.stages[0].steps[i].instruction {
+            Instruction::Run(run) => run_argv(run, &sh),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(argv(0), ["/bin/sh", "-c", "echo hi\n"]);
         assert_eq!(
-            parse_duration("30s"),
-            Some(std::time::Duration::from_secs(30))
+            argv(1),
+            [
+                "/bin/sh",
+                "-c",
+                "/bin/awk -f /dev/stdin <<'STACK_EOF'\n#!/bin/awk -f\nBEGIN { print 1 }\nSTACK_EOF\n"
+            ]
         );
-        assert_eq!(
-            parse_duration("1m30s"),
-            Some(std::time::Duration::from_secs(90))
-        );
-        assert_eq!(parse_duration("x"), None);
+        assert_eq!(argv(2), ["/bin/sh", "-c", "cat <<A\nx\nA\n"]);
+    }
+
+    #[test]
+    fn step_lines_read_as_written() {
+        let file = dockerfile::parse("from busybox\ncopy --chown=1:2 a \\\n  /b/\n", "Dockerfile")
+            .unwrap();
+        assert_eq!(display(&file.stages[0].from), "FROM busybox");
+        let shown = display(&file.stages[0].steps[0]);
+        assert!(shown.starts_with("COPY --chown=1:2 a"), "{shown}");
+        assert!(shown.ends_with("/b/"), "{shown}");
+    }
+
+    #[test]
+    fn onbuild_triggers_parse_and_refuse_from() {
+        let steps = trigger_steps("RUN echo hi", '\\').unwrap();
+        assert_eq!(steps.len(), 1);
+        assert!(trigger_steps("FROM busybox", '\\').is_err());
     }
 }

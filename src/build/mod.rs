@@ -48,7 +48,6 @@ pub mod copy;
 pub mod dockerfile;
 pub mod engine;
 pub mod ignore;
-pub mod steps;
 
 use std::path::PathBuf;
 

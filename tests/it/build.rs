@@ -380,6 +380,79 @@ fn hostile_contexts_are_refused() {
 }
 
 #[test]
+fn run_heredocs_are_scripts_and_their_shebang_picks_the_interpreter() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "runheredoc",
+        "FROM bb\nENV WHO=heredoc\nRUN <<EOF\necho \"one $WHO\" > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/sh -e\ncase $- in *e*) echo errexit > /flags ;; esac\nEOF\nRUN cat > /cat <<EOF\nfed $WHO\nEOF\nCMD cat /one /flags /cat\n",
+        &[],
+    );
+    let out = built_ok(&host, &dir, &["-t", "runheredoc"]);
+    assert!(out.contains("Step 3/6 : RUN <<EOF"), "{out}");
+    assert_eq!(
+        host.ok(&["run", "--rm", "runheredoc"]),
+        "one heredoc\ntwo\nerrexit\nfed heredoc\n"
+    );
+    // Unchanged, every step comes from the cache.
+    let again = built_ok(&host, &dir, &["-t", "runheredoc"]);
+    assert_eq!(hits(&again), 5, "{again}");
+}
+
+#[test]
+fn copy_heredocs_write_inline_files() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "copyheredoc",
+        "FROM bb\nARG NAME=world\nCOPY <<EOF /hello.txt\nhello $NAME\nEOF\nCOPY <<'A' <<B /dir/\nraw $NAME\nA\nb\nB\nCMD cat /hello.txt /dir/A /dir/B\n",
+        &[],
+    );
+    built_ok(&host, &dir, &["-t", "copyheredoc"]);
+    assert_eq!(
+        host.ok(&["run", "--rm", "copyheredoc"]),
+        "hello world\nraw $NAME\nb\n"
+    );
+    let mode = host.ok(&[
+        "run",
+        "--rm",
+        "copyheredoc",
+        "stat",
+        "-c",
+        "%a",
+        "/hello.txt",
+    ]);
+    assert_eq!(mode.trim(), "644");
+    // A changed body is a cache miss for its step.
+    let dir = context(
+        &host,
+        "copyheredoc",
+        "FROM bb\nARG NAME=world\nCOPY <<EOF /hello.txt\nhello $NAME\nEOF\nCOPY <<'A' <<B /dir/\nraw $NAME\nA\nchanged\nB\nCMD cat /hello.txt /dir/A /dir/B\n",
+        &[],
+    );
+    let out = built_ok(&host, &dir, &["-t", "copyheredoc"]);
+    assert_eq!(hits(&out), 2, "{out}");
+    assert_eq!(
+        host.ok(&["run", "--rm", "copyheredoc"]),
+        "hello world\nraw $NAME\nchanged\n"
+    );
+}
+
+#[test]
+fn run_mounts_are_refused_not_ignored() {
+    let host = build_host();
+    let dir = context(
+        &host,
+        "mount",
+        "FROM bb\nRUN --mount=type=cache,target=/c true\n",
+        &[],
+    );
+    let (ok, out, err) = build(&host, &dir, &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("RUN --mount is not supported"), "{err}");
+}
+
+#[test]
 fn a_failing_run_fails_the_build_with_dockers_message() {
     let host = build_host();
     let dir = context(&host, "fail", "FROM bb\nRUN echo before\nRUN false\n", &[]);
