@@ -90,38 +90,13 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` (a space for the `T`
+/// too).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<i64>().ok());
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if s.get(4..5) != Some("-") || s.get(10..11).is_none_or(|t| t != "T" && t != " ") {
-        return None;
+    match s.as_bytes().get(10) {
+        Some(b' ') => crate::runtime::logs::parse_datetime(&format!("{}T{}", &s[..10], &s[11..])),
+        _ => crate::runtime::logs::parse_datetime(s),
     }
-    let mut rest = s.get(19..)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        tz => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let h: i64 = tz.get(1..3)?.parse().ok()?;
-            let m: i64 = tz.get(4..6)?.parse().ok()?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    // Days from civil (Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
-    let secs = u64::try_from(secs).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// True when stderr should get colors.

@@ -525,7 +525,7 @@ fn take_digits(bytes: &[u8], at: &mut usize, n: usize) -> Option<i64> {
 /// zone. Without a zone the time is UTC (Docker reads it in the local zone,
 /// which this crate has no database for). Fractions may have any number of
 /// digits; past nine they are truncated.
-fn parse_datetime(text: &str) -> Option<SystemTime> {
+pub fn parse_datetime(text: &str) -> Option<SystemTime> {
     let b = text.as_bytes();
     let mut at = 0;
     let year = take_digits(b, &mut at, 4)?;
