@@ -620,6 +620,7 @@ impl Staging<'_> {
             read_full(&mut f, &mut head).map_err(BuildError::io("read", from))?
         };
         let head = &head[..n];
+        let mut decompressor = None;
         let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
             let f = fs::File::open(from).map_err(BuildError::io("read", from))?;
             Box::new(flate2::read::MultiGzDecoder::new(f))
@@ -632,24 +633,52 @@ impl Staging<'_> {
             } else {
                 "xz"
             };
-            let out = std::process::Command::new(program)
+            // Streamed: the decompressed archive is never held in memory.
+            let mut child = std::process::Command::new(program)
                 .arg("-dc")
                 .arg(from)
-                .output()
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
                 .map_err(BuildError::io("run the decompressor for", from))?;
-            if !out.status.success() {
+            let Some(out) = child.stdout.take() else {
+                let _ = child.kill();
+                let _ = child.wait();
                 return Err(BuildError::Instruction(format!(
-                    "cannot decompress {}: {}",
-                    from.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "cannot decompress {}: {program} gave no output",
+                    from.display()
                 )));
-            }
-            Box::new(std::io::Cursor::new(out.stdout))
+            };
+            decompressor = Some((program, child));
+            Box::new(out)
         } else if head.len() >= 262 && &head[257..262] == b"ustar" {
             Box::new(fs::File::open(from).map_err(BuildError::io("read", from))?)
         } else {
             return Ok(false);
         };
+        let unpacked = self.unpack(reader, from, dest);
+        if let Some((program, mut child)) = decompressor {
+            // On an unpack error the decompressor may still be writing.
+            if unpacked.is_err() {
+                let _ = child.kill();
+            }
+            let status = child
+                .wait()
+                .map_err(BuildError::io("run the decompressor for", from))?;
+            if unpacked.is_ok() && !status.success() {
+                return Err(BuildError::Instruction(format!(
+                    "cannot decompress {}: {program} exited with {status}",
+                    from.display()
+                )));
+            }
+        }
+        unpacked.map(|()| true)
+    }
+
+    /// Unpacks the tar stream `reader` (read from `from`) into directory
+    /// `dest`.
+    fn unpack(&self, reader: Box<dyn Read>, from: &Path, dest: &str) -> Result<(), BuildError> {
         let to = self.mkdirs(dest, false)?;
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
@@ -667,10 +696,14 @@ impl Staging<'_> {
                 .unpack_in(&to)
                 .map_err(BuildError::io("extract", from))?;
         }
+        // What follows the end of the archive is read too, so a
+        // decompressor writing it is never cut off with a broken pipe.
+        std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
+            .map_err(BuildError::io("read the archive", from))?;
         if let Some((uid, gid)) = self.own.owner {
             chown_tree(&to, uid, gid)?;
         }
-        Ok(true)
+        Ok(())
     }
 }
 

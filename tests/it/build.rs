@@ -66,6 +66,8 @@ WORKDIR $APP
 COPY --chown=app:app hello.txt ./
 COPY dir/ sub/
 ADD files.tar /extracted/
+ADD files.tar.bz2 /bz/
+ADD files.tar.xz /xz/
 RUN echo "$GREETING from $(pwd)" > made.txt && test -f /app/hello.txt
 RUN ["/bin/sh", "-c", "echo exec-form >> made.txt"]
 SHELL ["/bin/sh", "-c"]
@@ -88,17 +90,23 @@ CMD ["cat /app/made.txt /app/hello.txt; id -u"]
     let tar_src = host.work().join("tarsrc");
     fs::create_dir_all(&tar_src).unwrap();
     fs::write(tar_src.join("inside.txt"), "from the tar\n").unwrap();
-    let st = std::process::Command::new("tar")
-        .args([
-            "-cf",
-            dir.join("files.tar").to_str().unwrap(),
-            "-C",
-            tar_src.to_str().unwrap(),
-            "inside.txt",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    for (flag, name) in [
+        ("-cf", "files.tar"),
+        ("-cjf", "files.tar.bz2"),
+        ("-cJf", "files.tar.xz"),
+    ] {
+        let st = std::process::Command::new("tar")
+            .args([
+                flag,
+                dir.join(name).to_str().unwrap(),
+                "-C",
+                tar_src.to_str().unwrap(),
+                "inside.txt",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar {flag}");
+    }
     let out = built_ok(
         &host,
         &dir,
@@ -155,9 +163,12 @@ CMD ["cat /app/made.txt /app/hello.txt; id -u"]
         "all:v1",
         "sh",
         "-c",
-        "stat -c '%u:%g %n' /app/hello.txt; cat /app/sub/a /app/sub/b/c /extracted/inside.txt",
+        "stat -c '%u:%g %n' /app/hello.txt; cat /app/sub/a /app/sub/b/c /extracted/inside.txt /bz/inside.txt /xz/inside.txt",
     ]);
-    assert_eq!(listing, "1000:1000 /app/hello.txt\nA\nC\nfrom the tar\n");
+    assert_eq!(
+        listing,
+        "1000:1000 /app/hello.txt\nA\nC\nfrom the tar\nfrom the tar\nfrom the tar\n"
+    );
     // History: config-only steps have no layer.
     let history = host.ok(&["history", "--no-trunc", "all:v1"]);
     assert!(history.contains("ENV APP=/app PATH_EXTRA=x"), "{history}");
