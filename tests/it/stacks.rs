@@ -843,7 +843,11 @@ fn a_daemon_killed_mid_apply_converges_when_it_starts_again() {
             std::thread::sleep(Duration::from_millis(10));
         }
         // The next command starts the daemon again, which resumes the
-        // stack.
+        // stack. (A command racing the killed daemon's last moments can
+        // see its connection dropped: the daemon must answer one soon.)
+        eventually(Duration::from_secs(60), "the daemon answers again", || {
+            host.stack(&["ps", "-q"]).status.success()
+        });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let now = containers(&host);
